@@ -1,0 +1,42 @@
+"""decaytx: every common form of weight decay as a composable optax transform.
+
+Gradient-side (coupled) forms go FIRST in an ``optax.chain``; update-side
+(decoupled and proximal) forms go LAST, after ``optax.scale_by_learning_rate``.
+"""
+
+from decaytx import masks
+from decaytx._base import DecayState, DecayWarning
+from decaytx._decoupled import add_decoupled_decay
+from decaytx._gradient import add_elastic_net_grad, add_l1_subgrad, add_l2_grad
+from decaytx._inject import inject_hyperparams
+from decaytx._penalties import elastic_net_penalty, l1_penalty, l2_penalty
+from decaytx._proximal import prox_elastic_net, prox_l1, soft_threshold
+from decaytx._scaling import (
+    corrected_decay,
+    lr_multiplier,
+    normalized_weight_decay,
+    weight_decay_for_timescale,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DecayState",
+    "DecayWarning",
+    "add_decoupled_decay",
+    "add_elastic_net_grad",
+    "add_l1_subgrad",
+    "add_l2_grad",
+    "corrected_decay",
+    "elastic_net_penalty",
+    "inject_hyperparams",
+    "l1_penalty",
+    "l2_penalty",
+    "lr_multiplier",
+    "masks",
+    "normalized_weight_decay",
+    "prox_elastic_net",
+    "prox_l1",
+    "soft_threshold",
+    "weight_decay_for_timescale",
+]

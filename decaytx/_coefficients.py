@@ -1,0 +1,154 @@
+"""Coefficients: validation, schedules, concrete zeros and dtype casting.
+
+Every decay form takes coefficients that are a Python/NumPy number, a JAX
+array (possibly traced, e.g. under ``optax.inject_hyperparams``) or a schedule
+(a callable of the step count). This module is the one place that knows how to
+check, evaluate and cast them; the forms only write their maths.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Schedule = Callable[[jax.Array], Any]
+Coefficient = Union[float, int, np.floating, jax.Array, Schedule]
+
+# Steps at which a schedule is evaluated to find its peak when the caller does
+# not say it: every step of the first 100k (warm-ups, short runs) and a
+# geometric grid up to the int32 limit (long cosine/linear schedules).
+_PEAK_GRID = np.unique(
+    np.concatenate(
+        [
+            np.arange(0, 100_001),
+            np.geomspace(1, np.iinfo(np.int32).max, 4000).astype(np.int64),
+        ]
+    )
+).astype(np.int32)
+
+
+def is_schedule(value: Any) -> bool:
+    """Whether ``value`` is a schedule (a callable of the step count)."""
+    return callable(value)
+
+
+def is_traced(value: Any) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def concrete_value(value: Any) -> float | None:
+    """The float value of a concrete scalar coefficient, else ``None``."""
+    if value is None or is_schedule(value) or is_traced(value):
+        return None
+    return float(np.real(np.asarray(value)))
+
+
+def is_zero(value: Any) -> bool:
+    """Whether ``value`` is a concrete zero (so the form can be skipped)."""
+    v = concrete_value(value)
+    return v is not None and v == 0.0
+
+
+def check(name: str, value: Any, *, allow_none: bool = False) -> Any:
+    """Validates a coefficient and returns it unchanged.
+
+    Raises before any tracing, naming the argument, the value and the fix.
+    Traced values (e.g. from ``optax.inject_hyperparams`` under ``jit``)
+    cannot be inspected and are accepted as they are.
+    """
+    if value is None:
+        if allow_none:
+            return value
+        raise TypeError(
+            f"{name}=None is not a coefficient; pass a non-negative float, a "
+            "scalar array or a schedule (a callable of the step count)."
+        )
+    if is_schedule(value) or is_traced(value):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"{name}={value!r} is a bool, not a coefficient; pass a "
+            "non-negative float such as 1e-4."
+        )
+    if isinstance(value, numbers.Number) and not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name}={value!r} is complex; decay coefficients are real. Pass a "
+            "non-negative float such as 1e-4."
+        )
+    if not isinstance(value, (numbers.Real, np.ndarray, np.generic, jax.Array)):
+        raise TypeError(
+            f"{name}={value!r} has type {type(value).__name__}; pass a "
+            "non-negative float, a scalar array or a schedule (a callable of "
+            "the step count)."
+        )
+    arr = np.asarray(value)
+    if arr.shape != ():
+        raise TypeError(
+            f"{name} must be a scalar, got an array of shape {arr.shape}; use "
+            "mask= or separate transforms for per-parameter coefficients."
+        )
+    if np.issubdtype(arr.dtype, np.complexfloating) and arr.imag == 0:
+        # optax.inject_hyperparams casts hyperparameters to the params' widest
+        # dtype, complex for complex params; the real part is the coefficient.
+        arr = arr.real
+    elif not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(
+            f"{name}={value!r} has dtype {arr.dtype}; decay coefficients are "
+            "real. Pass a non-negative float such as 1e-4."
+        )
+    v = float(arr)
+    if not math.isfinite(v):
+        raise ValueError(
+            f"{name}={v!r} is not finite; pass a finite non-negative value."
+        )
+    if v < 0:
+        raise ValueError(
+            f"{name}={v!r} is negative; decay coefficients must be >= 0 (a "
+            f"negative {name} grows the weights). Pass abs({name}) or 0 to "
+            "disable."
+        )
+    return value
+
+
+def value_at(value: Any, count: jax.Array | None) -> jax.Array:
+    """The scalar value of a coefficient at step ``count``."""
+    value = jnp.asarray(value(count) if is_schedule(value) else value)
+    # Complex-typed coefficients come from optax.inject_hyperparams on
+    # complex params; the coefficient is the real part.
+    return jnp.real(value) if jnp.iscomplexobj(value) else value
+
+
+def cast_for(scalar: jax.Array, leaf: jax.Array) -> jax.Array:
+    """Casts a real scalar to the real dtype of ``leaf``.
+
+    The scalar is cast, never the leaf: a bf16 leaf meets a bf16 coefficient
+    and stays bf16 (optax's ``add_decayed_weights`` promotes it to f32). For a
+    complex leaf the coefficient takes the matching real dtype.
+    """
+    real = jnp.finfo(leaf.dtype).dtype
+    return jnp.asarray(scalar).astype(real)
+
+
+def schedule_peak(schedule: Any) -> float:
+    """The largest value of ``schedule``, found on a grid of steps.
+
+    Used where the caller does not pass ``peak=``. The grid holds every step
+    below 100,001 and 4,000 geometrically spaced steps up to ``2**31 - 1``,
+    evaluated in one vectorised call (a schedule that cannot be vectorised is
+    evaluated step by step on the geometric part only).
+    """
+    if not is_schedule(schedule):
+        return float(np.real(np.asarray(schedule)))
+    try:
+        values = jax.jit(jax.vmap(schedule))(jnp.asarray(_PEAK_GRID))
+        peak = float(jnp.max(values))
+    except Exception:  # a schedule written with Python control flow
+        steps = np.unique(np.geomspace(1, np.iinfo(np.int32).max, 400).astype(np.int64))
+        peak = max(float(schedule(int(s))) for s in np.concatenate([[0], steps]))
+    return peak

@@ -1,0 +1,110 @@
+"""Decoupled weight decay (the AdamW kind)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from decaytx import _base
+from decaytx import _coefficients as coef
+from decaytx import _update_side
+from decaytx._coefficients import Coefficient
+
+
+def _decoupled_term(
+    u: jax.Array, p: jax.Array, a: jax.Array | None, rate: jax.Array, cautious: bool
+) -> jax.Array:
+    d = p if a is None else p - a
+    if cautious:
+        # Decay only where the step already moves the weight toward the anchor.
+        d = jnp.where(jnp.real(jnp.conj(u) * d) <= 0, d, jnp.zeros_like(d))
+    # Additive, never u + p*(1 - rate) - p: in f32, 1 - 1e-8 == 1.
+    return u - rate * d
+
+
+def add_decoupled_decay(
+    weight_decay: Coefficient,
+    *,
+    learning_rate: Coefficient | None = None,
+    mask: Any = None,
+    anchor: Any = None,
+    cautious: bool = False,
+) -> optax.GradientTransformation:
+    r"""Decoupled weight decay, applied to the final step.
+
+    .. math::
+      u \leftarrow u - m_t \lambda_t (\theta - a)
+
+    Not the gradient of a penalty: the decay bypasses the optimizer's
+    preconditioner (Loshchilov & Hutter, 2019). Place it LAST in a chain, after
+    ``optax.scale_by_learning_rate``. The multiplier :math:`m_t` comes from
+    ``learning_rate``: ``None`` gives 1 (TF-Addons ``AdamW``); a float or
+    schedule :math:`\eta` gives :math:`\eta_t` (PyTorch ``AdamW``, optax
+    ``adamw``, Keras 3); :func:`decaytx.lr_multiplier` gives
+    :math:`\eta_t/\eta_{max}` (the paper, Composer); :func:`decaytx.corrected_decay`
+    gives :math:`\eta_t^2/\eta_{max}` (AdamC).
+
+    With ``cautious=True`` (Chen et al., 2025) a coordinate is decayed only
+    where the step already moves it toward the anchor,
+    :math:`u_i (\theta_i - a_i) \le 0`.
+
+    Warns once at ``init`` when the largest :math:`m\lambda` is >= 1 (every step
+    flips the weights' signs) or below the resolution of a decayed leaf's dtype
+    (the decay is silently lost).
+
+    Args:
+      weight_decay: :math:`\lambda \ge 0`: a float, a scalar array or a schedule.
+      learning_rate: the multiplier :math:`m_t`: ``None`` (1), a float, or a
+        schedule of the step count.
+      mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
+      anchor: ``None`` (toward 0), ``"init"`` (toward the params given to
+        ``init``) or a pytree like params; kept in the state.
+      cautious: decay only coordinates the step moves toward the anchor.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, decaytx
+      >>> opt = optax.chain(
+      ...     optax.scale_by_adam(), optax.scale_by_learning_rate(0.1),
+      ...     decaytx.add_decoupled_decay(0.01, learning_rate=0.1))
+      >>> params = jnp.array([1.0, -2.0])
+      >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
+      >>> updates
+      Array([-0.001,  0.002], dtype=float32)
+
+    References:
+      Loshchilov & Hutter, `Decoupled Weight Decay Regularization
+      <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
+      Chen et al., `Cautious Weight Decay <https://arxiv.org/abs/2510.12402>`_, 2025.
+    """
+    coef.check("weight_decay", weight_decay)
+    m = _update_side.multiplier(learning_rate)
+    cautious = _check_cautious(cautious)
+    if coef.is_zero(weight_decay) or coef.is_zero(m):
+        return _base.identity()
+    return _base.decay_transform(
+        "add_decoupled_decay",
+        lambda u, p, a, rate: _decoupled_term(u, p, a, rate, cautious),
+        {"weight_decay": weight_decay, "learning_rate": m},
+        mask=mask,
+        anchor=anchor,
+        combine=lambda v: {"rate": v["learning_rate"] * v["weight_decay"]},
+        on_init=_update_side.warner("add_decoupled_decay", m, weight_decay),
+    )
+
+
+def _check_cautious(cautious: Any) -> bool:
+    if isinstance(cautious, (bool, jnp.bool_)):
+        return bool(cautious)
+    if isinstance(cautious, jax.Array) and not coef.is_traced(cautious):
+        return bool(cautious)
+    raise TypeError(
+        f"cautious={cautious!r} must be a Python bool. Under "
+        "optax.inject_hyperparams use decaytx.inject_hyperparams, which keeps "
+        "it static."
+    )

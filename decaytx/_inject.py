@@ -1,0 +1,57 @@
+"""``optax.inject_hyperparams`` without the mask trap."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import optax
+
+# Arguments that are structure, not numbers: optax would turn a callable mask
+# into a "schedule" (optax #57, #1373) and a bool into an array.
+STRUCTURAL_ARGS = ("mask", "anchor", "cautious", "decay_scaling", "nesterov", "momentum")
+
+
+def inject_hyperparams(
+    inner_factory: Callable[..., Any],
+    static_args: str | Iterable[str] = (),
+    hyperparam_dtype: Any = None,
+) -> Callable[..., Any]:
+    """``optax.inject_hyperparams`` that keeps structural arguments static.
+
+    optax treats every callable argument as a schedule; a callable ``mask``
+    is then called with the step count and decay is silently turned off.
+    This wrapper adds ``mask``, ``anchor``, ``cautious``, ``decay_scaling``,
+    ``nesterov`` and ``momentum`` (those the factory has) to ``static_args``,
+    so only the numeric coefficients become hyperparameters in the state.
+    (``momentum`` is static because ``None`` and a number build different
+    chains.) Passing a trapped mask straight to ``optax.inject_hyperparams``
+    raises a ``TypeError`` that points here.
+
+    Args:
+      inner_factory: a decaytx (or optax) transform factory.
+      static_args: further arguments to keep static.
+      hyperparam_dtype: as in ``optax.inject_hyperparams``.
+
+    Returns:
+      A factory whose state holds the numeric hyperparameters in
+      ``state.hyperparams``, changeable between steps.
+
+    Examples:
+      >>> import jax.numpy as jnp, decaytx
+      >>> t = decaytx.inject_hyperparams(decaytx.add_l2_grad)(
+      ...     0.1, mask=decaytx.masks.ndim_at_least(2))
+      >>> params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+      >>> state = t.init(params)
+      >>> state.hyperparams["weight_decay"] = jnp.asarray(0.5)
+      >>> t.update(params, state, params)[0]["w"]
+      Array([[1.5, 1.5],
+             [1.5, 1.5]], dtype=float32)
+    """
+    static = {static_args} if isinstance(static_args, str) else set(static_args)
+    names = inspect.signature(inner_factory).parameters
+    static |= {a for a in STRUCTURAL_ARGS if a in names}
+    return optax.inject_hyperparams(
+        inner_factory, static_args=tuple(sorted(static)), hyperparam_dtype=hyperparam_dtype
+    )

@@ -1,0 +1,181 @@
+"""Scaling rules: how to choose and schedule the decay coefficient."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from decaytx import _coefficients as coef
+
+
+def _positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"{name}={value!r} must be a positive number.")
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name}={v!r} must be finite and > 0.")
+    return v
+
+
+def normalized_weight_decay(
+    lambda_norm: float, *, batch_size: int, train_size: int, epochs: float
+) -> float:
+    r"""The normalized weight decay of Loshchilov & Hutter (2019, appendix).
+
+    .. math::
+      \lambda = \lambda_{norm} \sqrt{\frac{b}{B\,T}}
+
+    with batch size :math:`b`, training-set size :math:`B` and :math:`T`
+    epochs: the total decay over a run then depends less on its length.
+
+    Args:
+      lambda_norm: :math:`\lambda_{norm} \ge 0` (the paper uses 0.025-0.05
+        for AdamW on CIFAR-10).
+      batch_size: :math:`b`.
+      train_size: :math:`B`.
+      epochs: :math:`T`.
+
+    Returns:
+      The per-step coefficient :math:`\lambda` (a float).
+
+    Examples:
+      >>> import decaytx
+      >>> round(decaytx.normalized_weight_decay(0.05, batch_size=128, train_size=50_000, epochs=100), 6)
+      0.000253
+
+    References:
+      Loshchilov & Hutter, `Decoupled Weight Decay Regularization
+      <https://arxiv.org/abs/1711.05101>`_, ICLR 2019, appendix B.1.
+    """
+    coef.check("lambda_norm", lambda_norm)
+    b = _positive("batch_size", batch_size)
+    n = _positive("train_size", train_size)
+    t = _positive("epochs", epochs)
+    return float(lambda_norm) * math.sqrt(b / (n * t))
+
+
+def weight_decay_for_timescale(
+    tau_epochs: float, *, learning_rate: float, steps_per_epoch: int
+) -> float:
+    r"""The decoupled weight decay whose EMA timescale is ``tau_epochs`` epochs.
+
+    Decoupled decay with multiplier :math:`\eta` makes the weights an
+    exponential moving average of the updates with timescale
+    :math:`1/(\eta\lambda)` steps (Wang & Aitchison, 2024). For a timescale of
+    :math:`\tau` epochs of :math:`M` steps:
+
+    .. math::
+      \lambda = \frac{1}{\eta M \tau}
+
+    Args:
+      tau_epochs: the timescale :math:`\tau` in epochs (> 0).
+      learning_rate: the (peak) learning rate :math:`\eta` (> 0).
+      steps_per_epoch: :math:`M` (> 0).
+
+    Returns:
+      :math:`\lambda` (a float), for ``add_decoupled_decay(..., learning_rate=eta)``.
+
+    Examples:
+      >>> import decaytx
+      >>> decaytx.weight_decay_for_timescale(10, learning_rate=1e-3, steps_per_epoch=100)
+      1.0
+
+    References:
+      Wang & Aitchison, `How to set AdamW's weight decay as you scale model
+      and dataset size <https://arxiv.org/abs/2405.13698>`_, 2024.
+    """
+    tau = _positive("tau_epochs", tau_epochs)
+    eta = _positive("learning_rate", learning_rate)
+    m = _positive("steps_per_epoch", steps_per_epoch)
+    return 1.0 / (eta * m * tau)
+
+
+def _peak(schedule: Any, peak: Any) -> float:
+    if peak is None:
+        peak = coef.schedule_peak(schedule)
+    else:
+        peak = _positive("peak", peak)
+    if not peak > 0:
+        raise ValueError(
+            f"the schedule's peak is {peak!r} (on the grid of steps searched); "
+            "pass peak= explicitly as the largest learning rate."
+        )
+    return peak
+
+
+def lr_multiplier(schedule: Any, peak: float | None = None) -> Any:
+    r"""The decay multiplier :math:`m_t = \eta_t / \eta_{max}`.
+
+    Pass it as ``learning_rate=`` of an update-side form so the decay follows
+    the schedule's shape but not its size: the paper's AdamW and Composer's
+    ``DecoupledAdamW``.
+
+    Args:
+      schedule: the learning-rate schedule (a callable of the step count), or
+        a float (then :math:`m_t = 1`).
+      peak: :math:`\eta_{max}`. ``None``: the largest value of the schedule on
+        a grid of steps (every step below 100,001 and a geometric grid up to
+        2**31 - 1), found once here; pass it to be exact.
+
+    Returns:
+      A schedule ``t -> eta_t / eta_max`` (or ``1.0`` for a float).
+
+    Examples:
+      >>> import optax, decaytx
+      >>> m = decaytx.lr_multiplier(optax.cosine_decay_schedule(0.1, 100))
+      >>> float(m(0)), round(float(m(50)), 4), float(m(100))
+      (1.0, 0.5, 0.0)
+
+    References:
+      Loshchilov & Hutter, `Decoupled Weight Decay Regularization
+      <https://arxiv.org/abs/1711.05101>`_, ICLR 2019, Algorithm 2.
+    """
+    if not coef.is_schedule(schedule):
+        coef.check("schedule", schedule)
+        return 1.0
+    eta_max = _peak(schedule, peak)
+
+    def multiplier(count: jax.Array) -> jax.Array:
+        return jnp.asarray(schedule(count)) / eta_max
+
+    return multiplier
+
+
+def corrected_decay(schedule: Any, peak: float | None = None) -> Any:
+    r"""The AdamC decay multiplier :math:`m_t = \eta_t^2 / \eta_{max}`.
+
+    Decay proportional to :math:`\eta_t^2` keeps the steady-state ratio of
+    gradient to weight norm constant while the learning rate is annealed
+    (Defazio, 2025). Pass it as ``learning_rate=`` of an update-side form.
+
+    Args:
+      schedule: the learning-rate schedule, or a float :math:`\eta` (then the
+        multiplier is the constant :math:`\eta^2/\eta = \eta`).
+      peak: :math:`\eta_{max}`; ``None`` finds it as :func:`lr_multiplier` does.
+
+    Returns:
+      A schedule ``t -> eta_t**2 / eta_max`` (or a float).
+
+    Examples:
+      >>> import optax, decaytx
+      >>> m = decaytx.corrected_decay(optax.linear_schedule(0.1, 0.0, 10))
+      >>> round(float(m(0)), 6), round(float(m(5)), 6)
+      (0.1, 0.025)
+
+    References:
+      Defazio, `Why Gradients Rapidly Increase Near the End of Training
+      <https://arxiv.org/abs/2506.02285>`_, 2025.
+    """
+    if not coef.is_schedule(schedule):
+        coef.check("schedule", schedule)
+        return float(schedule)
+    eta_max = _peak(schedule, peak)
+
+    def multiplier(count: jax.Array) -> jax.Array:
+        eta = jnp.asarray(schedule(count))
+        return eta * eta / eta_max
+
+    return multiplier

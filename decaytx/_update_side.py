@@ -1,0 +1,50 @@
+"""What the update-side forms share: the multiplier m_t and their warnings.
+
+An update-side form acts on the step that will be applied, so it goes LAST
+in a chain, after ``optax.scale_by_learning_rate``. Its coefficient is
+multiplied by ``m_t``, which comes from ``learning_rate=``:
+
+* ``None``: ``m_t = 1`` (fully independent decay, TF-Addons ``AdamW``);
+* a float or schedule ``eta``: ``m_t = eta_t`` (PyTorch ``AdamW``, optax);
+* :func:`decaytx.lr_multiplier` of a schedule: ``m_t = eta_t / eta_max``;
+* :func:`decaytx.corrected_decay` of a schedule: ``m_t = eta_t^2 / eta_max``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from decaytx import _base
+from decaytx import _coefficients as coef
+
+
+def multiplier(learning_rate: Any) -> Any:
+    """The multiplier coefficient ``m``: ``learning_rate``, or 1 for ``None``."""
+    coef.check("learning_rate", learning_rate, allow_none=True)
+    return 1.0 if learning_rate is None else learning_rate
+
+
+def peak_rate(m: Any, *lambdas: Any) -> float | None:
+    """Largest per-step factor ``m * lambda`` if every factor is concrete."""
+    factors = [m, *lambdas]
+    if any(coef.is_traced(f) for f in factors):
+        return None
+    rate = 1.0
+    for f in factors:
+        rate *= coef.schedule_peak(f)
+    return rate
+
+
+def warner(name: str, m: Any, *lambdas: Any) -> Callable[[Any, Any], None]:
+    """``on_init`` hook that issues the two init-time warnings once.
+
+    The peak factor is found at the first ``init``, not at construction, so
+    that building a transform (which ``optax.inject_hyperparams`` does at every
+    step) never evaluates a schedule on its grid.
+    """
+
+    def on_init(params: Any, mask_tree: Any) -> None:
+        _base.warn_step_decay(name, peak_rate(m, *lambdas), params, mask_tree)
+
+    return on_init
