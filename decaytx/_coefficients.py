@@ -50,7 +50,14 @@ def concrete_value(value: Any) -> float | None:
 
 
 def is_zero(value: Any) -> bool:
-    """Whether ``value`` is a concrete zero (so the form can be skipped)."""
+    """Whether ``value`` is a Python or NumPy zero (so the form can be skipped).
+
+    JAX arrays never count, even concrete ones: ``optax.inject_hyperparams``
+    passes arrays that may be zero at ``init`` and non-zero later, and the
+    state built at ``init`` must serve every later value.
+    """
+    if isinstance(value, jax.Array):
+        return False
     v = concrete_value(value)
     return v is not None and v == 0.0
 
