@@ -41,7 +41,7 @@ class DecayState(NamedTuple):
         where not decayed), present when ``anchor`` is not ``None``.
     """
 
-    count: jax.Array | None
+    count: jax.Array | None  # pyright: ignore[reportIncompatibleMethodOverride]
     anchor: PyTree | None
 
 
@@ -182,7 +182,7 @@ def decay_transform(
     *,
     mask: MaskOrFn = None,
     anchor: Any = None,
-    combine: Callable[[dict[str, jax.Array]], dict[str, jax.Array | None]] | None = None,
+    combine: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     on_init: Callable[[PyTree, PyTree], None] | None = None,
 ) -> optax.GradientTransformation:
     """Builds a decay transform from the maths of one leaf.
@@ -210,7 +210,7 @@ def decay_transform(
     stateless = not needs_count and anchor is None
     initialised = []
 
-    def init_fn(params: PyTree) -> optax.OptState:
+    def init_fn(params: PyTree) -> Any:  # DecayState | optax.EmptyState
         mask_tree = resolve_mask(mask, params)
         if on_init is not None and not initialised:
             initialised.append(True)
@@ -223,8 +223,8 @@ def decay_transform(
         )
 
     def update_fn(
-        updates: optax.Updates, state: optax.OptState, params: optax.Params | None = None
-    ) -> tuple[optax.Updates, optax.OptState]:
+        updates: optax.Updates, state: Any, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, Any]:
         check_params(params, name)
         count = None if stateless else state.count
         values = {
@@ -264,7 +264,7 @@ def decay_transform(
             ) from e
         if stateless:
             return new_updates, state
-        new_count = optax.safe_increment(state.count) if needs_count else None
+        new_count = jnp.asarray(optax.safe_increment(state.count)) if needs_count else None
         return new_updates, DecayState(count=new_count, anchor=state.anchor)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -297,7 +297,7 @@ def warn_step_decay(name: str, rate: float | None, params: PyTree, mask_tree: Py
         return
     lost = sorted({
         str(jnp.dtype(p.dtype))
-        for p, m in zip(
+        for p, m in zip(  # noqa: B905 (both flattened from params)
             jax.tree_util.tree_leaves(params, is_leaf=_is_leaf),
             jax.tree_util.tree_leaves(mask_tree, is_leaf=_is_leaf),
         )

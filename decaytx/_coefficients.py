@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 Schedule = Callable[[jax.Array], Any]
-Coefficient = Union[float, int, np.floating, jax.Array, Schedule]
+Coefficient = Union[float, int, np.floating, jax.Array, Schedule]  # noqa: UP007 (runtime alias)
 
 # Steps at which a schedule is evaluated to find its peak when the caller does
 # not say it: every step of the first 100k (warm-ups, short runs) and a
@@ -39,7 +39,7 @@ def is_schedule(value: Any) -> bool:
 
 
 def is_traced(value: Any) -> bool:
-    return isinstance(value, jax.core.Tracer)
+    return isinstance(value, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def concrete_value(value: Any) -> float | None:
@@ -94,7 +94,7 @@ def check(name: str, value: Any, *, allow_none: bool = False) -> Any:
             "non-negative float, a scalar array or a schedule (a callable of "
             "the step count)."
         )
-    arr = np.asarray(value)
+    arr: Any = np.asarray(value)
     if arr.shape != ():
         raise TypeError(
             f"{name} must be a scalar, got an array of shape {arr.shape}; use "

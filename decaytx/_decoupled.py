@@ -8,9 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from decaytx import _base
+from decaytx import _base, _update_side
 from decaytx import _coefficients as coef
-from decaytx import _update_side
 from decaytx._coefficients import Coefficient
 
 

@@ -34,6 +34,7 @@ def _masked_sum(params: Any, mask: Any, fn: Any, anchor: Any = None) -> jax.Arra
             jax.tree_util.tree_leaves(params, is_leaf=_base._is_leaf),
             jax.tree_util.tree_leaves(mask_tree, is_leaf=_base._is_leaf),
             jax.tree_util.tree_leaves(anchor, is_leaf=_base._is_leaf),
+            strict=True,
         )
         if m and _base.is_decayable(p)
     ]
