@@ -11,6 +11,7 @@ from decaytx._gradient import add_elastic_net_grad, add_l1_subgrad, add_l2_grad
 from decaytx._inject import inject_hyperparams
 from decaytx._penalties import elastic_net_penalty, l1_penalty, l2_penalty
 from decaytx._proximal import prox_elastic_net, prox_l1, soft_threshold
+from decaytx._recipes import adam_l2, adamw, proximal_sgd, sgd_l2, sgdw
 from decaytx._scaling import (
     corrected_decay,
     lr_multiplier,
@@ -23,6 +24,8 @@ __version__ = "0.1.0"
 __all__ = [
     "DecayState",
     "DecayWarning",
+    "adam_l2",
+    "adamw",
     "add_decoupled_decay",
     "add_elastic_net_grad",
     "add_l1_subgrad",
@@ -37,6 +40,9 @@ __all__ = [
     "normalized_weight_decay",
     "prox_elastic_net",
     "prox_l1",
+    "proximal_sgd",
+    "sgd_l2",
+    "sgdw",
     "soft_threshold",
     "weight_decay_for_timescale",
 ]

@@ -1,0 +1,401 @@
+r"""Recipes: the optimizers people already use, as plain ``optax.chain``\ s.
+
+Each recipe is a short chain of decaytx and optax transforms with no state of
+its own (the state is the tuple of its parts' states), so it can be taken
+apart, extended or reordered like any chain. Which framework behaviour each
+one reproduces is said in its docstring and tested against that framework (or
+a NumPy loop of its documented rule) in ``tests/test_parity_*.py``; the
+migration table is ``docs/recipes.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import optax
+
+from decaytx import _coefficients as coef
+from decaytx._coefficients import Coefficient
+from decaytx._decoupled import add_decoupled_decay
+from decaytx._gradient import add_l2_grad
+from decaytx._proximal import prox_elastic_net
+from decaytx._scaling import corrected_decay, lr_multiplier
+
+DecayScaling = Literal["lr", "schedule", "none", "corrected"]
+
+_DECAY_SCALINGS: dict[str, str] = {
+    "lr": "m_t = eta_t (PyTorch AdamW, optax adamw, Keras 3)",
+    "schedule": "m_t = eta_t / eta_max (the paper, Composer DecoupledAdamW)",
+    "none": "m_t = 1 (TF-Addons AdamW/SGDW)",
+    "corrected": "m_t = eta_t**2 / eta_max (AdamC)",
+}
+
+
+def decay_multiplier(learning_rate: optax.ScalarOrSchedule, decay_scaling: str) -> Any:
+    """The ``learning_rate=`` of the decoupled decay for a ``decay_scaling``.
+
+    Raises a ``ValueError`` listing the valid values for an unknown one.
+    """
+    if not isinstance(decay_scaling, str) or decay_scaling not in _DECAY_SCALINGS:
+        valid = "; ".join(f"{k!r}: {v}" for k, v in _DECAY_SCALINGS.items())
+        raise ValueError(
+            f"decay_scaling={decay_scaling!r} is not understood. Valid values: "
+            f"{valid}. For any other multiplier, build the chain yourself with "
+            "decaytx.add_decoupled_decay(weight_decay, learning_rate=m)."
+        )
+    if decay_scaling == "lr":
+        return learning_rate
+    if decay_scaling == "schedule":
+        return lr_multiplier(learning_rate)
+    if decay_scaling == "corrected":
+        return corrected_decay(learning_rate)
+    return None
+
+
+def _momentum(momentum: float | None, nesterov: bool) -> optax.GradientTransformation:
+    """PyTorch's momentum buffer (dampening 0): ``b <- mu b + g``."""
+    if not isinstance(nesterov, bool):
+        raise TypeError(f"nesterov={nesterov!r} must be a Python bool.")
+    if momentum is None:
+        if nesterov:
+            raise ValueError(
+                "nesterov=True needs a momentum; pass momentum=0.9 (for "
+                "example) or nesterov=False."
+            )
+        return optax.identity()
+    v = coef.concrete_value(momentum)
+    if v is not None and not 0.0 <= v < 1.0:
+        raise ValueError(
+            f"momentum={momentum!r} must be in [0, 1); pass e.g. momentum=0.9, "
+            "or momentum=None for plain SGD."
+        )
+    return optax.trace(decay=momentum, nesterov=nesterov)
+
+
+def sgd_l2(
+    learning_rate: optax.ScalarOrSchedule,
+    weight_decay: Coefficient,
+    *,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+    r"""SGD with coupled L2 regularization: PyTorch ``SGD(weight_decay=)``.
+
+    .. math::
+      g_t \leftarrow g_t + \lambda \theta_t, \qquad
+      b_t = \mu b_{t-1} + g_t, \qquad
+      \theta_{t+1} = \theta_t - \eta_t \,(b_t \text{ or } g_t + \mu b_t)
+
+    the gradient of :math:`\tfrac{\lambda}{2}\lVert\theta\rVert^2` is added
+    before the momentum buffer, exactly as ``torch.optim.SGD`` with
+    ``dampening=0`` (its default; the buffer starts at the first gradient) and
+    ``nesterov`` as in PyTorch. Without momentum this is full-batch gradient
+    descent on the loss plus :math:`\tfrac{\lambda}{2}\lVert\theta\rVert^2`,
+    and takes the same steps as :func:`sgdw` with ``decay_scaling="lr"``.
+
+    The chain is ``add_l2_grad(weight_decay, mask=mask)``,
+    ``optax.trace(momentum, nesterov)`` (when ``momentum`` is not ``None``),
+    ``optax.scale_by_learning_rate(learning_rate)``.
+
+    Args:
+      learning_rate: :math:`\eta`, a float or a schedule of the step count.
+      weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a
+        schedule. A loss written as :math:`c\lVert\theta\rVert^2` (Keras
+        ``L2(c)``, scikit-learn ``Ridge(alpha=c)``) needs ``weight_decay = 2c``
+        on the same loss scale.
+      momentum: :math:`\mu \in [0, 1)`, or ``None`` for plain SGD.
+      nesterov: Nesterov momentum (needs ``momentum``).
+      mask: which leaves to decay: a pytree of bools, a prefix of params, or a
+        callable of params (see :mod:`decaytx.masks`).
+
+    Returns:
+      An ``optax.GradientTransformation`` (an ``optax.chain``).
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, decaytx
+      >>> opt = decaytx.sgd_l2(0.1, 0.5, momentum=0.9)
+      >>> params = jnp.array([1.0, -2.0])
+      >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
+      >>> updates
+      Array([-0.05,  0.1 ], dtype=float32)
+
+    References:
+      `torch.optim.SGD
+      <https://pytorch.org/docs/stable/generated/torch.optim.SGD.html>`_.
+      Sutskever et al., `On the importance of initialization and momentum in
+      deep learning <https://proceedings.mlr.press/v28/sutskever13.html>`_,
+      ICML 2013.
+    """
+    return optax.chain(
+        add_l2_grad(weight_decay, mask=mask),
+        _momentum(momentum, nesterov),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def sgdw(
+    learning_rate: optax.ScalarOrSchedule,
+    weight_decay: Coefficient,
+    *,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    mask: Any = None,
+    decay_scaling: DecayScaling = "lr",
+) -> optax.GradientTransformation:
+    r"""SGD with decoupled weight decay (SGDW).
+
+    .. math::
+      b_t = \mu b_{t-1} + g_t, \qquad
+      \theta_{t+1} = \theta_t - \eta_t \,(b_t \text{ or } g_t + \mu b_t)
+        - m_t \lambda \theta_t
+
+    The decay bypasses the momentum buffer (Loshchilov & Hutter, 2019,
+    Algorithm 1). ``decay_scaling`` picks :math:`m_t`:
+
+    * ``"lr"``: :math:`m_t = \eta_t` (what Keras 3 ``SGD(weight_decay=)``
+      does, with Keras' own momentum convention, see ``docs/recipes.md``);
+    * ``"schedule"``: :math:`m_t = \eta_t/\eta_{max}` (Composer
+      ``DecoupledSGDW``; a constant learning rate gives :math:`m_t = 1`);
+    * ``"none"``: :math:`m_t = 1` (TF-Addons ``SGDW``);
+    * ``"corrected"``: :math:`m_t = \eta_t^2/\eta_{max}`.
+
+    Without momentum and with ``"lr"`` this takes the same steps as
+    :func:`sgd_l2` (up to rounding); with momentum it does not.
+
+    The chain is ``optax.trace(momentum, nesterov)`` (when ``momentum`` is
+    not ``None``), ``optax.scale_by_learning_rate(learning_rate)``,
+    ``add_decoupled_decay(weight_decay, learning_rate=m, mask=mask)``.
+
+    Args:
+      learning_rate: :math:`\eta`, a float or a schedule of the step count.
+      weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a schedule.
+      momentum: :math:`\mu \in [0, 1)` (PyTorch convention, dampening 0), or
+        ``None`` for plain SGD.
+      nesterov: Nesterov momentum (needs ``momentum``).
+      mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
+      decay_scaling: ``"lr"``, ``"schedule"``, ``"none"`` or ``"corrected"``.
+        ``"schedule"`` and ``"corrected"`` find :math:`\eta_{max}` as
+        :func:`decaytx.lr_multiplier` does.
+
+    Returns:
+      An ``optax.GradientTransformation`` (an ``optax.chain``).
+
+    Raises:
+      ValueError: for an unknown ``decay_scaling`` (at construction).
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, decaytx
+      >>> opt = decaytx.sgdw(0.1, 0.01, momentum=0.9, decay_scaling="none")
+      >>> params = jnp.array([1.0, -2.0])
+      >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
+      >>> updates
+      Array([-0.01,  0.02], dtype=float32)
+
+    References:
+      Loshchilov & Hutter, `Decoupled Weight Decay Regularization
+      <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
+    """
+    m = decay_multiplier(learning_rate, decay_scaling)
+    return optax.chain(
+        _momentum(momentum, nesterov),
+        optax.scale_by_learning_rate(learning_rate),
+        add_decoupled_decay(weight_decay, learning_rate=m, mask=mask),
+    )
+
+
+def adam_l2(
+    learning_rate: optax.ScalarOrSchedule,
+    weight_decay: Coefficient,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+    r"""Adam with coupled L2 regularization: PyTorch ``Adam(weight_decay=)``.
+
+    .. math::
+      g_t \leftarrow g_t + \lambda\theta_t, \qquad
+      \theta_{t+1} = \theta_t - \eta_t \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
+
+    with Adam's bias-corrected moments :math:`\hat m_t, \hat v_t` of the
+    penalised gradient: the preconditioner divides the decay too, so weights
+    with large gradients are decayed less (the reason for :func:`adamw`).
+    :math:`\epsilon` is added to :math:`\sqrt{\hat v_t}`, as in PyTorch and
+    optax (Keras adds it before bias correction).
+
+    The chain is ``add_l2_grad(weight_decay, mask=mask)``,
+    ``optax.scale_by_adam(b1, b2, eps)``,
+    ``optax.scale_by_learning_rate(learning_rate)``.
+
+    Args:
+      learning_rate: :math:`\eta`, a float or a schedule of the step count.
+      weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a schedule.
+      b1: decay of the first moment.
+      b2: decay of the second moment.
+      eps: :math:`\epsilon`, added to :math:`\sqrt{\hat v_t}`.
+      mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
+
+    Returns:
+      An ``optax.GradientTransformation`` (an ``optax.chain``).
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, decaytx
+      >>> opt = decaytx.adam_l2(0.1, 0.01)
+      >>> params = jnp.array([1.0, -2.0])
+      >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
+      >>> [round(float(u), 4) for u in updates]  # the first step: eta, whatever lambda
+      [-0.1, 0.1]
+
+    References:
+      Kingma & Ba, `Adam: A Method for Stochastic Optimization
+      <https://arxiv.org/abs/1412.6980>`_, ICLR 2015.
+      `torch.optim.Adam
+      <https://pytorch.org/docs/stable/generated/torch.optim.Adam.html>`_.
+    """
+    return optax.chain(
+        add_l2_grad(weight_decay, mask=mask),
+        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def adamw(
+    learning_rate: optax.ScalarOrSchedule,
+    weight_decay: Coefficient,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    mask: Any = None,
+    decay_scaling: DecayScaling = "lr",
+    cautious: bool = False,
+) -> optax.GradientTransformation:
+    r"""Adam with decoupled weight decay (AdamW), with a choice of multiplier.
+
+    .. math::
+      \theta_{t+1} = \theta_t - \eta_t \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
+        - m_t \lambda \theta_t
+
+    ``decay_scaling`` picks :math:`m_t`:
+
+    * ``"lr"`` (default): :math:`m_t = \eta_t`. PyTorch ``AdamW``, optax
+      ``adamw``, Keras 3 ``weight_decay`` (up to Keras' placement of
+      :math:`\epsilon`).
+    * ``"schedule"``: :math:`m_t = \eta_t/\eta_{max}`. The paper's Algorithm 2
+      and Composer ``DecoupledAdamW``: the decay follows the schedule's shape
+      but not the size of the learning rate (a constant learning rate gives
+      :math:`m_t = 1`). :math:`\eta_{max}` is found as
+      :func:`decaytx.lr_multiplier` does.
+    * ``"none"``: :math:`m_t = 1`. TF-Addons ``AdamW`` (which asks users to
+      schedule ``weight_decay`` themselves: pass a schedule as ``weight_decay``).
+    * ``"corrected"``: :math:`m_t = \eta_t^2/\eta_{max}`. AdamC (Defazio, 2025).
+
+    ``cautious=True`` decays a coordinate only where the step already moves
+    it toward 0, :math:`u_i\theta_i \le 0` (Chen et al., 2025).
+
+    The chain is ``optax.scale_by_adam(b1, b2, eps)``,
+    ``optax.scale_by_learning_rate(learning_rate)``,
+    ``add_decoupled_decay(weight_decay, learning_rate=m, mask=mask,
+    cautious=cautious)``. It matches ``optax.adamw`` (which decays before
+    scaling by :math:`\eta`) up to rounding, and PyTorch ``AdamW`` (which
+    multiplies :math:`\theta` by :math:`1 - \eta\lambda` before the Adam step,
+    the same :math:`\theta_{t+1}`).
+
+    Args:
+      learning_rate: :math:`\eta`, a float or a schedule of the step count.
+      weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a schedule.
+      b1: decay of the first moment.
+      b2: decay of the second moment.
+      eps: :math:`\epsilon`, added to :math:`\sqrt{\hat v_t}`.
+      mask: which leaves to decay (see :func:`decaytx.add_l2_grad`); the
+        nanoGPT rule is ``decaytx.masks.ndim_at_least(2)``.
+      decay_scaling: ``"lr"``, ``"schedule"``, ``"none"`` or ``"corrected"``.
+      cautious: decay only the coordinates the step moves toward 0.
+
+    Returns:
+      An ``optax.GradientTransformation`` (an ``optax.chain``).
+
+    Raises:
+      ValueError: for an unknown ``decay_scaling`` (at construction).
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, decaytx
+      >>> opt = decaytx.adamw(0.1, 0.01)
+      >>> params = jnp.array([1.0, -2.0])
+      >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
+      >>> updates  # eta * lambda * theta
+      Array([-0.001,  0.002], dtype=float32)
+      >>> opt = decaytx.adamw(0.1, 0.01, decay_scaling="none")
+      >>> opt.update(jnp.zeros(2), opt.init(params), params)[0]  # lambda * theta
+      Array([-0.01,  0.02], dtype=float32)
+
+    References:
+      Loshchilov & Hutter, `Decoupled Weight Decay Regularization
+      <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
+      Defazio, `Why Gradients Rapidly Increase Near the End of Training
+      <https://arxiv.org/abs/2506.02285>`_, 2025.
+      Chen et al., `Cautious Weight Decay <https://arxiv.org/abs/2510.12402>`_, 2025.
+    """
+    m = decay_multiplier(learning_rate, decay_scaling)
+    return optax.chain(
+        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        optax.scale_by_learning_rate(learning_rate),
+        add_decoupled_decay(weight_decay, learning_rate=m, mask=mask, cautious=cautious),
+    )
+
+
+def proximal_sgd(
+    learning_rate: optax.ScalarOrSchedule,
+    l1: Coefficient,
+    l2: Coefficient = 0.0,
+    *,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+    r"""Proximal gradient descent (ISTA/FOBOS) for L1 and elastic-net penalties.
+
+    .. math::
+      \theta_{t+1} = \frac{S(\theta_t - \eta_t g_t,\ \eta_t\lambda_1)}
+        {1 + \eta_t\lambda_2}
+
+    the proximal-gradient step for the loss plus
+    :math:`\lambda_1\lVert\theta\rVert_1 + \tfrac{\lambda_2}{2}\lVert\theta\rVert^2`,
+    with :math:`S` the soft threshold: weights land on exact zeros. With the
+    full-batch gradient and :math:`\eta = 1/L` (:math:`L` the Lipschitz
+    constant of the loss' gradient) it converges to the minimiser that
+    scikit-learn's ``Lasso(alpha)`` (``l1 = alpha``) and
+    ``ElasticNet(alpha, l1_ratio)`` (``l1 = alpha * l1_ratio``,
+    ``l2 = alpha * (1 - l1_ratio)``) find, for the loss
+    :math:`\tfrac{1}{2n}\lVert y - X\theta\rVert^2`.
+
+    The chain is ``optax.scale_by_learning_rate(learning_rate)``,
+    ``prox_elastic_net(l1, l2, learning_rate=learning_rate, mask=mask)``.
+
+    Args:
+      learning_rate: :math:`\eta`, a float or a schedule of the step count.
+      l1: :math:`\lambda_1 \ge 0`, a float, a scalar array or a schedule.
+      l2: :math:`\lambda_2 \ge 0` (default 0: the Lasso).
+      mask: which leaves to shrink (see :func:`decaytx.add_l2_grad`).
+
+    Returns:
+      An ``optax.GradientTransformation`` (an ``optax.chain``).
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, decaytx
+      >>> opt = decaytx.proximal_sgd(0.1, 1.0)
+      >>> params = jnp.array([0.05, 1.0])
+      >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
+      >>> optax.apply_updates(params, updates)
+      Array([0. , 0.9], dtype=float32)
+
+    References:
+      Duchi & Singer, `Efficient Online and Batch Learning Using Forward
+      Backward Splitting <https://jmlr.org/papers/v10/duchi09a.html>`_, JMLR 2009.
+      Beck & Teboulle, `A Fast Iterative Shrinkage-Thresholding Algorithm
+      <https://doi.org/10.1137/080716542>`_, 2009.
+    """
+    return optax.chain(
+        optax.scale_by_learning_rate(learning_rate),
+        prox_elastic_net(l1, l2, learning_rate=learning_rate, mask=mask),
+    )
