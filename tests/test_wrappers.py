@@ -1,0 +1,365 @@
+"""decaytx under optax's wrappers: inject_hyperparams, masked, multi_transform,
+named_chain, MultiSteps, apply_if_finite.
+
+Every expected value comes from a NumPy float64 reference written from the
+formulas in DESIGN.md section 1, never from decaytx itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import decaytx
+from decaytx import masks
+
+RTOL = 2e-6
+ATOL = 1e-7
+
+
+def _soft(x: np.ndarray, tau: float) -> np.ndarray:
+    return np.sign(x) * np.maximum(np.abs(x) - tau, 0.0)
+
+
+# name -> (factory, side, coefficient names, reference). The reference maps
+# (u, p, coefficients, m) to the new u in float64; m is the update-side
+# multiplier (learning_rate=), unused by gradient-side forms.
+Ref = Callable[[np.ndarray, np.ndarray, dict[str, float], float], np.ndarray]
+FORMS: dict[str, tuple[Callable[..., optax.GradientTransformation], str, tuple[str, ...], Ref]] = {
+    "add_l2_grad": (
+        decaytx.add_l2_grad, "grad", ("weight_decay",),
+        lambda u, p, c, m: u + c["weight_decay"] * p,
+    ),
+    "add_l1_subgrad": (
+        decaytx.add_l1_subgrad, "grad", ("l1",),
+        lambda u, p, c, m: u + c["l1"] * np.sign(p),
+    ),
+    "add_elastic_net_grad": (
+        decaytx.add_elastic_net_grad, "grad", ("l1", "l2"),
+        lambda u, p, c, m: u + c["l1"] * np.sign(p) + c["l2"] * p,
+    ),
+    "add_decoupled_decay": (
+        decaytx.add_decoupled_decay, "update", ("weight_decay",),
+        lambda u, p, c, m: u - m * c["weight_decay"] * p,
+    ),
+    "prox_l1": (
+        decaytx.prox_l1, "update", ("l1",),
+        lambda u, p, c, m: _soft(p + u, m * c["l1"]) - p,
+    ),
+    "prox_elastic_net": (
+        decaytx.prox_elastic_net, "update", ("l1", "l2"),
+        lambda u, p, c, m: _soft(p + u, m * c["l1"]) / (1 + m * c["l2"]) - p,
+    ),
+}
+BASE = {"weight_decay": 0.1, "l1": 0.05, "l2": 0.2}
+# Values different enough from BASE that a stale coefficient cannot pass.
+CHANGED = {"weight_decay": 0.35, "l1": 0.15, "l2": 0.6}
+
+
+def _params() -> dict[str, jax.Array]:
+    key = jax.random.PRNGKey(0)
+    k1, k2 = jax.random.split(key)
+    return {
+        "w": jax.random.normal(k1, (3, 4), jnp.float32),
+        "b": jax.random.normal(k2, (4,), jnp.float32) * 0.1,
+    }
+
+
+def _grads(step: int) -> dict[str, jax.Array]:
+    key = jax.random.fold_in(jax.random.PRNGKey(1), step)
+    k1, k2 = jax.random.split(key)
+    return {"w": jax.random.normal(k1, (3, 4)), "b": jax.random.normal(k2, (4,))}
+
+
+def _np(tree: Any) -> Any:
+    return jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
+
+
+def _close(actual: Any, expected: Any, rtol: float = RTOL, atol: float = ATOL) -> None:
+    chex.assert_trees_all_close(_np(actual), expected, rtol=rtol, atol=atol)
+
+
+def _kwargs(name: str, coefs: dict[str, Any], m: Any = None) -> dict[str, Any]:
+    _, side, names, _ = FORMS[name]
+    kw = {k: coefs[k] for k in names}
+    if side == "update":
+        kw["learning_rate"] = m
+    return kw
+
+
+# ---------------------------------------------------------------------------
+# inject_hyperparams: a coefficient changed in the state changes the next update
+
+
+@pytest.mark.parametrize("injector", ["optax", "decaytx"])
+@pytest.mark.parametrize("name", list(FORMS))
+def test_inject_hyperparams_change_takes_effect_next_update(name: str, injector: str) -> None:
+    factory, side, names, ref = FORMS[name]
+    inject = optax.inject_hyperparams if injector == "optax" else decaytx.inject_hyperparams
+    m0, m1 = 0.5, 0.25
+    tx = inject(factory)(**_kwargs(name, BASE, m0))
+    params = _params()
+    state = tx.init(params)
+    expected_keys = set(names) | ({"learning_rate"} if side == "update" else set())
+    assert set(state.hyperparams) == expected_keys
+    step = jax.jit(tx.update)
+
+    g = _grads(0)
+    u, state = step(g, state, params)
+    _close(u, jax.tree.map(lambda gg, p: ref(gg, p, BASE, m0), _np(g), _np(params)))
+
+    for k in names:
+        state.hyperparams[k] = jnp.asarray(CHANGED[k])
+    if side == "update":
+        state.hyperparams["learning_rate"] = jnp.asarray(m1)
+    g = _grads(1)
+    u, state = step(g, state, params)
+    _close(u, jax.tree.map(lambda gg, p: ref(gg, p, CHANGED, m1), _np(g), _np(params)))
+
+
+@pytest.mark.parametrize("name", list(FORMS))
+def test_inject_hyperparams_zero_coefficient_can_be_raised_later(name: str) -> None:
+    """A coefficient injected as 0 is an array, not a concrete zero: no fast
+    path may drop the form, or raising it later would have no effect."""
+    factory, side, names, ref = FORMS[name]
+    zeros = dict.fromkeys(BASE, 0.0)
+    tx = optax.inject_hyperparams(factory)(**_kwargs(name, zeros, 0.5))
+    params = _params()
+    state = tx.init(params)
+    for k in names:
+        state.hyperparams[k] = jnp.asarray(CHANGED[k])
+    g = _grads(0)
+    u, _ = jax.jit(tx.update)(g, state, params)
+    _close(u, jax.tree.map(lambda gg, p: ref(gg, p, CHANGED, 0.5), _np(g), _np(params)))
+
+
+# ---------------------------------------------------------------------------
+# The inject_hyperparams mask trap (optax #57, #1373)
+
+CALLABLE_MASKS = {
+    "masks.ndim_at_least": masks.ndim_at_least(2),
+    "lambda": lambda p: jax.tree.map(lambda x: x.ndim >= 2, p),
+    "masks.include": masks.include("w"),
+}
+
+
+@pytest.mark.parametrize("mask_name", list(CALLABLE_MASKS))
+@pytest.mark.parametrize("name", list(FORMS))
+def test_optax_inject_hyperparams_with_callable_mask_fails_loudly(name: str, mask_name: str) -> None:
+    factory = FORMS[name][0]
+    tx = optax.inject_hyperparams(factory)(**_kwargs(name, BASE, 0.5), mask=CALLABLE_MASKS[mask_name])
+    with pytest.raises(TypeError, match=r"(?s)mask=.*decaytx\.inject_hyperparams.*static_args"):
+        tx.init(_params())
+
+
+@pytest.mark.parametrize("injector", ["decaytx", "optax_static_args"])
+@pytest.mark.parametrize("name", list(FORMS))
+def test_callable_mask_supported_ways(name: str, injector: str) -> None:
+    factory, side, names, ref = FORMS[name]
+    if injector == "decaytx":
+        inject = decaytx.inject_hyperparams(factory)
+    else:
+        inject = optax.inject_hyperparams(factory, static_args=("mask",))
+    tx = inject(**_kwargs(name, BASE, 0.5), mask=masks.ndim_at_least(2))
+    params = _params()
+    state = tx.init(params)
+    assert "mask" not in state.hyperparams
+    g = _grads(0)
+    u, state = jax.jit(tx.update)(g, state, params)
+    gn, pn = _np(g), _np(params)
+    _close(u, {"w": ref(gn["w"], pn["w"], BASE, 0.5), "b": gn["b"]})
+    # The coefficients are still hyperparameters.
+    for k in names:
+        state.hyperparams[k] = jnp.asarray(CHANGED[k])
+    u, _ = jax.jit(tx.update)(g, state, params)
+    _close(u, {"w": ref(gn["w"], pn["w"], CHANGED, 0.5), "b": gn["b"]})
+
+
+def test_decaytx_inject_hyperparams_keeps_anchor_and_cautious_static() -> None:
+    params = _params()
+    anchor = jax.tree.map(lambda p: 0.5 * p, params)
+    tx = decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(
+        0.1, learning_rate=0.5, mask=masks.ndim_at_least(2), anchor=anchor, cautious=True
+    )
+    state = tx.init(params)
+    assert set(state.hyperparams) == {"weight_decay", "learning_rate"}
+    g = _grads(0)
+    u, state = jax.jit(tx.update)(g, state, params)
+    gn, pn, an = _np(g), _np(params), _np(anchor)
+    d = pn["w"] - an["w"]
+    d = np.where(gn["w"] * d <= 0, d, 0.0)
+    _close(u, {"w": gn["w"] - 0.05 * d, "b": gn["b"]})
+    # The anchor lives in the inner state, not among the hyperparameters.
+    _close(state.inner_state.anchor["w"], an["w"])
+
+
+def test_decaytx_inject_hyperparams_anchor_init() -> None:
+    params = _params()
+    tx = decaytx.inject_hyperparams(decaytx.add_l2_grad)(0.1, anchor="init")
+    state = tx.init(params)
+    moved = jax.tree.map(lambda p: p + 1.0, params)
+    g = _grads(0)
+    u, _ = tx.update(g, state, moved)
+    _close(u, jax.tree.map(lambda gg: gg + 0.1, _np(g)))
+
+
+# ---------------------------------------------------------------------------
+# optax.masked, multi_transform, named_chain
+
+
+@pytest.mark.parametrize("name", list(FORMS))
+def test_optax_masked(name: str) -> None:
+    factory, _, _, ref = FORMS[name]
+    tx = optax.masked(factory(**_kwargs(name, BASE, 0.5)), {"w": True, "b": False})
+    params = _params()
+    g = _grads(0)
+    u, _ = jax.jit(tx.update)(g, tx.init(params), params)
+    gn, pn = _np(g), _np(params)
+    _close(u, {"w": ref(gn["w"], pn["w"], BASE, 0.5), "b": gn["b"]})
+
+
+@pytest.mark.parametrize("factory", [decaytx.add_l2_grad, decaytx.add_decoupled_decay])
+def test_optax_masked_with_anchor_init(factory: Callable[..., Any]) -> None:
+    """Under optax.masked the inner transform sees MaskedNode leaves; the
+    anchor keeps only the unmasked ones."""
+    params = _params()
+    tx = optax.masked(factory(0.1, anchor="init"), masks.ndim_at_least(2))
+    state = tx.init(params)
+    assert isinstance(state.inner_state.anchor["b"], optax.MaskedNode)
+    moved = jax.tree.map(lambda p: p + 1.0, params)
+    g = _grads(0)
+    u, _ = jax.jit(tx.update)(g, state, moved)
+    gn = _np(g)
+    sign = 1.0 if factory is decaytx.add_l2_grad else -1.0
+    _close(u, {"w": gn["w"] + sign * 0.1, "b": gn["b"]})
+
+
+def test_multi_transform_different_decay_per_group() -> None:
+    lr = 0.1
+    tx = optax.multi_transform(
+        {
+            "matrices": optax.chain(
+                optax.sgd(lr), decaytx.add_decoupled_decay(0.3, learning_rate=lr)
+            ),
+            "vectors": optax.chain(decaytx.add_l2_grad(0.05), optax.sgd(lr)),
+        },
+        lambda p: jax.tree.map(lambda x: "matrices" if x.ndim >= 2 else "vectors", p),
+    )
+    params = _params()
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    ref = _np(params)
+    for t in range(3):
+        g = _grads(t)
+        u, state = step(g, state, params)
+        params = optax.apply_updates(params, u)
+        gn = _np(g)
+        ref = {
+            "w": ref["w"] - lr * gn["w"] - lr * 0.3 * ref["w"],
+            "b": ref["b"] - lr * (gn["b"] + 0.05 * ref["b"]),
+        }
+    _close(params, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_named_chain_state_by_name_and_injected_decay() -> None:
+    lr = 0.1
+    tx = optax.named_chain(
+        ("sgd", optax.sgd(lr)),
+        ("decay", decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(
+            0.2, learning_rate=lr, mask=masks.ndim_at_least(2))),
+    )
+    params = _params()
+    state = tx.init(params)
+    assert set(state) == {"sgd", "decay"}
+    state["decay"].hyperparams["weight_decay"] = jnp.asarray(0.7)
+    g = _grads(0)
+    u, _ = jax.jit(tx.update)(g, state, params)
+    gn, pn = _np(g), _np(params)
+    _close(u, {"w": -lr * gn["w"] - lr * 0.7 * pn["w"], "b": -lr * gn["b"]})
+
+
+# ---------------------------------------------------------------------------
+# MultiSteps and apply_if_finite: schedules count real steps only
+
+
+def _lr(t: Any) -> Any:
+    # An increasing, bounded schedule, so a miscounted step shows; the NumPy
+    # reference evaluates the same formula at a Python int.
+    return 0.1 * (1.0 + 0.5 * jnp.minimum(t, 8))
+
+
+def _coef_schedule(base: float) -> Callable[[Any], Any]:
+    return lambda t: base * (1.0 + 0.25 * jnp.minimum(t, 8))
+
+
+def _sgd_chain(name: str) -> optax.GradientTransformation:
+    factory, side, names, _ = FORMS[name]
+    coefs = {k: _coef_schedule(BASE[k]) for k in names}
+    if side == "grad":
+        return optax.chain(factory(**coefs), optax.sgd(_lr))
+    return optax.chain(optax.sgd(_lr), factory(**coefs, learning_rate=_lr))
+
+
+def _ref_sgd_step(name: str, g: Any, p: Any, t: int) -> Any:
+    """One float64 step of the SGD chain at real step ``t``."""
+    _, side, names, ref = FORMS[name]
+    c = {k: BASE[k] * (1.0 + 0.25 * min(t, 8)) for k in names}
+    lr = 0.1 * (1.0 + 0.5 * min(t, 8))
+    if side == "grad":
+        return jax.tree.map(lambda gg, pp: pp - lr * ref(gg, pp, c, lr), g, p)
+    return jax.tree.map(lambda gg, pp: pp + ref(-lr * gg, pp, c, lr), g, p)
+
+
+@pytest.mark.parametrize("name", list(FORMS))
+def test_multisteps_decays_once_per_real_step(name: str) -> None:
+    k, real_steps = 3, 4
+    tx = optax.MultiSteps(_sgd_chain(name), every_k_schedule=k)
+    params = _params()
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    ref = _np(params)
+    for t in range(real_steps):
+        micro = [_grads(k * t + i) for i in range(k)]
+        for i, g in enumerate(micro):
+            before = params
+            u, state = step(g, state, params)
+            params = optax.apply_updates(params, u)
+            if i < k - 1:  # mid step: nothing applied, no decay either
+                chex.assert_trees_all_equal(params, before)
+        mean = jax.tree.map(lambda *gs: np.mean(gs, axis=0), *[_np(g) for g in micro])
+        ref = _ref_sgd_step(name, mean, ref, t)
+    _close(params, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(FORMS))
+def test_apply_if_finite_skipped_step_keeps_schedules_in_lockstep(name: str) -> None:
+    """A non-finite gradient skips the whole inner chain: params stay, and
+    neither the lr schedule's count nor the decay's count advances."""
+    tx = optax.apply_if_finite(_sgd_chain(name), max_consecutive_errors=3)
+    params = _params()
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    ref = _np(params)
+    real = 0
+    for t in range(5):
+        g = _grads(t)
+        bad = t in (1, 2)
+        if bad:
+            g = {"w": g["w"].at[0, 0].set(jnp.nan), "b": g["b"]}
+        before = params
+        u, state = step(g, state, params)
+        params = optax.apply_updates(params, u)
+        if bad:
+            chex.assert_trees_all_equal(params, before)
+        else:
+            ref = _ref_sgd_step(name, _np(g), ref, real)
+            real += 1
+    assert int(state.notfinite_count) == 0 and int(state.total_notfinite) == 2
+    _close(params, ref, rtol=1e-5, atol=1e-6)
