@@ -152,19 +152,38 @@ def _init_anchor(anchor: Any, params: PyTree, mask: PyTree) -> PyTree:
             "of the pretrained params), or anchor='init'.",
         )
 
-    def take(p: Any, a: Any, m: bool) -> Any:
+    def take(path: Any, p: Any, a: Any, m: bool) -> Any:
         if not (m and is_decayable(p)):
             return optax.MaskedNode()
         a = jnp.asarray(a)
         if a.shape != p.shape:
             raise ValueError(
-                f"anchor leaf has shape {a.shape} but the params leaf has shape "
-                f"{p.shape}; pass an anchor with the shapes of params."
+                f"anchor leaf at {jax.tree_util.keystr(path)} has shape {a.shape} but "
+                f"the params leaf has shape {p.shape}; pass an anchor with the "
+                "shapes of params."
             )
         # A copy that lives in the state, in the params' dtype.
         return jnp.array(a, dtype=p.dtype, copy=True)
 
-    return jax.tree.map(take, params, anchor, mask, is_leaf=_is_leaf)
+    return jax.tree_util.tree_map_with_path(take, params, anchor, mask, is_leaf=_is_leaf)
+
+
+def check_leaves(params: PyTree, name: str) -> None:
+    """Rejects params leaves that are not arrays (a Python float, a string).
+
+    A Python float leaf would be decayed under ``jit`` (where it becomes an
+    f32 tracer) but not outside it; refusing it keeps both the same. Python
+    ints and bools are left untouched either way, like integer arrays.
+    """
+    for path, x in jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_leaf)[0]:
+        if _is_leaf(x) or hasattr(x, "dtype") or isinstance(x, (bool, int)):
+            continue
+        raise TypeError(
+            f"{name}: the params leaf at {jax.tree_util.keystr(path)} is {x!r} of "
+            f"type {type(x).__name__}, not an array. Convert params with "
+            "jax.tree.map(jnp.asarray, params), or filter non-array leaves out "
+            "(e.g. eqx.filter(model, eqx.is_array))."
+        )
 
 
 def check_params(params: PyTree, name: str) -> None:
@@ -211,10 +230,15 @@ def decay_transform(
     initialised = []
 
     def init_fn(params: PyTree) -> Any:  # DecayState | optax.EmptyState
+        check_leaves(params, name)
         mask_tree = resolve_mask(mask, params)
-        if on_init is not None and not initialised:
+        if not initialised:
             initialised.append(True)
-            on_init(params, mask_tree)
+            for k, v in coefficients.items():
+                if coef.is_schedule(v):
+                    coef.check_schedule(k, v)
+            if on_init is not None:
+                on_init(params, mask_tree)
         if stateless:
             return optax.EmptyState()
         return DecayState(
@@ -226,6 +250,7 @@ def decay_transform(
         updates: optax.Updates, state: Any, params: optax.Params | None = None
     ) -> tuple[optax.Updates, Any]:
         check_params(params, name)
+        check_leaves(params, name)
         count = None if stateless else state.count
         values = {
             k: None if v is None else coef.value_at(v, count)
@@ -239,9 +264,16 @@ def decay_transform(
             else jax.tree.map(lambda _: None, params, is_leaf=_is_leaf)
         )
 
-        def leaf(u: Any, p: Any, m: bool, a: Any) -> Any:
+        def leaf(path: Any, u: Any, p: Any, m: bool, a: Any) -> Any:
             if u is None or isinstance(u, optax.MaskedNode) or not m or not is_decayable(p):
                 return u
+            if getattr(u, "shape", None) != p.shape:
+                raise ValueError(
+                    f"{name}: the update at {jax.tree_util.keystr(path)} has shape "
+                    f"{getattr(u, 'shape', type(u).__name__)} but the params leaf has "
+                    f"shape {p.shape}; updates and params must have the same shapes "
+                    "(broadcasting would silently change the update's shape)."
+                )
             if not jnp.issubdtype(jnp.asarray(u).dtype, jnp.inexact):
                 return u
             cast = {
@@ -254,7 +286,9 @@ def decay_transform(
             return out.astype(u.dtype)
 
         try:
-            new_updates = jax.tree.map(leaf, updates, params, mask_tree, anchors, is_leaf=_is_leaf)
+            new_updates = jax.tree_util.tree_map_with_path(
+                leaf, updates, params, mask_tree, anchors, is_leaf=_is_leaf
+            )
         except ValueError as e:
             if "structure" not in str(e) and "Custom node" not in str(e):
                 raise
@@ -301,7 +335,11 @@ def warn_step_decay(name: str, rate: float | None, params: PyTree, mask_tree: Py
             jax.tree_util.tree_leaves(params, is_leaf=_is_leaf),
             jax.tree_util.tree_leaves(mask_tree, is_leaf=_is_leaf),
         )
-        if m and is_decayable(p) and rate <= float(jnp.finfo(p.dtype).eps) / 4
+        # The factor as the update computes it: f32, then cast to the leaf's
+        # real dtype (a bf16 factor just above eps/4 rounds down onto it).
+        if m and is_decayable(p)
+        and float(np.asarray(np.float32(rate), dtype=jnp.finfo(p.dtype).dtype))
+        <= float(jnp.finfo(p.dtype).eps) / 4
     })
     if lost:
         warnings.warn(

@@ -142,6 +142,23 @@ def cast_for(scalar: jax.Array, leaf: jax.Array) -> jax.Array:
     return jnp.asarray(scalar).astype(real)
 
 
+def _grid_values(schedule: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The steps of the peak grid and the schedule's values there (NumPy).
+
+    Runs eagerly even when called while an outer function is being traced
+    (``jax.jit(opt.init)``): the grid is a constant, so its values are too.
+    """
+    with jax.ensure_compile_time_eval():
+        try:
+            values = jax.jit(jax.vmap(schedule))(jnp.asarray(_PEAK_GRID))
+            return _PEAK_GRID, np.asarray(values)
+        except Exception:  # a schedule written with Python control flow
+            steps = np.unique(
+                np.concatenate([[0], np.geomspace(1, np.iinfo(np.int32).max, 400).astype(np.int64)])
+            )
+            return steps, np.asarray([np.asarray(schedule(int(s))) for s in steps])
+
+
 def schedule_peak(schedule: Any) -> float:
     """The largest value of ``schedule``, found on a grid of steps.
 
@@ -152,10 +169,34 @@ def schedule_peak(schedule: Any) -> float:
     """
     if not is_schedule(schedule):
         return float(np.real(np.asarray(schedule)))
-    try:
-        values = jax.jit(jax.vmap(schedule))(jnp.asarray(_PEAK_GRID))
-        peak = float(jnp.max(values))
-    except Exception:  # a schedule written with Python control flow
-        steps = np.unique(np.geomspace(1, np.iinfo(np.int32).max, 400).astype(np.int64))
-        peak = max(float(schedule(int(s))) for s in np.concatenate([[0], steps]))
-    return peak
+    return float(np.max(np.real(_grid_values(schedule)[1])))
+
+
+def check_schedule(name: str, schedule: Any) -> None:
+    """Rejects a schedule that returns a non-scalar, non-finite or negative
+    coefficient at any step of the peak grid (see :func:`schedule_peak`).
+
+    Called once, at the first ``init``: a schedule is a callable, so this is
+    the earliest point where its values can be seen.
+    """
+    steps, values = _grid_values(schedule)
+    if values.shape != steps.shape:
+        raise TypeError(
+            f"{name}: the schedule returns values of shape {values.shape[1:]}, "
+            "not scalars; a schedule must map the step count to a scalar."
+        )
+    if np.iscomplexobj(values) or not (
+        np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)
+    ):
+        raise TypeError(
+            f"{name}: the schedule returns values of dtype {values.dtype}; "
+            "decay coefficients are real. Return a non-negative float."
+        )
+    bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{name}: the schedule returns {float(values[i])!r} at step "
+            f"{int(steps[i])}; a schedule's values must be finite and >= 0 at "
+            "every step. Clip it, e.g. lambda t: jnp.maximum(schedule(t), 0.0)."
+        )

@@ -44,6 +44,13 @@ def soft_threshold(x: jax.Array, tau: Any) -> jax.Array:
       Donoho, `De-noising by soft-thresholding
       <https://doi.org/10.1109/18.382009>`_, 1995.
     """
+    coef.check("tau", tau)
+    return _soft_threshold(x, tau)
+
+
+def _soft_threshold(x: jax.Array, tau: Any) -> jax.Array:
+    # The operator without the check on tau: the transforms pass factors
+    # built from coefficients already checked.
     x = jnp.asarray(x)
     tau = coef.cast_for(tau, x)
     if jnp.iscomplexobj(x):
@@ -61,7 +68,7 @@ def _prox_term(
 ) -> jax.Array:
     z = p + u
     if t1 is not None:
-        z = soft_threshold(z, t1)
+        z = _soft_threshold(z, t1)
     if t2 is not None:
         z = z / (1 + t2)
     # theta + (S - theta) is exactly S = 0 where S is 0.

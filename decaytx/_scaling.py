@@ -14,7 +14,10 @@ from decaytx import _coefficients as coef
 def _positive(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
         raise TypeError(f"{name}={value!r} must be a positive number.")
-    v = float(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name}={value!r} must be a positive number.") from e
     if not math.isfinite(v) or v <= 0:
         raise ValueError(f"{name}={v!r} must be finite and > 0.")
     return v
