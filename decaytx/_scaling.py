@@ -174,7 +174,8 @@ def corrected_decay(schedule: Any, peak: float | None = None) -> Any:
     """
     if not coef.is_schedule(schedule):
         coef.check("schedule", schedule)
-        return float(schedule)
+        # Traced under optax.inject_hyperparams: eta**2 / eta is eta itself.
+        return schedule if coef.is_traced(schedule) else float(schedule)
     eta_max = _peak(schedule, peak)
 
     def multiplier(count: jax.Array) -> jax.Array:

@@ -363,3 +363,98 @@ def test_apply_if_finite_skipped_step_keeps_schedules_in_lockstep(name: str) -> 
             real += 1
     assert int(state.notfinite_count) == 0 and int(state.total_notfinite) == 2
     _close(params, ref, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Recipes under inject_hyperparams
+
+
+def _adam_ref(g: np.ndarray, state: dict[str, Any], t: int, b1: float = 0.9, b2: float = 0.999,
+              eps: float = 1e-8) -> np.ndarray:
+    """Adam's direction at step t (1-based), PyTorch/optax form; updates state."""
+    state["m"] = b1 * state.get("m", 0.0) + (1 - b1) * g
+    state["v"] = b2 * state.get("v", 0.0) + (1 - b2) * g * g
+    mhat = state["m"] / (1 - b1**t)
+    vhat = state["v"] / (1 - b2**t)
+    return mhat / (np.sqrt(vhat) + eps)
+
+
+def _recipe_ref(name: str, g: np.ndarray, p: np.ndarray, s: dict[str, Any], t: int,
+                hp: dict[str, float]) -> np.ndarray:
+    lr = hp["learning_rate"]
+    if name == "sgd_l2":  # momentum 0.9, buffer starts at 0
+        s["b"] = 0.9 * s.get("b", 0.0) + g + hp["weight_decay"] * p
+        return -lr * s["b"]
+    if name == "sgdw":
+        s["b"] = 0.9 * s.get("b", 0.0) + g
+        return -lr * s["b"] - lr * hp["weight_decay"] * p
+    if name == "adam_l2":
+        return -lr * _adam_ref(g + hp["weight_decay"] * p, s, t)
+    if name == "adamw":
+        return -lr * _adam_ref(g, s, t) - lr * hp["weight_decay"] * p
+    assert name == "proximal_sgd"
+    return _soft(p - lr * g, lr * hp["l1"]) / (1 + lr * hp["l2"]) - p
+
+
+RECIPES: dict[str, tuple[Callable[..., optax.GradientTransformation], dict[str, Any]]] = {
+    "sgd_l2": (decaytx.sgd_l2, {"momentum": 0.9}),
+    "sgdw": (decaytx.sgdw, {"momentum": 0.9}),
+    "adam_l2": (decaytx.adam_l2, {}),
+    "adamw": (decaytx.adamw, {}),
+    "proximal_sgd": (decaytx.proximal_sgd, {}),
+}
+
+
+@pytest.mark.parametrize("injector", ["optax", "decaytx"])
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipes_under_inject_hyperparams(name: str, injector: str) -> None:
+    factory, extra = RECIPES[name]
+    coefs = ("l1", "l2") if name == "proximal_sgd" else ("weight_decay",)
+    hp = {"learning_rate": 0.05, **{k: BASE[k] for k in coefs}}
+    if injector == "decaytx":
+        tx = decaytx.inject_hyperparams(factory)(**hp, **extra, mask=masks.ndim_at_least(2))
+    else:
+        # optax needs the mask spelled out as a tree (or static_args=("mask",)).
+        tx = optax.inject_hyperparams(factory)(**hp, **extra, mask={"w": True, "b": False})
+    params = _params()
+    state = tx.init(params)
+    assert {"learning_rate", *coefs} <= set(state.hyperparams)
+    assert "mask" not in state.hyperparams
+    # decaytx keeps momentum static (None and a number build different chains);
+    # optax injects it as a number, which works as well.
+    assert ("momentum" in state.hyperparams) == (injector == "optax" and "momentum" in extra)
+    step = jax.jit(tx.update)
+    ref_p = _np(params)
+    ref_s: dict[str, dict[str, Any]] = {"w": {}, "b": {}}
+    for t in (1, 2, 3):
+        if t == 3:  # change the coefficients at runtime
+            hp = {"learning_rate": 0.02, **{k: CHANGED[k] for k in coefs}}
+            for k, v in hp.items():
+                state.hyperparams[k] = jnp.asarray(v)
+        g = _grads(t)
+        u, state = step(g, state, params)
+        params = optax.apply_updates(params, u)
+        gn = _np(g)
+        no_decay = {k: 0.0 for k in coefs}
+        ref_p = {
+            "w": ref_p["w"] + _recipe_ref(name, gn["w"], ref_p["w"], ref_s["w"], t, hp),
+            "b": ref_p["b"] + _recipe_ref(name, gn["b"], ref_p["b"], ref_s["b"], t,
+                                          {**hp, **no_decay}),
+        }
+    _close(params, ref_p, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("decay_scaling", ["lr", "schedule", "none", "corrected"])
+def test_adamw_decay_scaling_under_inject_hyperparams_with_constant_lr(decay_scaling: str) -> None:
+    """With a constant learning rate eta, m_t is eta ("lr"), 1 ("schedule",
+    "none") and eta**2/eta = eta ("corrected"); the injected eta is traced."""
+    eta, wd = 0.05, 0.1
+    tx = decaytx.inject_hyperparams(decaytx.adamw)(eta, wd, decay_scaling=decay_scaling)
+    params = _params()
+    g = _grads(0)
+    u, _ = jax.jit(tx.update)(g, tx.init(params), params)
+    m = {"lr": eta, "schedule": 1.0, "none": 1.0, "corrected": eta}[decay_scaling]
+    expected = jax.tree.map(
+        lambda gg, p: -eta * _adam_ref(gg, {}, 1) - m * wd * p, _np(g), _np(params)
+    )
+    _close(u, expected, rtol=1e-5, atol=1e-6)
