@@ -1,0 +1,258 @@
+"""Compiled cost of one optimizer step: kernels, bytes, state.
+
+Everything here is deterministic for a given jax/jaxlib and backend: it reads
+the compiled executable of one jitted step (``update`` + ``optax.apply_updates``
+with params and state donated) and never times anything. The benchmark
+(:mod:`experiments.bench`), the GPU script and ``tests/test_hlo_cost.py`` share
+it, so the figures in BENCHMARKS.md and the equalities the tests assert are
+read the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+PyTree = Any
+
+# "%name = f32[1024,1024]{1,0} fusion(...)" or "ROOT %name = (...) fusion(...)".
+_FUSION = re.compile(r"^\s*(?:ROOT\s+)?%?(\S+)\s*=\s*(.+?)\s+fusion\(", re.M)
+
+
+def step_fn(opt: optax.GradientTransformation) -> Callable[..., Any]:
+    """One training step, ``update`` then ``apply_updates``, unjitted."""
+
+    def step(params: PyTree, state: PyTree, grads: PyTree) -> tuple[PyTree, PyTree]:
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return step
+
+
+def jit_step(opt: optax.GradientTransformation) -> Callable[..., Any]:
+    """The jitted step with params and state donated (updated in place)."""
+    return jax.jit(step_fn(opt), donate_argnums=(0, 1))
+
+
+def compile_step(
+    opt: optax.GradientTransformation, params: PyTree, state: PyTree | None = None
+) -> tuple[Any, float]:
+    """``(compiled, seconds)``: the step AOT-compiled for ``params``' shapes.
+
+    ``params`` may be arrays or ``jax.ShapeDtypeStruct``s; nothing is donated
+    or run here.
+    """
+    if state is None:
+        state = jax.eval_shape(opt.init, params)
+    t0 = time.perf_counter()
+    compiled = jit_step(opt).lower(params, state, params).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def entry_computation(text: str) -> str:
+    """The ENTRY computation of an HLO module (the one that launches kernels)."""
+    start = text.find("\nENTRY")
+    return text[start:] if start >= 0 else text
+
+
+def fusion_shapes(text: str) -> list[str]:
+    """Result shapes of the fusions the ENTRY computation launches, in order."""
+    return [shape for _, shape in _FUSION.findall(entry_computation(text))]
+
+
+def is_scalar_shape(shape: str) -> bool:
+    """Whether an HLO result shape is rank 0 (``f32[]``, ``s32[]``, ``(f32[], s32[])``)."""
+    dims = re.findall(r"\[([^\]]*)\]", shape)
+    return bool(dims) and all(d == "" for d in dims)
+
+
+def tree_bytes(tree: PyTree) -> int:
+    """Bytes held by the array leaves of a pytree (arrays or ShapeDtypeStructs)."""
+    total = 0
+    for leaf in jax.tree_util.tree_leaves(tree):
+        if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+            total += int(np.prod(leaf.shape, dtype=np.int64)) * jnp.dtype(leaf.dtype).itemsize
+    return total
+
+
+def tree_size(tree: PyTree) -> int:
+    """Number of scalar elements in the array leaves of a pytree."""
+    return sum(
+        int(np.prod(leaf.shape, dtype=np.int64))
+        for leaf in jax.tree_util.tree_leaves(tree)
+        if hasattr(leaf, "shape")
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCost:
+    """What one compiled step costs, read from the executable.
+
+    Attributes:
+      fusions: fused kernels launched by the step (ENTRY ``fusion`` ops).
+      array_fusions: those whose result is not a scalar: the kernels that
+        stream params-sized data (scalar ones update a step count or a
+        bias-correction factor).
+      temp_bytes: ``memory_analysis().temp_size_in_bytes``: scratch the step
+        allocates besides its arguments and outputs.
+      state_bytes: bytes of the optimizer state (``opt.init(params)``).
+      bytes_accessed: ``cost_analysis()['bytes accessed']``: bytes read and
+        written by all ops, as XLA counts them for this executable.
+      params: number of parameters.
+      compile_s: seconds to lower and compile (not deterministic).
+    """
+
+    fusions: int
+    array_fusions: int
+    temp_bytes: int
+    state_bytes: int
+    bytes_accessed: float
+    params: int
+    compile_s: float
+
+    @property
+    def bytes_per_param(self) -> float:
+        return self.bytes_accessed / max(self.params, 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["bytes_per_param"] = self.bytes_per_param
+        return d
+
+
+def cost_analysis(compiled: Any) -> dict[str, float]:
+    """``compiled.cost_analysis()`` as one dict (older jax returned a list)."""
+    ca = compiled.cost_analysis()
+    if isinstance(ca, (list, tuple)):
+        ca = ca[0] if ca else {}
+    return dict(ca or {})
+
+
+def cost_of_compiled(compiled: Any, state: PyTree, params: PyTree, compile_s: float = 0.0) -> StepCost:
+    shapes = fusion_shapes(compiled.as_text())
+    ma = compiled.memory_analysis()
+    return StepCost(
+        fusions=len(shapes),
+        array_fusions=sum(not is_scalar_shape(s) for s in shapes),
+        temp_bytes=int(ma.temp_size_in_bytes),
+        state_bytes=tree_bytes(state),
+        bytes_accessed=float(cost_analysis(compiled).get("bytes accessed", float("nan"))),
+        params=tree_size(params),
+        compile_s=compile_s,
+    )
+
+
+def step_cost(opt: optax.GradientTransformation, params: PyTree) -> StepCost:
+    """Compiles one step of ``opt`` for ``params`` and reads its cost."""
+    state = jax.eval_shape(opt.init, params)
+    compiled, seconds = compile_step(opt, params, state)
+    return cost_of_compiled(compiled, state, params, seconds)
+
+
+# ---------------------------------------------------------------------------
+# The forms compared, each as (baseline optimizer, optimizer + decay).
+
+LR = 1e-3
+WD = 1e-2  # decoupled lambda (m * lambda = 1e-5 per step with m = lr)
+L2 = 1e-4  # coupled lambda
+
+
+@dataclasses.dataclass(frozen=True)
+class Form:
+    """One decay form placed with one optimizer.
+
+    Attributes:
+      name: short id, e.g. ``"l2>adam"`` (gradient side, before Adam) or
+        ``"adam>prox_l1"`` (update side, after Adam).
+      base: the optimizer alone (factory).
+      decayed: the optimizer with the decay (factory).
+      anchor: whether the form keeps an anchor (one params-sized copy in state).
+      side: ``"gradient"`` or ``"update"``.
+    """
+
+    name: str
+    base: Callable[[], optax.GradientTransformation]
+    decayed: Callable[[], optax.GradientTransformation]
+    anchor: bool = False
+    side: str = "update"
+
+
+def _sgdm() -> optax.GradientTransformation:
+    return optax.sgd(LR, momentum=0.9)
+
+
+def _adam() -> optax.GradientTransformation:
+    return optax.adam(LR)
+
+
+def _sgd() -> optax.GradientTransformation:
+    return optax.sgd(LR)
+
+
+def forms() -> list[Form]:
+    """Every form of issue 6: coupled before SGD-momentum and Adam; update-side after Adam and SGD."""
+    import decaytx
+
+    opts = {"sgdm": _sgdm, "adam": _adam, "sgd": _sgd}
+    grad_side: dict[str, Callable[[], optax.GradientTransformation]] = {
+        "l2": lambda: decaytx.add_l2_grad(L2),
+        "l1": lambda: decaytx.add_l1_subgrad(L2),
+        "elastic_net": lambda: decaytx.add_elastic_net_grad(L2, L2),
+    }
+    update_side: dict[str, tuple[Callable[[], optax.GradientTransformation], bool]] = {
+        "decoupled": (lambda: decaytx.add_decoupled_decay(WD, learning_rate=LR), False),
+        "cautious": (lambda: decaytx.add_decoupled_decay(WD, learning_rate=LR, cautious=True), False),
+        "anchor": (lambda: decaytx.add_decoupled_decay(WD, learning_rate=LR, anchor="init"), True),
+        "prox_l1": (lambda: decaytx.prox_l1(WD, learning_rate=LR), False),
+        "prox_elastic_net": (lambda: decaytx.prox_elastic_net(WD, WD, learning_rate=LR), False),
+    }
+    out: list[Form] = []
+    for o in ("sgdm", "adam"):
+        for d, make in grad_side.items():
+            out.append(Form(
+                f"{d}>{o}", opts[o],
+                (lambda make=make, o=o: optax.chain(make(), opts[o]())),
+                side="gradient",
+            ))
+    for o in ("adam", "sgd"):
+        for d, (make, anchor) in update_side.items():
+            out.append(Form(
+                f"{o}>{d}", opts[o],
+                (lambda make=make, o=o: optax.chain(opts[o](), make())),
+                anchor=anchor,
+            ))
+    return out
+
+
+def adamw_pair() -> tuple[Callable[[], optax.GradientTransformation], Callable[[], optax.GradientTransformation], str]:
+    """``(optax.adamw, decaytx's AdamW, label)``: the recipe if it exists, else its chain."""
+    import decaytx
+
+    ref = lambda: optax.adamw(LR, weight_decay=WD)  # noqa: E731
+    recipe = getattr(decaytx, "adamw", None)
+    if recipe is not None:
+        return ref, (lambda: recipe(LR, WD)), "decaytx.adamw"
+    return ref, (lambda: optax.chain(
+        optax.scale_by_adam(), optax.scale_by_learning_rate(LR),
+        decaytx.add_decoupled_decay(WD, learning_rate=LR),
+    )), "chain(scale_by_adam, scale_by_learning_rate, add_decoupled_decay)"
+
+
+def nominal_bytes_per_param(opt: str, *, anchor: bool = False, itemsize: int = 4) -> int:
+    """The least memory traffic of one step, per parameter, in one pass.
+
+    Read params, grads and every state buffer; write params and every state
+    buffer. SGD: r p,g w p = 3 words; SGD-momentum: 5; Adam: 7; an anchor
+    is read once more. Decay itself adds nothing: it reads params, which the
+    step reads anyway.
+    """
+    words = {"sgd": 3, "sgdm": 5, "adam": 7, "adamw": 7}[opt]
+    return (words + int(anchor)) * itemsize
