@@ -17,6 +17,8 @@ from decaytx import _coefficients as coef
 
 
 def _masked_sum(params: Any, mask: Any, fn: Any, anchor: Any = None) -> jax.Array:
+    # A Python float or string leaf would otherwise be skipped silently.
+    _base.check_leaves(params, "penalty")
     mask_tree = _base.resolve_mask(mask, params)
     if anchor is None:
         anchor = jax.tree.map(lambda _: None, params, is_leaf=_base._is_leaf)
@@ -113,4 +115,7 @@ def elastic_net_penalty(params: Any, l1: Any, l2: Any, *, mask: Any = None) -> j
       >>> decaytx.elastic_net_penalty({"w": jnp.array([3.0, -4.0])}, 0.5, 0.1)
       Array(4.75, dtype=float32)
     """
+    # Checked here so that a bad l2 is reported as l2, not as weight_decay.
+    coef.check("l1", l1)
+    coef.check("l2", l2)
     return l1_penalty(params, l1, mask=mask) + l2_penalty(params, l2, mask=mask)

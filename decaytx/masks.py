@@ -46,7 +46,10 @@ def _compile(patterns: tuple[str, ...], fn: str) -> list[re.Pattern[str]]:
         try:
             compiled.append(re.compile(p))
         except re.error as e:
-            raise ValueError(f"masks.{fn} pattern {p!r} is not a valid regex: {e}.") from e
+            raise ValueError(
+                f"masks.{fn} pattern {p!r} is not a valid regex: {e}. Pass a valid "
+                "regex; re.escape(text) matches text literally."
+            ) from e
     return compiled
 
 
