@@ -1,0 +1,98 @@
+"""``python -m experiments <study> [--quick|--smoke] [--out DIR] [--seed N]``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pathlib
+import platform
+import sys
+import time
+import warnings
+
+from experiments import STUDIES
+from experiments.report import Claim, Context, summary_table, write_report, write_results
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments",
+        description="Test the claims of the weight-decay notes with decaytx; writes "
+        "results.json, one PNG per claim and report.md into --out.",
+        epilog="studies: all (the nine claims), " + ", ".join(STUDIES) + ", bench (benchmarks)",
+    )
+    p.add_argument("study", choices=["all", *STUDIES, "bench"], metavar="study",
+                   help="'all', one claim id (" + ", ".join(STUDIES) + ") or 'bench'")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small runs: all studies in a few minutes on 2 CPU cores")
+    size.add_argument("--smoke", action="store_true", help="tiny runs for the test suite (verdicts not meaningful)")
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/report"), help="output folder (default out/report)")
+    p.add_argument("--seed", type=int, default=0, help="base seed (data split, init, minibatches)")
+    return p
+
+
+def run_bench(out_dir: pathlib.Path, quick: bool, seed: int) -> int:
+    try:
+        bench = importlib.import_module("experiments.bench")
+    except ModuleNotFoundError as e:
+        if e.name != "experiments.bench":
+            raise
+        print("experiments.bench is not available yet; skipping the benchmarks.")
+        return 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bench.main(out_dir, quick, seed)
+    return 0
+
+
+def run_study(study_id: str, ctx: Context) -> Claim:
+    module = importlib.import_module(f"experiments.{STUDIES[study_id]}")
+    t0 = time.perf_counter()
+    claim = module.run(ctx)
+    claim.seconds = time.perf_counter() - t0
+    assert claim.id == study_id, (claim.id, study_id)
+    return claim
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    if args.study == "bench":
+        return run_bench(args.out, mode != "full", args.seed)
+    ids = list(STUDIES) if args.study == "all" else [args.study]
+    ctx = Context.make(args.out, mode, args.seed)
+    t0 = time.perf_counter()
+    claims = []
+    with warnings.catch_warnings():
+        # DecayWarnings are part of what some studies show; keep them quiet here.
+        warnings.simplefilter("ignore", category=UserWarning)
+        for i, study_id in enumerate(ids, 1):
+            print(f"[{i}/{len(ids)}] {study_id} ({mode})", flush=True)
+            claim = run_study(study_id, ctx)
+            print(f"    {'HOLDS' if claim.holds else 'does not hold'}: {claim.key_number} ({claim.seconds:.0f} s)", flush=True)
+            claims.append(claim)
+    wall = time.perf_counter() - t0
+    meta = {
+        "mode": mode,
+        "seed": args.seed,
+        "command": "python -m experiments " + " ".join(sys.argv[1:] if argv is None else argv),
+        "wall_seconds": wall,
+        "study_seconds": {c.id: c.seconds for c in claims},
+        "machine": f"{platform.machine()}, {_cpus()} CPU cores, {platform.python_implementation()} {platform.python_version()}",
+    }
+    path = write_results(args.out, claims, meta)
+    report = write_report(args.out)
+    all_claims = json.loads(path.read_text())["claims"]
+    print()
+    print(summary_table(all_claims))
+    print(f"\n{len(claims)} studies in {wall:.0f} s ({mode}). Report: {report}  Results: {path}")
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

@@ -1,0 +1,138 @@
+"""Claims, their context, and the files they are written to."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from experiments.common import MODES, Digits, Mode, load_digits_split
+
+
+@dataclasses.dataclass
+class Context:
+    """What a study gets: where to write, how big to run, which seed."""
+
+    out_dir: pathlib.Path
+    mode: Mode
+    seed: int
+    _digits: Digits | None = None
+
+    @property
+    def digits(self) -> Digits:
+        if self._digits is None:
+            self._digits = load_digits_split(self.seed)
+        return self._digits
+
+    @classmethod
+    def make(cls, out_dir: pathlib.Path, mode: str, seed: int) -> Context:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return cls(out_dir=out_dir, mode=MODES[mode], seed=seed)
+
+
+@dataclasses.dataclass
+class Claim:
+    """One entry of results.json: a claim, its measured verdict and evidence."""
+
+    id: str
+    statement: str
+    criterion: str  # how ``holds`` is computed from ``metrics``, in words
+    holds: bool
+    metrics: dict[str, Any]
+    figure: str
+    key_number: str  # one line for the summary table
+    notes: str = ""
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["holds"] = bool(self.holds)
+        d["metrics"] = to_jsonable(self.metrics)
+        return d
+
+
+def to_jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return to_jsonable(x.tolist())
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return v if math.isfinite(v) else None
+    return x
+
+
+def write_results(out_dir: pathlib.Path, claims: list[Claim], meta: dict[str, Any]) -> pathlib.Path:
+    path = out_dir / "results.json"
+    # Merge with claims already there, so `python -m experiments <one study>`
+    # updates its own entry and keeps the others.
+    existing: list[dict[str, Any]] = []
+    if path.exists():
+        try:
+            existing = json.loads(path.read_text())["claims"]
+        except (ValueError, KeyError):
+            existing = []
+    new = {c.id: c.to_json() for c in claims}
+    merged = [new.pop(c["id"]) if c["id"] in new else c for c in existing] + list(new.values())
+    from experiments import STUDIES
+
+    order = list(STUDIES)
+    merged.sort(key=lambda c: order.index(c["id"]) if c["id"] in order else len(order))
+    path.write_text(json.dumps({"claims": merged, "meta": to_jsonable(meta)}, indent=2) + "\n")
+    return path
+
+
+def summary_table(claims: list[dict[str, Any]]) -> str:
+    rows = [("claim", "verdict", "key number")]
+    rows += [(c["id"], "HOLDS" if c["holds"] else "does not hold", c["key_number"]) for c in claims]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_report(out_dir: pathlib.Path) -> pathlib.Path:
+    data = json.loads((out_dir / "results.json").read_text())
+    meta = data.get("meta", {})
+    lines = [
+        "# decaytx experiments: do the weight-decay claims hold?",
+        "",
+        f"Mode `{meta.get('mode')}`, seed {meta.get('seed')}, command `{meta.get('command')}`; "
+        f"wall time of the last run {meta.get('wall_seconds', 0):.0f} s on {meta.get('machine')}.",
+        "Verdicts are computed from the measured numbers below by the stated criterion; "
+        "nothing is hard-coded.",
+        "",
+        "| claim | verdict | key number |",
+        "|---|---|---|",
+    ]
+    for c in data["claims"]:
+        lines.append(f"| [{c['id']}](#{c['id']}) | {'holds' if c['holds'] else '**does not hold**'} | {c['key_number']} |")
+    for c in data["claims"]:
+        lines += [
+            "",
+            f"## {c['id']}",
+            "",
+            f"**Claim.** {c['statement']}",
+            "",
+            f"**Criterion.** {c['criterion']}",
+            "",
+            f"**Verdict: {'holds' if c['holds'] else 'does not hold'}** ({c['key_number']}).",
+            "",
+        ]
+        if c.get("notes"):
+            lines += [c["notes"], ""]
+        lines += [f"![{c['id']}]({c['figure']})", "", "<details><summary>metrics</summary>", "", "```json",
+                  json.dumps(c["metrics"], indent=1), "```", "", "</details>"]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
