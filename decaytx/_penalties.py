@@ -16,6 +16,22 @@ from decaytx import _base
 from decaytx import _coefficients as coef
 
 
+@jax.custom_jvp
+def _abs(x: jax.Array) -> jax.Array:
+    """|x| whose derivative is sign(x) with sign(0) = 0 (z/|z| for complex z).
+
+    ``jax.grad(jnp.abs)(0.0)`` is 1, which would not match the 0 that
+    :func:`decaytx.add_l1_subgrad` adds at 0.
+    """
+    return jnp.abs(x)
+
+
+@_abs.defjvp
+def _abs_jvp(primals: Any, tangents: Any) -> Any:
+    (x,), (t,) = primals, tangents
+    return jnp.abs(x), jnp.real(jnp.conj(jnp.sign(x)) * t)
+
+
 def _masked_sum(params: Any, mask: Any, fn: Any, anchor: Any = None) -> jax.Array:
     # A Python float or string leaf would otherwise be skipped silently.
     _base.check_leaves(params, "penalty")
@@ -93,7 +109,7 @@ def l1_penalty(params: Any, l1: Any, *, mask: Any = None) -> jax.Array:
       Array(3.5, dtype=float32)
     """
     coef.check("l1", l1)
-    return l1 * _masked_sum(params, mask, jnp.abs)
+    return l1 * _masked_sum(params, mask, _abs)
 
 
 def elastic_net_penalty(params: Any, l1: Any, l2: Any, *, mask: Any = None) -> jax.Array:
