@@ -1,0 +1,169 @@
+"""Masks: every accepted kind, on every form, against a NumPy reference."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import decaytx
+from decaytx import masks
+
+
+def make_params():
+    rng = np.random.default_rng(1)
+    f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)  # noqa: E731
+    return {
+        "dense": {"kernel": f(3, 4), "bias": f(4)},
+        "norm": {"scale": f(4)},
+        "conv": {"kernel": f(2, 2, 3)},
+    }
+
+
+# Which leaves each mask kind decays; paths are jax.tree_util.keystr strings.
+DECAYED_MATRICES = {"['dense']['kernel']", "['conv']['kernel']"}
+
+
+def decayed_paths(tx, params):
+    """Paths whose update differs from the incoming zero update."""
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    u, _ = tx.update(zeros, tx.init(params), params)
+    leaves = jax.tree_util.tree_flatten_with_path(u)[0]
+    return {jax.tree_util.keystr(p) for p, v in leaves if np.any(np.asarray(v) != 0)}
+
+
+FORMS = {
+    "l2": lambda mask: decaytx.add_l2_grad(0.1, mask=mask),
+    "l2_anchor": lambda mask: decaytx.add_l2_grad(0.1, mask=mask, anchor=jax.tree.map(jnp.zeros_like, make_params())),
+    "l1": lambda mask: decaytx.add_l1_subgrad(0.1, mask=mask),
+    "elastic": lambda mask: decaytx.add_elastic_net_grad(0.1, 0.1, mask=mask),
+    "decoupled": lambda mask: decaytx.add_decoupled_decay(0.1, mask=mask),
+    "decoupled_cautious": lambda mask: decaytx.add_decoupled_decay(0.1, mask=mask, cautious=True),
+    "prox_l1": lambda mask: decaytx.prox_l1(0.05, mask=mask),
+    "prox_elastic_net": lambda mask: decaytx.prox_elastic_net(0.05, 0.1, mask=mask),
+}
+
+MASKS = {
+    "pytree": {
+        "dense": {"kernel": True, "bias": False},
+        "norm": {"scale": False},
+        "conv": {"kernel": True},
+    },
+    "prefix": {"dense": {"kernel": True, "bias": False}, "norm": False, "conv": True},
+    "callable": lambda p: jax.tree.map(lambda x: x.ndim >= 2, p),
+    "ndim_at_least": masks.ndim_at_least(2),
+    "exclude": masks.exclude("bias", r"\['norm'\]"),
+    "include": masks.include("kernel"),
+}
+
+
+@pytest.mark.parametrize("mask_kind", list(MASKS))
+@pytest.mark.parametrize("form", list(FORMS))
+def test_every_mask_kind_on_every_form(form, mask_kind):
+    params = make_params()
+    assert decayed_paths(FORMS[form](MASKS[mask_kind]), params) == DECAYED_MATRICES
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_no_mask_decays_everything_and_masked_leaves_are_the_same_object(form):
+    params = make_params()
+    all_paths = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+    assert decayed_paths(FORMS[form](None), params) == all_paths
+    tx = FORMS[form](masks.ndim_at_least(2))
+    u, _ = tx.update(params, tx.init(params), params)
+    assert u["dense"]["bias"] is params["dense"]["bias"]
+
+
+def test_masked_values_match_numpy():
+    params = make_params()
+    g = jax.tree.map(jnp.ones_like, params)
+    tx = decaytx.add_decoupled_decay(0.2, learning_rate=0.5, mask=masks.exclude("bias", "scale"))
+    u, _ = jax.jit(tx.update)(g, tx.init(params), params)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        key = jax.tree_util.keystr(path)
+        got = np.asarray(u[path[0].key][path[1].key])
+        p = np.asarray(leaf, np.float64)
+        ref = 1 - 0.1 * p if re.search("kernel", key) else np.ones_like(p)
+        np.testing.assert_allclose(got, ref, rtol=1e-6)
+
+
+def test_ndim_at_least():
+    params = {"s": jnp.ones(()), "v": jnp.ones(3), "m": jnp.ones((2, 2)), "t": jnp.ones((1, 2, 3))}
+    assert masks.ndim_at_least(0)(params) == {"s": True, "v": True, "m": True, "t": True}
+    assert masks.ndim_at_least(2)(params) == {"s": False, "v": False, "m": True, "t": True}
+    assert masks.ndim_at_least(3)(params) == {"s": False, "v": False, "m": False, "t": True}
+    assert "ndim_at_least(2)" in repr(masks.ndim_at_least(2))
+
+
+def test_exclude_and_include_match_keystr_paths_with_re_search():
+    params = {"layers": [{"w": jnp.ones(2), "b": jnp.ones(2)}, {"w": jnp.ones(2), "b": jnp.ones(2)}]}
+    # keystr paths: "['layers'][0]['w']", ...
+    assert masks.include(r"\[1\]")(params) == {
+        "layers": [{"w": False, "b": False}, {"w": True, "b": True}]
+    }
+    assert masks.exclude(r"\['b'\]", r"\[0\]")(params) == {
+        "layers": [{"w": False, "b": False}, {"w": True, "b": False}]
+    }
+    # Complements of each other for the same patterns.
+    inc, exc = masks.include("w")(params), masks.exclude("w")(params)
+    assert jax.tree.map(lambda a, b: a != b, inc, exc) == jax.tree.map(lambda _: True, params)
+
+
+def test_masks_work_on_attribute_paths():
+    from typing import NamedTuple
+
+    class Layer(NamedTuple):
+        weight: jax.Array
+        bias: jax.Array
+
+    params = Layer(jnp.ones((2, 2)), jnp.ones(2))
+    assert masks.exclude(r"\.bias")(params) == Layer(True, False)
+    tx = decaytx.add_l2_grad(1.0, mask=masks.include("weight"))
+    u, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    np.testing.assert_array_equal(np.asarray(u.weight), np.ones((2, 2)))
+    np.testing.assert_array_equal(np.asarray(u.bias), np.zeros(2))
+
+
+def test_decaytx_masks_work_with_optax_masked():
+    params = make_params()
+    tx = optax.masked(optax.add_decayed_weights(0.1), masks.ndim_at_least(2))
+    assert decayed_paths(tx, params) == DECAYED_MATRICES
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"dense": {"kernel": True}, "norm": False, "conv": True}, r"\['dense'\]\['bias'\]"),
+        ({"dense": True, "norm": False, "conv": True, "extra": True}, r"\['extra'\]"),
+    ],
+    ids=["missing", "extra"],
+)
+def test_mask_structure_mismatch_names_the_paths(bad, match):
+    params = make_params()
+    tx = decaytx.add_decoupled_decay(0.1, mask=bad)
+    with pytest.raises(ValueError, match="mask") as e:
+        tx.init(params)
+    assert re.search(match, str(e.value))
+
+
+def test_mask_with_non_bool_leaves_is_refused():
+    with pytest.raises(TypeError, match="mask"):
+        decaytx.add_l2_grad(0.1, mask={"w": 1.0})
+
+
+@pytest.mark.parametrize("bad", [(), ("(",), (3,)])
+def test_bad_patterns_are_refused(bad):
+    with pytest.raises((ValueError, TypeError), match="masks.(include|exclude)"):
+        masks.include(*bad)
+    with pytest.raises((ValueError, TypeError), match="masks.(include|exclude)"):
+        masks.exclude(*bad)
+
+
+@pytest.mark.parametrize("n", [-1, 1.5, True])
+def test_bad_ndim_is_refused(n):
+    with pytest.raises(ValueError, match="ndim_at_least"):
+        masks.ndim_at_least(n)
