@@ -192,7 +192,10 @@ def check_schedule(name: str, schedule: Any) -> None:
             f"{name}: the schedule returns values of dtype {values.dtype}; "
             "decay coefficients are real. Return a non-negative float."
         )
-    bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+    # optax.linear_schedule(eta, 0.0, n) returns -1.5e-10 at step n (float32
+    # rounding of eta + (0 - eta) * 1): tolerate negatives within rounding.
+    tol = 1e-6 * float(np.max(np.abs(values[np.isfinite(values)]), initial=0.0))
+    bad = np.flatnonzero(~np.isfinite(values) | (values < -tol))
     if bad.size:
         i = int(bad[0])
         raise ValueError(

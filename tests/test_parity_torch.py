@@ -156,6 +156,12 @@ CASES = {
         lambda g: torch.optim.AdamW(g, lr=LR, betas=(0.8, 0.99), eps=1e-6),
         0.5,
     ),
+    # torch.optim.Adam(decoupled_weight_decay=True) is AdamW.
+    "adamw-vs-Adam(decoupled_weight_decay=True)": (
+        lambda lr, mask: decaytx.adamw(lr, 0.5, mask=mask),
+        lambda g: torch.optim.Adam(g, lr=LR, decoupled_weight_decay=True),
+        0.5,
+    ),
 }
 
 

@@ -186,6 +186,14 @@ def test_adamw_lr_matches_optax_adamw_float32(mask_kind: str) -> None:
     _check(f"optax.adamw float32 ({mask_kind} mask)", _run(ours, dtype=jnp.float32), theirs, 1e-5)
 
 
+def test_optax_add_decayed_weights_placement(x64: None) -> None:
+    """optax.add_decayed_weights first in a chain is coupled L2 (adam_l2)."""
+    schedule = _warmup_cosine
+    theirs = _run(optax.chain(optax.add_decayed_weights(0.3, mask=MASK), optax.adam(schedule)))
+    _check("optax add_decayed_weights before adam vs adam_l2",
+           _run(decaytx.adam_l2(schedule, 0.3, mask=MASK)), theirs, 1e-12)
+
+
 # --------------------------------------------------------------------------
 # decay_scaling against the frameworks' rules (NumPy float64 loops).
 # --------------------------------------------------------------------------
