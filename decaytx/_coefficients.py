@@ -142,6 +142,10 @@ def cast_for(scalar: jax.Array, leaf: jax.Array) -> jax.Array:
     return jnp.asarray(scalar).astype(real)
 
 
+# Raised when a schedule's values depend on traced inputs and cannot be seen.
+TRACED_VALUE_ERRORS = (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError)
+
+
 def _grid_values(schedule: Any) -> tuple[np.ndarray, np.ndarray]:
     """The steps of the peak grid and the schedule's values there (NumPy).
 
@@ -179,7 +183,12 @@ def check_schedule(name: str, schedule: Any) -> None:
     Called once, at the first ``init``: a schedule is a callable, so this is
     the earliest point where its values can be seen.
     """
-    steps, values = _grid_values(schedule)
+    try:
+        steps, values = _grid_values(schedule)
+    except TRACED_VALUE_ERRORS:
+        # The schedule closes over traced values (e.g. hyperparameters under
+        # jax.vmap): its values are not known here, so there is nothing to check.
+        return
     if values.shape != steps.shape:
         raise TypeError(
             f"{name}: the schedule returns values of shape {values.shape[1:]}, "

@@ -32,7 +32,10 @@ def peak_rate(m: Any, *lambdas: Any) -> float | None:
         return None
     rate = 1.0
     for f in factors:
-        rate *= coef.schedule_peak(f)
+        try:
+            rate *= coef.schedule_peak(f)
+        except coef.TRACED_VALUE_ERRORS:  # a schedule closing over traced values
+            return None
     return rate
 
 
