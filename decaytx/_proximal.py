@@ -54,10 +54,12 @@ def _soft_threshold(x: jax.Array, tau: Any) -> jax.Array:
     x = jnp.asarray(x)
     tau = coef.cast_for(tau, x)
     if jnp.iscomplexobj(x):
+        # x * (1 - tau/|x|), not (x/|x|) * (|x| - tau): |x| overflows to inf
+        # for finite x near the dtype's max, and x/inf * inf is nan.
         mag = jnp.abs(x)
-        shrunk = jnp.maximum(mag - tau, jnp.zeros_like(mag))
-        safe = jnp.where(mag > 0, mag, jnp.ones_like(mag))
-        return jnp.where(mag > 0, x / safe, jnp.zeros_like(x)) * shrunk
+        keep = mag > tau  # implies |x| > 0
+        factor = 1 - tau / jnp.where(keep, mag, jnp.ones_like(mag))
+        return x * jnp.where(keep, factor, jnp.zeros_like(factor)).astype(x.dtype)
     # x - clip(x, -tau, tau) equals sign(x) * max(|x| - tau, 0) bit for bit,
     # and gives +0 (not -0) on [-tau, tau].
     return x - jnp.clip(x, -tau, tau)
