@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import jax
 import optax
 
 from decaytx import _coefficients as coef
@@ -45,11 +46,22 @@ def decay_multiplier(learning_rate: optax.ScalarOrSchedule, decay_scaling: str) 
         )
     if decay_scaling == "lr":
         return learning_rate
+    if decay_scaling == "none":
+        return None
+    if isinstance(learning_rate, jax.Array):
+        # What optax.inject_hyperparams passes: the schedule already evaluated
+        # at this step. eta_t / eta_max cannot be recovered from eta_t alone,
+        # and treating it as a constant would silently give m_t = 1.
+        raise ValueError(
+            f"decay_scaling={decay_scaling!r} needs the learning-rate schedule "
+            f"itself, but learning_rate is an array ({learning_rate!r}), as "
+            "optax.inject_hyperparams makes of a schedule. Keep it static: "
+            "decaytx.inject_hyperparams(decaytx.adamw, static_args="
+            "('learning_rate',)), or pass a Python float for a constant rate."
+        )
     if decay_scaling == "schedule":
         return lr_multiplier(learning_rate)
-    if decay_scaling == "corrected":
-        return corrected_decay(learning_rate)
-    return None
+    return corrected_decay(learning_rate)
 
 
 def _momentum(momentum: float | None, nesterov: bool) -> optax.GradientTransformation:
@@ -182,7 +194,10 @@ def sgdw(
       An ``optax.GradientTransformation`` (an ``optax.chain``).
 
     Raises:
-      ValueError: for an unknown ``decay_scaling`` (at construction).
+      ValueError: for an unknown ``decay_scaling`` (at construction), and for
+        ``"schedule"``/``"corrected"`` with an array ``learning_rate``: the
+        schedule already evaluated, as ``optax.inject_hyperparams`` passes it
+        (keep ``learning_rate`` in ``static_args`` there).
 
     Examples:
       >>> import jax.numpy as jnp, optax, decaytx
@@ -318,7 +333,10 @@ def adamw(
       An ``optax.GradientTransformation`` (an ``optax.chain``).
 
     Raises:
-      ValueError: for an unknown ``decay_scaling`` (at construction).
+      ValueError: for an unknown ``decay_scaling`` (at construction), and for
+        ``"schedule"``/``"corrected"`` with an array ``learning_rate``: the
+        schedule already evaluated, as ``optax.inject_hyperparams`` passes it
+        (keep ``learning_rate`` in ``static_args`` there).
 
     Examples:
       >>> import jax.numpy as jnp, optax, decaytx

@@ -402,3 +402,28 @@ def test_recipe_under_decaytx_inject_hyperparams(x64: None) -> None:
     updates, _ = jax.jit(opt.update)(zeros, state, params)
     np.testing.assert_allclose(np.asarray(updates["w"]), -0.25 * PARAMS["w"], rtol=1e-12)
     np.testing.assert_array_equal(np.asarray(updates["b"]), 0.0)
+
+
+def test_schedule_scalings_with_a_float_learning_rate() -> None:
+    """A constant rate: "schedule" gives m = 1, "corrected" gives m = eta."""
+    params = jnp.array([1.0, -2.0])
+    for scaling, expected in [("schedule", 0.01), ("corrected", 0.1 * 0.01)]:
+        opt = decaytx.adamw(0.1, 0.01, decay_scaling=scaling)
+        updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
+        np.testing.assert_allclose(np.asarray(updates), -expected * np.asarray(params), rtol=1e-6)
+
+
+@pytest.mark.parametrize("scaling", ["schedule", "corrected"])
+def test_schedule_scalings_refuse_an_injected_learning_rate(scaling: str, x64: None) -> None:
+    """inject_hyperparams evaluates the schedule first: m_t would silently be wrong."""
+    params = {k: jnp.asarray(v) for k, v in PARAMS.items()}
+    trapped = decaytx.inject_hyperparams(decaytx.adamw)(
+        learning_rate=_warmup_cosine, weight_decay=0.01, decay_scaling=scaling
+    )
+    with pytest.raises(ValueError, match="static_args"):
+        trapped.init(params)
+    kept = decaytx.inject_hyperparams(decaytx.adamw, static_args=("learning_rate",))(
+        learning_rate=_warmup_cosine, weight_decay=0.01, decay_scaling=scaling, mask=MASK
+    )
+    plain = decaytx.adamw(_warmup_cosine, 0.01, decay_scaling=scaling, mask=MASK)
+    _check(f"inject_hyperparams(adamw, {scaling}) vs adamw", _run(kept), _run(plain), 1e-12)
