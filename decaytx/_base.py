@@ -89,9 +89,18 @@ _MASK_TRAP = (
 )
 
 
+def is_mask_fn(mask: Any) -> bool:
+    """Whether ``mask`` is a callable of params rather than a tree of bools.
+
+    A pytree that happens to be callable (an Equinox module of bools, the
+    filter spec Equinox users build with ``eqx.tree_at``) is a tree.
+    """
+    return callable(mask) and jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(mask))
+
+
 def check_mask(mask: Any) -> Any:
     """Rejects masks that cannot be right before anything is traced."""
-    if mask is None or callable(mask):
+    if mask is None or is_mask_fn(mask):
         return mask
     if isinstance(mask, (bool, np.bool_, jax.Array, np.ndarray)):
         # A bare bool is what optax.inject_hyperparams makes of a callable
@@ -117,7 +126,7 @@ def resolve_mask(mask: MaskOrFn, params: PyTree) -> PyTree:
     """A full tree of Python bools, one per params leaf."""
     if mask is None:
         return jax.tree.map(lambda _: True, params, is_leaf=_is_leaf)
-    if callable(mask):
+    if is_mask_fn(mask):
         mask = mask(params)
     check_mask(mask)
 
