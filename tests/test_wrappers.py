@@ -444,17 +444,46 @@ def test_recipes_under_inject_hyperparams(name: str, injector: str) -> None:
     _close(params, ref_p, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("decay_scaling", ["lr", "schedule", "none", "corrected"])
-def test_adamw_decay_scaling_under_inject_hyperparams_with_constant_lr(decay_scaling: str) -> None:
-    """With a constant learning rate eta, m_t is eta ("lr"), 1 ("schedule",
-    "none") and eta**2/eta = eta ("corrected"); the injected eta is traced."""
+@pytest.mark.parametrize("decay_scaling", ["lr", "none"])
+def test_adamw_decay_scaling_lr_and_none_under_inject_hyperparams(decay_scaling: str) -> None:
     eta, wd = 0.05, 0.1
     tx = decaytx.inject_hyperparams(decaytx.adamw)(eta, wd, decay_scaling=decay_scaling)
     params = _params()
     g = _grads(0)
     u, _ = jax.jit(tx.update)(g, tx.init(params), params)
-    m = {"lr": eta, "schedule": 1.0, "none": 1.0, "corrected": eta}[decay_scaling]
+    m = {"lr": eta, "none": 1.0}[decay_scaling]
     expected = jax.tree.map(
         lambda gg, p: -eta * _adam_ref(gg, {}, 1) - m * wd * p, _np(g), _np(params)
     )
     _close(u, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("decay_scaling", ["schedule", "corrected"])
+def test_adamw_schedule_scalings_under_inject_hyperparams(decay_scaling: str) -> None:
+    """eta_t / eta_max needs the schedule, not its value at this step: an
+    injected (evaluated) learning rate is refused; a static one works."""
+    wd = 0.1
+    schedule = optax.linear_schedule(0.05, 0.01, 4)  # eta_max = 0.05
+    with pytest.raises(ValueError, match=r"static_args=\('learning_rate',\)"):
+        decaytx.inject_hyperparams(decaytx.adamw)(schedule, wd, decay_scaling=decay_scaling).init(
+            _params()
+        )
+    tx = decaytx.inject_hyperparams(decaytx.adamw, static_args=("learning_rate",))(
+        schedule, wd, decay_scaling=decay_scaling
+    )
+    params = _params()
+    state = tx.init(params)
+    assert "learning_rate" not in state.hyperparams
+    state.hyperparams["weight_decay"] = jnp.asarray(0.3)  # still injectable
+    step = jax.jit(tx.update)
+    ref = _np(params)
+    adam: dict[str, dict[str, Any]] = {"w": {}, "b": {}}
+    for t in range(3):
+        g = _grads(t)
+        u, state = step(g, state, params)
+        params = optax.apply_updates(params, u)
+        eta = 0.05 + (0.01 - 0.05) * t / 4
+        m = eta / 0.05 if decay_scaling == "schedule" else eta * eta / 0.05
+        gn = _np(g)
+        ref = {k: ref[k] - eta * _adam_ref(gn[k], adam[k], t + 1) - m * 0.3 * ref[k] for k in ref}
+    _close(params, ref, rtol=1e-5, atol=1e-6)
