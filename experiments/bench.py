@@ -105,6 +105,7 @@ class Config:
     scaling_leaves: tuple[int, ...]
     scaling_leaves_total: int
     scaling_params: tuple[int, ...]
+    copy_elems: int  # f32 elements of the copy baseline (well above the last-level cache)
     note: str = ""
 
 
@@ -115,17 +116,18 @@ def config(mode: str) -> Config:
             trees=(flat(16 * M), layered(200, 16 * M), layered(2000, 2 * M, None)),
             reps=21, warmup=2, target_s=0.05, torch=True,
             scaling_leaves=(10, 30, 100, 300, 1000, 2000), scaling_leaves_total=4 * M,
-            scaling_params=(1 * M, 4 * M, 16 * M, 64 * M),
+            scaling_params=(1 * M, 4 * M, 16 * M, 64 * M), copy_elems=32 * M,
         )
     if mode == "quick":
         return Config(
             "quick",
-            trees=(flat(4 * M), layered(200, 4 * M), layered(400, M)),
-            reps=15, warmup=2, target_s=0.03, torch=True,
+            trees=(flat(4 * M), layered(100, 4 * M), layered(300, M // 2)),
+            reps=21, warmup=2, target_s=0.03, torch=True,
             scaling_leaves=(10, 30, 100, 300), scaling_leaves_total=M,
-            scaling_params=(M // 4, M, 4 * M, 16 * M),
-            note=("--quick: trees are 4x smaller than the issue's (4M params, not 16M; "
-                  "400 small leaves, not 2000) and scaling stops at 300 leaves / 16M params, "
+            scaling_params=(M // 4, M, 4 * M, 16 * M), copy_elems=32 * M,
+            note=("--quick: trees are smaller than the issue's (4M params, not 16M; "
+                  "100 leaves, not 200; 300 small leaves, not 2000) and scaling stops at "
+                  "300 leaves / 16M params, "
                   "so that it runs in a few minutes on 2 cores. Run without --quick for the "
                   "issue's sizes."),
         )
@@ -135,7 +137,7 @@ def config(mode: str) -> Config:
             trees=(flat(4096),),
             reps=3, warmup=1, target_s=0.0, torch=True,
             scaling_leaves=(2, 4), scaling_leaves_total=4096,
-            scaling_params=(1024, 4096),
+            scaling_params=(1024, 4096), copy_elems=4096,
             note="tiny: a smoke run for the test suite; its figures mean nothing.",
         )
     raise ValueError(f"mode={mode!r}; pass 'quick', 'full' or 'tiny'.")
@@ -273,6 +275,7 @@ class TorchAdamW(Variant):
 # PyTorch's three AdamW implementations at its default thread count, and the
 # fused one on one thread (on a loaded machine OpenMP's parallel regions can
 # stall; the 1-thread figure shows the kernel alone).
+CONTROL = "adam (A/A control)"
 TORCH_IMPLS = (("for-loop", None), ("foreach", None), ("fused", None), ("fused", 1))
 TORCH_NAMES = tuple(
     f"torch.AdamW ({i})" if t is None else f"torch.AdamW ({i}, {t} thread)" for i, t in TORCH_IMPLS)
@@ -335,21 +338,25 @@ def time_interleaved(variants: list[Variant], cfg: Config, rng: np.random.Genera
         v.run(1)
         dt = time.perf_counter() - t0
         steps[v.name] = max(1, int(round(cfg.target_s / max(dt, 1e-6)))) if cfg.target_s else 1
-    samples: dict[str, list[float]] = {v.name: [] for v in variants}
+    wall: dict[str, list[float]] = {v.name: [] for v in variants}
+    cpu: dict[str, list[float]] = {v.name: [] for v in variants}
     for rep in range(cfg.reps):
         for i in rng.permutation(len(variants)):
             v = variants[i]
             k = steps[v.name]
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             v.run(k)
-            samples[v.name].append((time.perf_counter() - t0) / k)
+            t1, c1 = time.perf_counter(), time.process_time()
+            wall[v.name].append((t1 - t0) / k)
+            cpu[v.name].append((c1 - c0) / k)
         if rep == 0:
             log(f"    rep 1/{cfg.reps} done")
     return {
         name: {"median_s": float(np.median(s)), "min_s": float(np.min(s)),
                "p25_s": float(np.percentile(s, 25)), "p75_s": float(np.percentile(s, 75)),
+               "cpu_median_s": float(np.median(cpu[name])),
                "steps_per_rep": steps[name], "reps": len(s)}
-        for name, s in samples.items()
+        for name, s in wall.items()
     }
 
 
@@ -413,6 +420,8 @@ def timing_section(tree: Tree, cfg: Config, seed: int, log: Callable[[str], None
     ref, ours, label = _hlo.adamw_pair()
     variants.append(JaxStep("optax.adamw", ref(), params, grads, nominal=_hlo.nominal_bytes_per_param("adamw")))
     variants.append(JaxStep("decaytx.adamw", ours(), params, grads, nominal=_hlo.nominal_bytes_per_param("adamw")))
+    # A/A control: a second, identical Adam. Its ratio to "adam" is the noise floor.
+    variants.append(JaxStep(CONTROL, _hlo._adam(), params, grads, nominal=_hlo.nominal_bytes_per_param("adam")))
     compile_s = time.perf_counter() - t0
     torch_info: dict[str, Any] = {}
     if cfg.torch:
@@ -427,12 +436,14 @@ def timing_section(tree: Tree, cfg: Config, seed: int, log: Callable[[str], None
                     torch_info[impl] = f"unavailable: {e}"
         except ImportError:
             torch_info = {"error": "torch not installed (pip install -e '.[parity]')"}
-    variants += [JaxCopy(tree.size), NumpyCopy(tree.size)]
+    variants += [JaxCopy(cfg.copy_elems), NumpyCopy(cfg.copy_elems)]
     log(f"  {tree.label}: {len(variants)} variants compiled in {compile_s:.1f}s; timing {cfg.reps} reps")
     times = time_interleaved(variants, cfg, rng, log)
     n = tree.size
     copy = {v.name: v.bytes / times[v.name]["median_s"] / 1e9 for v in variants if isinstance(v, (JaxCopy, NumpyCopy))}
     copy_gbs = copy["copy (jit x+1, donated)"]
+    jcopy = next(v for v in variants if isinstance(v, JaxCopy))
+    copy_gbs_min = jcopy.bytes / times[jcopy.name]["min_s"] / 1e9
     rows = {}
     for v in variants:
         t = times[v.name]
@@ -450,12 +461,13 @@ def timing_section(tree: Tree, cfg: Config, seed: int, log: Callable[[str], None
             row["nominal_bytes_per_param"] = nominal
             row["nominal_gbs"] = nominal * n / t["median_s"] / 1e9
             row["fraction_of_copy"] = row["nominal_gbs"] / copy_gbs
+            row["fraction_of_copy_min"] = nominal * n / t["min_s"] / 1e9 / copy_gbs_min
             if "compiled_bytes_per_param" in row:
                 row["compiled_gbs"] = row["compiled_bytes_per_param"] * n / t["median_s"] / 1e9
         rows[v.name] = row
     for v in variants:
         v.close()
-    ratios = {}
+    ratios = {"control: adam / adam": _ratio(times, CONTROL, "adam")}
     for form in _hlo.forms():
         base = _opt_of(form.name)
         ratios[form.name] = _ratio(times, form.name, base)
@@ -470,7 +482,8 @@ def timing_section(tree: Tree, cfg: Config, seed: int, log: Callable[[str], None
 
 def _ratio(times: dict[str, dict[str, float]], a: str, b: str) -> dict[str, float]:
     return {"median": times[a]["median_s"] / times[b]["median_s"],
-            "min": times[a]["min_s"] / times[b]["min_s"]}
+            "min": times[a]["min_s"] / times[b]["min_s"],
+            "cpu_median": times[a]["cpu_median_s"] / times[b]["cpu_median_s"]}
 
 
 def scaling_section(cfg: Config, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
@@ -647,45 +660,50 @@ def report(result: dict[str, Any]) -> str:
         L.append("")
         L.append("### 2. Step-time ratios, decay / no decay")
         L.append("")
-        L.append("| form | median ratio | min ratio | decayed step (ms) | base step (ms) |")
-        L.append("|---|---|---|---|---|")
+        L.append("| form | median ratio | min ratio | CPU-time ratio | decayed step (ms) | base step (ms) |")
+        L.append("|---|---|---|---|---|---|")
         v = t["variants"]
         for name, r in t["ratios"].items():
             if name.startswith("optax.adamw /"):
                 continue
             if name.startswith("decaytx.adamw"):
                 a_, b_ = "decaytx.adamw", "optax.adamw"
+            elif name.startswith("control"):
+                a_, b_ = CONTROL, "adam"
             else:
                 a_, b_ = name, _opt_of(name)
-            L.append(f"| `{name}` | {_f(r['median'], 3)} | {_f(r['min'], 3)} "
+            L.append(f"| `{name}` | {_f(r['median'], 3)} | {_f(r['min'], 3)} | {_f(r['cpu_median'], 3)} "
                      f"| {_f(v[a_]['median_s'] * 1e3, 3)} | {_f(v[b_]['median_s'] * 1e3, 3)} |")
         L.append("")
         if any(k.startswith("torch") for k in v):
             L.append("### 3. Against PyTorch AdamW (CPU), same loop")
             L.append("")
-            L.append("| contender | step (ms) | optax.adamw / contender (median) | (min) |")
-            L.append("|---|---|---|---|")
-            L.append(f"| `optax.adamw` (jit, donated) | {_f(v['optax.adamw']['median_s'] * 1e3, 3)} | 1 | 1 |")
+            L.append("| contender | step (ms) | optax.adamw / contender (median) | (min) | (CPU time) |")
+            L.append("|---|---|---|---|---|")
+            L.append(f"| `optax.adamw` (jit, donated) | {_f(v['optax.adamw']['median_s'] * 1e3, 3)} | 1 | 1 | 1 |")
             for name in TORCH_NAMES:
                 if name in v:
                     r = t["ratios"][f"optax.adamw / {name}"]
-                    L.append(f"| `{name}` | {_f(v[name]['median_s'] * 1e3, 3)} | {_f(r['median'], 2)} | {_f(r['min'], 2)} |")
+                    L.append(f"| `{name}` | {_f(v[name]['median_s'] * 1e3, 3)} | {_f(r['median'], 2)} "
+                             f"| {_f(r['min'], 2)} | {_f(r['cpu_median'], 2)} |")
             L.append("")
         L.append("### 4. Bandwidth")
         L.append("")
         cg = t["copy_gbs"]
         L.append("Copy baselines in the same loop: " + ", ".join(f"{k}: {_f(g, 1)} GB/s" for k, g in cg.items())
-                 + " (8 bytes per element: one read, one write). Effective GB/s = nominal bytes per "
-                 "param x params / step time; fraction = that / the jit copy's GB/s.")
+                 + f" ({_fmt_n(result['copy_elems'])} f32 elements, 8 bytes per element: one read, one "
+                 "write). Effective GB/s = nominal bytes per param x params / median step time; "
+                 "fraction = that / the jit copy's GB/s; `(min times)` uses the fastest repetition of both.")
         L.append("")
-        L.append("| variant | kernels (array) | nominal B/param | compiled B/param | GB/s (nominal) | GB/s (compiled) | fraction of copy |")
-        L.append("|---|---|---|---|---|---|---|")
+        L.append("| variant | kernels (array) | nominal B/param | compiled B/param | GB/s (nominal) | GB/s (compiled) | fraction of copy | (min times) |")
+        L.append("|---|---|---|---|---|---|---|---|")
         for name, r in v.items():
             if "nominal_bytes_per_param" not in r:
                 continue
             L.append(f"| `{name}` | {r.get('array_fusions', 'n/a')} | {r['nominal_bytes_per_param']} "
                      f"| {_f(r.get('compiled_bytes_per_param', float('nan')), 1)} | {_f(r['nominal_gbs'], 1)} "
-                     f"| {_f(r.get('compiled_gbs', float('nan')), 1)} | {_f(r['fraction_of_copy'], 2)} |")
+                     f"| {_f(r.get('compiled_gbs', float('nan')), 1)} | {_f(r['fraction_of_copy'], 2)} "
+                     f"| {_f(r['fraction_of_copy_min'], 2)} |")
         L.append("")
         if "kernels" in v.get("optax.adamw", {}) and tr["leaves"] == 1:
             L.append("Kernels of `optax.adamw` on this one-leaf tree, as compiled (array inputs, bytes moved):")
@@ -738,7 +756,7 @@ def run(out_dir: pathlib.Path, cfg: Config, seed: int = 0, *, command: str = "",
         "command": command or f"python -m experiments bench{' --quick' if cfg.name == 'quick' else ''}",
         "mode": cfg.name, "seed": seed, "note": cfg.note, "reps": cfg.reps,
         "machine": machine(), "scaling_total": cfg.scaling_leaves_total,
-        "plot_prefix": plot_prefix,
+        "plot_prefix": plot_prefix, "copy_elems": cfg.copy_elems,
     }
     result["hlo"] = hlo_section(log)
     result["trees"] = [timing_section(t, cfg, seed, log) for t in cfg.trees]
@@ -759,11 +777,22 @@ def summary(result: dict[str, Any]) -> str:
     lines = []
     for t in result["trees"]:
         r = t["ratios"]
-        forms = [v["median"] for k, v in r.items() if ">" in k]
-        s = (f"  {t['tree']['label']}: decay/no-decay median ratio {min(forms):.3f}..{max(forms):.3f}; "
-             f"decaytx.adamw/optax.adamw {r['decaytx.adamw / optax.adamw']['median']:.3f}")
+        def span(keys: list[str], field: str, r: dict[str, Any] = r) -> str:
+            xs = [r[k][field] for k in keys]
+            return f"{min(xs):.3f}..{max(xs):.3f}"
+
+        upd = [k for k in r if ">" in k and k.split(">")[0] in ("adam", "sgd")]
+        grd = [k for k in r if ">" in k and k not in upd]
+        s = (f"  {t['tree']['label']}: A/A control {r['control: adam / adam']['median']:.3f} "
+             f"(CPU {r['control: adam / adam']['cpu_median']:.3f}); update-side decay/no-decay "
+             f"{span(upd, 'median')} (CPU {span(upd, 'cpu_median')}); gradient-side "
+             f"{span(grd, 'median')} (CPU {span(grd, 'cpu_median')}); "
+             f"decaytx.adamw/optax.adamw {r['decaytx.adamw / optax.adamw']['median']:.3f} "
+             f"(CPU {r['decaytx.adamw / optax.adamw']['cpu_median']:.3f})")
         if "optax.adamw / torch.AdamW (fused)" in r:
             s += f"; optax.adamw/torch fused {r['optax.adamw / torch.AdamW (fused)']['median']:.2f}"
+        if "optax.adamw / torch.AdamW (fused, 1 thread)" in r:
+            s += f", fused 1-thread {r['optax.adamw / torch.AdamW (fused, 1 thread)']['median']:.2f}"
         lines.append(s)
     return "\n".join(lines)
 
