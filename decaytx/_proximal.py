@@ -55,11 +55,15 @@ def _soft_threshold(x: jax.Array, tau: Any) -> jax.Array:
     tau = coef.cast_for(tau, x)
     if jnp.iscomplexobj(x):
         # x * (1 - tau/|x|), not (x/|x|) * (|x| - tau): |x| overflows to inf
-        # for finite x near the dtype's max, and x/inf * inf is nan.
+        # for finite x near the dtype's max, where that is nan (and 1 -
+        # tau/inf ignores tau); there tau/|x| = (tau/2)/|x/2|, exactly.
+        # (Dividing by max(|re|, |im|) instead gets rewritten by XLA into a
+        # product that overflows again.)
         mag = jnp.abs(x)
-        keep = mag > tau  # implies |x| > 0
-        factor = 1 - tau / jnp.where(keep, mag, jnp.ones_like(mag))
-        return x * jnp.where(keep, factor, jnp.zeros_like(factor)).astype(x.dtype)
+        ratio = jnp.where(jnp.isfinite(mag), tau / mag, (tau * 0.5) / jnp.abs(x * 0.5))
+        keep = ratio < 1  # false at x = 0 (ratio inf or nan)
+        factor = jnp.where(keep, 1 - ratio, jnp.zeros_like(ratio))
+        return x * factor.astype(x.dtype)
     # x - clip(x, -tau, tau) equals sign(x) * max(|x| - tau, 0) bit for bit,
     # and gives +0 (not -0) on [-tau, tau].
     return x - jnp.clip(x, -tau, tau)
