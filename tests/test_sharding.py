@@ -112,6 +112,15 @@ SCRIPT = textwrap.dedent(
             "moved": max(float(np.max(np.abs(np.asarray(p_1[k]) - np.asarray(params0[k]))))
                          for k in p_1),
         }
+    # What a global-norm diagnostic (e.g. logging ||theta|| or clipping by the
+    # global gradient norm) costs on the same sharded params: all-reduces of
+    # partial sums, with their operand shapes.
+    gn_hlo = jax.jit(optax.global_norm).lower(params_sharded).compile().as_text()
+    report["__global_norm__"] = {
+        "all_reduce_shapes": re.findall(r"= (\S+) all-reduce(?:-start)?\(", gn_hlo),
+        "other_collectives": sorted(
+            set(COLLECTIVE.findall(gn_hlo)) - {"all-reduce"}),
+    }
     print("REPORT" + json.dumps(report))
     '''
 )
@@ -152,7 +161,16 @@ SHARD_SHAPES = {"w1": [4, 4], "w2": [8, 4], "b": [4], "scale": [8]}
 
 
 def test_every_transform_was_checked(report: dict[str, Any]) -> None:
-    assert sorted(report) == sorted(NAMES)
+    assert sorted(k for k in report if k != "__global_norm__") == sorted(NAMES)
+
+
+def test_global_norm_diagnostic_costs_scalar_all_reduces(report: dict[str, Any]) -> None:
+    """The contrast the docs quote: a global norm needs communication, but
+    only of scalars (one f32 per all-reduce)."""
+    gn = report["__global_norm__"]
+    assert gn["other_collectives"] == []
+    assert 1 <= len(gn["all_reduce_shapes"]) <= 4, gn
+    assert all(s == "f32[]" for s in gn["all_reduce_shapes"]), gn
 
 
 @pytest.mark.parametrize("name", NAMES)
