@@ -104,7 +104,9 @@ def check(name: str, value: Any, *, allow_none: bool = False) -> Any:
         # optax.inject_hyperparams casts hyperparameters to the params' widest
         # dtype, complex for complex params; the real part is the coefficient.
         arr = arr.real
-    elif not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    # jnp.issubdtype knows bfloat16 (np.issubdtype does not): inject_hyperparams
+    # casts coefficients to bf16 for bf16 params.
+    elif not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
         raise TypeError(
             f"{name}={value!r} has dtype {arr.dtype}; decay coefficients are "
             "real. Pass a non-negative float such as 1e-4."
@@ -195,7 +197,7 @@ def check_schedule(name: str, schedule: Any) -> None:
             "not scalars; a schedule must map the step count to a scalar."
         )
     if np.iscomplexobj(values) or not (
-        np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)
+        jnp.issubdtype(values.dtype, jnp.floating) or jnp.issubdtype(values.dtype, jnp.integer)
     ):
         raise TypeError(
             f"{name}: the schedule returns values of dtype {values.dtype}; "
