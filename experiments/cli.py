@@ -40,8 +40,12 @@ def run_bench(out_dir: pathlib.Path, quick: bool, seed: int) -> int:
             raise
         print("experiments.bench is not available yet; skipping the benchmarks.")
         return 0
+    main = getattr(bench, "main", None)
+    if main is None:
+        print("experiments.bench has no main(out_dir, quick, seed) yet; skipping the benchmarks.")
+        return 0
     out_dir.mkdir(parents=True, exist_ok=True)
-    bench.main(out_dir, quick, seed)
+    main(out_dir, quick, seed)
     return 0
 
 

@@ -94,5 +94,9 @@ def run(ctx: Context) -> Claim:
         holds=verdict(metrics),
         metrics=metrics,
         figure=f"{ID}.png",
+        notes="With momentum β the two differ by design: the L2 gradient goes through the momentum buffer, "
+        "so its steady-state per-step decay is lr·wd/(1−β) (10x here), while decoupled decay applies "
+        "lr·wd once. Matching SGD+momentum needs wd_decoupled = wd_L2/(1−β) and even then only in the "
+        "steady state.",
         key_number=f"max_abs_diff {metrics['max_abs_diff']:.1e} (momentum contrast {metrics['momentum_max_abs_diff']:.1e})",
     )
