@@ -22,7 +22,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -n 2 -q
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check decaytx experiments tests
+	$(VENV)/bin/ruff check decaytx experiments tests examples docs/_hooks
 	$(VENV)/bin/pyright decaytx
 
 docs: $(VENV)/.installed
