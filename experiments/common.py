@@ -44,7 +44,7 @@ class Mode:
 MODES = {
     "smoke": Mode("smoke", seeds=2, steps=120, records=6, grid=3, hidden=32, lasso_alphas=6, lasso_steps=1500),
     "quick": Mode("quick", seeds=3, steps=1500, records=15, grid=5, hidden=64, lasso_alphas=20, lasso_steps=4000),
-    "full": Mode("full", seeds=8, steps=6000, records=30, grid=7, hidden=128, lasso_alphas=40, lasso_steps=20000),
+    "full": Mode("full", seeds=5, steps=4000, records=20, grid=7, hidden=128, lasso_alphas=40, lasso_steps=20000),
 }
 
 
