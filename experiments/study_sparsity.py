@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from experiments import chains
-from experiments.common import Digits, History, mean_se, new_figure, save_figure, train_mlp
+from experiments.common import Digits, History, new_figure, save_figure, train_mlp
 from experiments.report import Claim, Context
 
 ID = "l1-sparsity"

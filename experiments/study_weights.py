@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from experiments import chains
 from experiments.common import grid_runs, mean_se, new_figure, save_figure, train_mlp
 from experiments.report import Claim, Context
