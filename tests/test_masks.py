@@ -167,3 +167,41 @@ def test_bad_patterns_are_refused(bad):
 def test_bad_ndim_is_refused(n):
     with pytest.raises(ValueError, match="ndim_at_least"):
         masks.ndim_at_least(n)
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        masks.ndim_at_least(2),
+        masks.include("w"),
+        masks.exclude("b"),
+        lambda p: jax.tree.map(lambda x: x.ndim >= 2, p),
+        {"w": True, "n": None, "m": optax.MaskedNode(), "i": False, "b": False},
+    ],
+    ids=["ndim_at_least", "include", "exclude", "callable", "pytree"],
+)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: decaytx.add_l2_grad(0.1, mask=m, anchor="init"),
+        lambda m: decaytx.add_decoupled_decay(0.1, mask=m),
+        lambda m: decaytx.prox_l1(0.1, mask=m),
+    ],
+    ids=["l2_anchor", "decoupled", "prox_l1"],
+)
+def test_masks_with_none_maskednode_and_int_leaves(make, mask):
+    params = {
+        "w": jnp.ones((2, 2)),
+        "n": None,
+        "m": optax.MaskedNode(),
+        "i": jnp.arange(2),
+        "b": jnp.ones(2),
+    }
+    tx = make(mask)
+    state = tx.init(params)
+    moved = dict(params, w=2 * params["w"], b=2 * params["b"])
+    u, _ = jax.jit(tx.update)(params, state, moved)
+    assert u["n"] is None and isinstance(u["m"], optax.MaskedNode)
+    np.testing.assert_array_equal(np.asarray(u["b"]), 1.0)
+    np.testing.assert_array_equal(np.asarray(u["i"]), [0, 1])
+    assert not np.allclose(np.asarray(u["w"]), 1.0)
