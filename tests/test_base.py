@@ -331,6 +331,20 @@ def test_schedule_adds_only_its_scalar_count_increment(hlo, make):
     assert [e.split("{")[0] for e in extra] == ["s32[]"], (base_f, sched_f)
 
 
+def test_optax_own_schedule_count_costs_the_same_scalar_fusion(hlo):
+    """Reference point: optax.scale_by_learning_rate with a schedule adds the
+    same single s32[] count fusion over a constant rate, so the schedule's
+    count is not a decaytx overhead."""
+    const = hlo.fusions(hlo.compiled_step(optax.sgd(0.1, momentum=0.9), PARAMS_HLO))
+    sched = hlo.fusions(
+        hlo.compiled_step(optax.sgd(optax.cosine_decay_schedule(0.1, 100), momentum=0.9), PARAMS_HLO)
+    )
+    extra = list(sched)
+    for f in const:
+        extra.remove(f)
+    assert [e.split("{")[0] for e in extra] == ["s32[]"]
+
+
 # --- warnings ------------------------------------------------------------------
 
 
