@@ -207,9 +207,11 @@ def test_count_saturates_like_optax():
 @pytest.mark.parametrize("anchor_kind", ["init", "tree"])
 def test_anchor_keeps_one_copy_of_the_masked_params(make, anchor_kind):
     params = {"w": leaf(jnp.float32), "b": leaf(jnp.bfloat16, (4,)), "i": jnp.arange(3)}
-    anchor = params if anchor_kind == "init" else {
-        "w": leaf(jnp.float32, seed=5), "b": leaf(jnp.float32, (4,), 6), "i": jnp.arange(3)
-    }
+    anchor = (
+        params
+        if anchor_kind == "init"
+        else {"w": leaf(jnp.float32, seed=5), "b": leaf(jnp.float32, (4,), 6), "i": jnp.arange(3)}
+    )
     tx = make("init" if anchor_kind == "init" else anchor, decaytx.masks.ndim_at_least(1))
     state = tx.init(params)
     assert isinstance(state, decaytx.DecayState)
@@ -219,7 +221,8 @@ def test_anchor_keeps_one_copy_of_the_masked_params(make, anchor_kind):
     assert a["w"].dtype == jnp.float32 and a["b"].dtype == jnp.bfloat16
     np.testing.assert_array_equal(np.asarray(a["w"]), np.asarray(anchor["w"]))
     np.testing.assert_array_equal(
-        np.asarray(a["b"], np.float32), np.asarray(jnp.asarray(anchor["b"], jnp.bfloat16), np.float32)
+        np.asarray(a["b"], np.float32),
+        np.asarray(jnp.asarray(anchor["b"], jnp.bfloat16), np.float32),
     )
     # The anchor is state, not a closure constant: it is an argument of the jitted update.
     n_args = len(jax.tree.leaves(state)) + 2 * len(jax.tree.leaves(params))
@@ -337,7 +340,9 @@ def test_optax_own_schedule_count_costs_the_same_scalar_fusion(hlo):
     count is not a decaytx overhead."""
     const = hlo.fusions(hlo.compiled_step(optax.sgd(0.1, momentum=0.9), PARAMS_HLO))
     sched = hlo.fusions(
-        hlo.compiled_step(optax.sgd(optax.cosine_decay_schedule(0.1, 100), momentum=0.9), PARAMS_HLO)
+        hlo.compiled_step(
+            optax.sgd(optax.cosine_decay_schedule(0.1, 100), momentum=0.9), PARAMS_HLO
+        )
     )
     extra = list(sched)
     for f in const:
@@ -374,7 +379,9 @@ def test_resolution_warning_fires_once_for_bf16_not_for_f32():
     # Masked out, the bf16 leaf no longer warns.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        decaytx.add_decoupled_decay(1e-4, learning_rate=1e-3, mask={"w": False, "v": True}).init(params)
+        decaytx.add_decoupled_decay(1e-4, learning_rate=1e-3, mask={"w": False, "v": True}).init(
+            params
+        )
 
 
 @pytest.mark.parametrize(
@@ -382,8 +389,12 @@ def test_resolution_warning_fires_once_for_bf16_not_for_f32():
     [
         lambda: decaytx.add_decoupled_decay(0.1, learning_rate=1e-3),
         lambda: decaytx.add_decoupled_decay(0.01),
-        lambda: decaytx.add_decoupled_decay(0.05, learning_rate=optax.cosine_decay_schedule(3e-4, 1000)),
-        lambda: decaytx.add_decoupled_decay(0.1, learning_rate=decaytx.lr_multiplier(optax.cosine_decay_schedule(3e-4, 1000))),
+        lambda: decaytx.add_decoupled_decay(
+            0.05, learning_rate=optax.cosine_decay_schedule(3e-4, 1000)
+        ),
+        lambda: decaytx.add_decoupled_decay(
+            0.1, learning_rate=decaytx.lr_multiplier(optax.cosine_decay_schedule(3e-4, 1000))
+        ),
         lambda: decaytx.add_l2_grad(5.0),
         lambda: decaytx.prox_l1(0.5, learning_rate=0.1),
     ],
@@ -444,7 +455,9 @@ def _decay_part(make, lam, g, p):
 
 LINEAR_FORMS = {
     "add_l2_grad": lambda lam: decaytx.add_l2_grad(lam),
-    "add_l2_grad_anchor": lambda lam: decaytx.add_l2_grad(lam, anchor=jnp.full(8, 0.5, jnp.float32)),
+    "add_l2_grad_anchor": lambda lam: decaytx.add_l2_grad(
+        lam, anchor=jnp.full(8, 0.5, jnp.float32)
+    ),
     "add_l1_subgrad": lambda lam: decaytx.add_l1_subgrad(lam),
     "add_elastic_net_grad": lambda lam: decaytx.add_elastic_net_grad(lam, lam),
     "add_decoupled_decay": lambda lam: decaytx.add_decoupled_decay(lam, learning_rate=0.5),
@@ -465,7 +478,9 @@ def test_decay_is_linear_in_lambda(form, lam, p, g):
     p = jnp.asarray(p, jnp.float32)
     g = jnp.asarray(g, jnp.float32)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", decaytx.DecayWarning)  # tiny lam may be below f32 resolution
+        warnings.simplefilter(
+            "ignore", decaytx.DecayWarning
+        )  # tiny lam may be below f32 resolution
         d1 = _decay_part(LINEAR_FORMS[form], lam, g, p)
         d2 = _decay_part(LINEAR_FORMS[form], 2 * lam, g, p)
     # update(2l) - g == 2 (update(l) - g), to float32 rounding of the terms.

@@ -51,7 +51,20 @@ BAD_VALUES = [
     (True, TypeError, "bool"),
     (np.array([0.1, 0.2]), TypeError, "shape"),
 ]
-BAD_IDS = ["neg", "neg_np32", "neg_jnp", "nan", "inf", "neg_inf", "str", "list", "complex", "np_complex", "bool", "vector"]
+BAD_IDS = [
+    "neg",
+    "neg_np32",
+    "neg_jnp",
+    "nan",
+    "inf",
+    "neg_inf",
+    "str",
+    "list",
+    "complex",
+    "np_complex",
+    "bool",
+    "vector",
+]
 
 
 @pytest.mark.parametrize("bad, exc, why", BAD_VALUES, ids=BAD_IDS)
@@ -97,14 +110,18 @@ ZERO_FORMS = {
     "add_elastic_net_grad": lambda z: decaytx.add_elastic_net_grad(z, z),
     "add_decoupled_decay": lambda z: decaytx.add_decoupled_decay(z, learning_rate=0.1),
     "add_decoupled_decay_lr0": lambda z: decaytx.add_decoupled_decay(0.1, learning_rate=z),
-    "add_decoupled_decay_anchor": lambda z: decaytx.add_decoupled_decay(z, anchor="init", cautious=True),
+    "add_decoupled_decay_anchor": lambda z: decaytx.add_decoupled_decay(
+        z, anchor="init", cautious=True
+    ),
     "prox_l1": lambda z: decaytx.prox_l1(z, learning_rate=0.1),
     "prox_l1_lr0": lambda z: decaytx.prox_l1(0.1, learning_rate=z),
     "prox_elastic_net": lambda z: decaytx.prox_elastic_net(z, z),
 }
 
 
-@pytest.mark.parametrize("zero", [0.0, 0, np.float32(0.0), np.float64(0.0)], ids=["float", "int", "np32", "np64"])
+@pytest.mark.parametrize(
+    "zero", [0.0, 0, np.float32(0.0), np.float64(0.0)], ids=["float", "int", "np32", "np64"]
+)
 @pytest.mark.parametrize("form", list(ZERO_FORMS))
 def test_zero_coefficient_is_identity_with_no_ops(hlo, form, zero):
     tx = ZERO_FORMS[form](zero)
@@ -122,9 +139,13 @@ def test_zero_term_of_elastic_net_is_dropped(hlo):
     en = decaytx.add_elastic_net_grad(0.0, 0.1)
     l2 = decaytx.add_l2_grad(0.1)
     g = jax.tree.map(jnp.zeros_like, P)
-    assert hlo.lowered_ops(en.update, g, en.init(P), P) == hlo.lowered_ops(l2.update, g, l2.init(P), P)
+    assert hlo.lowered_ops(en.update, g, en.init(P), P) == hlo.lowered_ops(
+        l2.update, g, l2.init(P), P
+    )
     full = decaytx.add_elastic_net_grad(0.1, 0.1)
-    assert hlo.lowered_ops(full.update, g, full.init(P), P) > hlo.lowered_ops(en.update, g, en.init(P), P)
+    assert hlo.lowered_ops(full.update, g, full.init(P), P) > hlo.lowered_ops(
+        en.update, g, en.init(P), P
+    )
 
 
 def test_jax_array_zero_is_not_a_fast_path_but_still_changes_nothing():
@@ -141,16 +162,23 @@ def test_jax_array_zero_is_not_a_fast_path_but_still_changes_nothing():
 def test_value_at_evaluates_schedules_at_the_count_and_takes_real_parts():
     sched = optax.exponential_decay(0.5, 1, 0.5)
     for t in range(4):
-        np.testing.assert_allclose(float(coef.value_at(sched, jnp.int32(t))), 0.5 * 0.5**t, rtol=1e-6)
+        np.testing.assert_allclose(
+            float(coef.value_at(sched, jnp.int32(t))), 0.5 * 0.5**t, rtol=1e-6
+        )
     v = coef.value_at(jnp.asarray(0.3 + 0j, jnp.complex64), None)
     assert not jnp.iscomplexobj(v)
     np.testing.assert_allclose(float(v), 0.3, rtol=1e-7)
 
 
-@pytest.mark.parametrize("leaf_dtype, want", [
-    (jnp.bfloat16, jnp.bfloat16), (jnp.float16, jnp.float16), (jnp.float32, jnp.float32),
-    (jnp.complex64, jnp.float32),
-])
+@pytest.mark.parametrize(
+    "leaf_dtype, want",
+    [
+        (jnp.bfloat16, jnp.bfloat16),
+        (jnp.float16, jnp.float16),
+        (jnp.float32, jnp.float32),
+        (jnp.complex64, jnp.float32),
+    ],
+)
 def test_cast_for_casts_the_scalar_to_the_leafs_real_dtype(leaf_dtype, want):
     assert coef.cast_for(jnp.float32(0.1), jnp.ones(2, leaf_dtype)).dtype == want
 
@@ -161,7 +189,12 @@ def test_cast_for_casts_the_scalar_to_the_leafs_real_dtype(leaf_dtype, want):
         (optax.constant_schedule(0.3), 0.3),
         (optax.warmup_cosine_decay_schedule(0.0, 0.7, 500, 10_000), 0.7),
         (optax.linear_schedule(0.0, 2.0, 50_000), 2.0),
-        (optax.join_schedules([optax.constant_schedule(0.1), optax.constant_schedule(0.4)], [200_000]), 0.4),
+        (
+            optax.join_schedules(
+                [optax.constant_schedule(0.1), optax.constant_schedule(0.4)], [200_000]
+            ),
+            0.4,
+        ),
         (lambda t: 0.9 if int(t) == 0 else 0.5, 0.9),  # Python control flow: not vmappable
     ],
     ids=["constant", "warmup_cosine", "linear", "join_late_peak", "python_if"],

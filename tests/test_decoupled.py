@@ -51,7 +51,10 @@ def wd_pair(kind: str):
 
 
 def make_tree(rng, dtype, scale=1.0):
-    return {"w": (scale * rng.normal(size=(3, 4))).astype(dtype), "b": (scale * rng.normal(size=4)).astype(dtype)}
+    return {
+        "w": (scale * rng.normal(size=(3, 4))).astype(dtype),
+        "b": (scale * rng.normal(size=4)).astype(dtype),
+    }
 
 
 @pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
@@ -109,11 +112,15 @@ def test_decoupled_anchor_and_cautious_match_numpy(rng, dtype, maybe_jit, anchor
     steps_in = [make_tree(rng, dtype, 0.3) for _ in range(STEPS)]
     if anchor == "init":
         a = {k: np.asarray(v, np.float64) for k, v in params.items()}
-        tx = decaytx.add_decoupled_decay(0.3, learning_rate=eta_sched, anchor="init", cautious=cautious)
+        tx = decaytx.add_decoupled_decay(
+            0.3, learning_rate=eta_sched, anchor="init", cautious=cautious
+        )
     else:
         a_tree = make_tree(rng, dtype)
         a = {k: np.asarray(v, np.float64) for k, v in a_tree.items()}
-        tx = decaytx.add_decoupled_decay(0.3, learning_rate=eta_sched, anchor=a_tree, cautious=cautious)
+        tx = decaytx.add_decoupled_decay(
+            0.3, learning_rate=eta_sched, anchor=a_tree, cautious=cautious
+        )
 
     def term(t, u, p, k):
         d = p - a[k]
@@ -219,9 +226,11 @@ def test_adam_coupled_differs_from_decoupled(rng):
     [
         (
             optax.warmup_cosine_decay_schedule(0.0, 0.1, 3, 12, 0.01),
-            lambda t: 0.1 * t / 3
-            if t < 3
-            else 0.01 + (0.1 - 0.01) * 0.5 * (1 + math.cos(math.pi * min(t - 3, 9) / 9)),
+            lambda t: (
+                0.1 * t / 3
+                if t < 3
+                else 0.01 + (0.1 - 0.01) * 0.5 * (1 + math.cos(math.pi * min(t - 3, 9) / 9))
+            ),
         ),
         (
             optax.piecewise_constant_schedule(0.1, {4: 0.5, 8: 0.1}),
@@ -240,7 +249,8 @@ def test_schedules_in_lockstep_with_scale_by_learning_rate(schedule, np_schedule
         decaytx.add_decoupled_decay(lam, learning_rate=schedule),
     )
     coupled = optax.chain(
-        decaytx.add_l2_grad(lambda t: lam * schedule(t) / 0.1), optax.scale_by_learning_rate(schedule)
+        decaytx.add_l2_grad(lambda t: lam * schedule(t) / 0.1),
+        optax.scale_by_learning_rate(schedule),
     )
     for opt, ref in [
         (decoupled, lambda t: -np_schedule(t) * (1 + lam)),
@@ -250,7 +260,9 @@ def test_schedules_in_lockstep_with_scale_by_learning_rate(schedule, np_schedule
         update = jax.jit(opt.update)
         for t in range(14):
             u, state = update(jnp.ones(3, jnp.float32), state, params)
-            np.testing.assert_allclose(np.asarray(u), ref(t), rtol=1e-5, atol=1e-8, err_msg=f"step {t}")
+            np.testing.assert_allclose(
+                np.asarray(u), ref(t), rtol=1e-5, atol=1e-8, err_msg=f"step {t}"
+            )
 
 
 @pytest.mark.parametrize("zero", [0.0, np.float32(0.0), 0])

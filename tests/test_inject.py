@@ -110,7 +110,11 @@ def test_inject_on_low_precision_and_complex_params(dtype, jit):
         update = jax.jit(tx.update) if jit else tx.update
         u, _ = update(jax.tree.map(jnp.zeros_like, p), state, p)
         assert u["w"].dtype == dtype
-        want = {decaytx.add_l2_grad: 0.25, decaytx.add_decoupled_decay: -0.25, decaytx.prox_l1: -0.125}[make]
+        want = {
+            decaytx.add_l2_grad: 0.25,
+            decaytx.add_decoupled_decay: -0.25,
+            decaytx.prox_l1: -0.125,
+        }[make]
         np.testing.assert_allclose(np.asarray(u["w"]).astype(np.complex64), want, rtol=1e-3)
 
 

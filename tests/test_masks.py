@@ -38,7 +38,9 @@ def decayed_paths(tx, params):
 
 FORMS = {
     "l2": lambda mask: decaytx.add_l2_grad(0.1, mask=mask),
-    "l2_anchor": lambda mask: decaytx.add_l2_grad(0.1, mask=mask, anchor=jax.tree.map(jnp.zeros_like, make_params())),
+    "l2_anchor": lambda mask: decaytx.add_l2_grad(
+        0.1, mask=mask, anchor=jax.tree.map(jnp.zeros_like, make_params())
+    ),
     "l1": lambda mask: decaytx.add_l1_subgrad(0.1, mask=mask),
     "elastic": lambda mask: decaytx.add_elastic_net_grad(0.1, 0.1, mask=mask),
     "decoupled": lambda mask: decaytx.add_decoupled_decay(0.1, mask=mask),
@@ -71,7 +73,9 @@ def test_every_mask_kind_on_every_form(form, mask_kind):
 @pytest.mark.parametrize("form", list(FORMS))
 def test_no_mask_decays_everything_and_masked_leaves_are_the_same_object(form):
     params = make_params()
-    all_paths = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+    all_paths = {
+        jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+    }
     assert decayed_paths(FORMS[form](None), params) == all_paths
     tx = FORMS[form](masks.ndim_at_least(2))
     u, _ = tx.update(params, tx.init(params), params)
@@ -100,7 +104,9 @@ def test_ndim_at_least():
 
 
 def test_exclude_and_include_match_keystr_paths_with_re_search():
-    params = {"layers": [{"w": jnp.ones(2), "b": jnp.ones(2)}, {"w": jnp.ones(2), "b": jnp.ones(2)}]}
+    params = {
+        "layers": [{"w": jnp.ones(2), "b": jnp.ones(2)}, {"w": jnp.ones(2), "b": jnp.ones(2)}]
+    }
     # keystr paths: "['layers'][0]['w']", ...
     assert masks.include(r"\[1\]")(params) == {
         "layers": [{"w": False, "b": False}, {"w": True, "b": True}]

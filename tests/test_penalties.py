@@ -31,7 +31,10 @@ def float_leaves(tree):
     [
         (lambda p: decaytx.l2_penalty(p, 0.3), decaytx.add_l2_grad(0.3)),
         (lambda p: decaytx.l1_penalty(p, 0.2), decaytx.add_l1_subgrad(0.2)),
-        (lambda p: decaytx.elastic_net_penalty(p, 0.2, 0.3), decaytx.add_elastic_net_grad(0.2, 0.3)),
+        (
+            lambda p: decaytx.elastic_net_penalty(p, 0.2, 0.3),
+            decaytx.add_elastic_net_grad(0.2, 0.3),
+        ),
         (
             lambda p: decaytx.l2_penalty(p, 0.3, mask=decaytx.masks.ndim_at_least(2)),
             decaytx.add_l2_grad(0.3, mask=decaytx.masks.ndim_at_least(2)),

@@ -50,7 +50,9 @@ def test_soft_threshold_keeps_low_precision_dtype(dtype):
     x = jnp.linspace(-2, 2, 9, dtype=dtype)
     out = decaytx.soft_threshold(x, jnp.float32(0.5))
     assert out.dtype == dtype
-    np.testing.assert_array_equal(np.asarray(out, np.float32), np_soft(np.asarray(x, np.float32), 0.5))
+    np.testing.assert_array_equal(
+        np.asarray(out, np.float32), np_soft(np.asarray(x, np.float32), 0.5)
+    )
 
 
 def test_soft_threshold_complex_shrinks_modulus(rng):
@@ -58,7 +60,9 @@ def test_soft_threshold_complex_shrinks_modulus(rng):
     z[0] = 0
     out = decaytx.soft_threshold(jnp.asarray(z), 0.8)
     assert out.dtype == jnp.complex64
-    np.testing.assert_allclose(np.asarray(out), np_soft(z.astype(np.complex128), 0.8), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(out), np_soft(z.astype(np.complex128), 0.8), rtol=1e-5, atol=1e-6
+    )
     # The phase is kept wherever the result is non-zero.
     nz = np.abs(np.asarray(out)) > 0
     np.testing.assert_allclose(np.angle(np.asarray(out))[nz], np.angle(z)[nz], atol=1e-5)
@@ -92,7 +96,9 @@ def test_soft_threshold_never_flips_sign_and_is_zero_inside(x, tau):
     assert (np.abs(s) <= np.abs(x)).all()  # only shrinks
     inside = np.abs(x) <= np.float32(tau)
     assert (s[inside] == 0).all()
-    np.testing.assert_allclose(s[~inside], np_soft(x, np.float32(tau))[~inside], rtol=1e-6, atol=_slack(x, np.float32(tau)))
+    np.testing.assert_allclose(
+        s[~inside], np_soft(x, np.float32(tau))[~inside], rtol=1e-6, atol=_slack(x, np.float32(tau))
+    )
 
 
 # --- the transforms ----------------------------------------------------------
@@ -117,7 +123,10 @@ def pair(kind, value):
 
 
 def make_tree(rng, dtype, scale=1.0):
-    return {"w": (scale * rng.normal(size=(4, 5))).astype(dtype), "b": (scale * rng.normal(size=5)).astype(dtype)}
+    return {
+        "w": (scale * rng.normal(size=(4, 5))).astype(dtype),
+        "b": (scale * rng.normal(size=5)).astype(dtype),
+    }
 
 
 def run_prox(tx, params, steps_in, m, l1, l2, maybe_jit, dtype):
@@ -148,7 +157,14 @@ def test_prox_l1_matches_numpy(rng, dtype, maybe_jit, lr_kind, l1_kind):
     params = make_tree(rng, dtype)
     steps_in = [make_tree(rng, dtype, 0.2) for _ in range(STEPS)]
     final = run_prox(
-        decaytx.prox_l1(l1, learning_rate=lr), params, steps_in, m, l1_np, lambda t: 0.0, maybe_jit, dtype
+        decaytx.prox_l1(l1, learning_rate=lr),
+        params,
+        steps_in,
+        m,
+        l1_np,
+        lambda t: 0.0,
+        maybe_jit,
+        dtype,
     )
     # The test is only meaningful if some weights were zeroed and some not.
     flat = np.concatenate([np.ravel(v) for v in final.values()])
@@ -156,7 +172,9 @@ def test_prox_l1_matches_numpy(rng, dtype, maybe_jit, lr_kind, l1_kind):
 
 
 @pytest.mark.parametrize("lr_kind", ["none", "float", "schedule"])
-@pytest.mark.parametrize("kinds", [("float", "float"), ("schedule", "float"), ("float", "schedule")])
+@pytest.mark.parametrize(
+    "kinds", [("float", "float"), ("schedule", "float"), ("float", "schedule")]
+)
 def test_prox_elastic_net_matches_numpy(rng, dtype, maybe_jit, lr_kind, kinds):
     lr, m = pair(lr_kind, 0.5)
     l1, l1_np = pair(kinds[0], 0.3)
@@ -164,7 +182,14 @@ def test_prox_elastic_net_matches_numpy(rng, dtype, maybe_jit, lr_kind, kinds):
     params = make_tree(rng, dtype)
     steps_in = [make_tree(rng, dtype, 0.2) for _ in range(STEPS)]
     run_prox(
-        decaytx.prox_elastic_net(l1, l2, learning_rate=lr), params, steps_in, m, l1_np, l2_np, maybe_jit, dtype
+        decaytx.prox_elastic_net(l1, l2, learning_rate=lr),
+        params,
+        steps_in,
+        m,
+        l1_np,
+        l2_np,
+        maybe_jit,
+        dtype,
     )
 
 
@@ -173,7 +198,13 @@ def test_prox_elastic_net_with_zero_l1_is_implicit_l2_step(rng):
     steps_in = [make_tree(rng, np.float32, 0.2) for _ in range(STEPS)]
     run_prox(
         decaytx.prox_elastic_net(0.0, 0.6, learning_rate=0.5),
-        params, steps_in, lambda t: 0.5, lambda t: 0.0, lambda t: 0.6, lambda f: f, np.float32,
+        params,
+        steps_in,
+        lambda t: 0.5,
+        lambda t: 0.0,
+        lambda t: 0.6,
+        lambda f: f,
+        np.float32,
     )
 
 

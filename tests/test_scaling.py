@@ -43,7 +43,11 @@ def test_weight_decay_for_timescale_closed_form_and_ema_meaning():
     tx = decaytx.add_decoupled_decay(lam, learning_rate=eta)
     p = jnp.ones(4, jnp.float32)
     state = tx.init(p)
-    step = jax.jit(lambda p, s: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(jnp.zeros_like(p), s, p)))
+    step = jax.jit(
+        lambda p, s: (lambda u, s: (optax.apply_updates(p, u), s))(
+            *tx.update(jnp.zeros_like(p), s, p)
+        )
+    )
     for _ in range(m * tau):
         p, state = step(p, state)
     np.testing.assert_allclose(np.asarray(p), (1 - eta * lam) ** (m * tau), rtol=1e-5)
@@ -77,20 +81,26 @@ def test_normalized_weight_decay_refuses_negative_lambda():
 def test_lr_multiplier_is_eta_over_eta_max():
     m = jax.jit(decaytx.lr_multiplier(WARMUP_COSINE))  # peak found on the grid
     for t in STEPS:
-        np.testing.assert_allclose(float(m(jnp.int32(t))), np_warmup_cosine(t) / 0.3, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(
+            float(m(jnp.int32(t))), np_warmup_cosine(t) / 0.3, rtol=1e-5, atol=1e-7
+        )
     assert math.isclose(float(m(jnp.int32(100))), 1.0, rel_tol=1e-6)
 
 
 def test_lr_multiplier_with_explicit_peak():
     m = jax.jit(decaytx.lr_multiplier(WARMUP_COSINE, peak=0.6))
     for t in STEPS:
-        np.testing.assert_allclose(float(m(jnp.int32(t))), np_warmup_cosine(t) / 0.6, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(
+            float(m(jnp.int32(t))), np_warmup_cosine(t) / 0.6, rtol=1e-5, atol=1e-7
+        )
 
 
 def test_corrected_decay_is_eta_squared_over_eta_max():
     m = jax.jit(decaytx.corrected_decay(WARMUP_COSINE))
     for t in STEPS:
-        np.testing.assert_allclose(float(m(jnp.int32(t))), np_warmup_cosine(t) ** 2 / 0.3, rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(
+            float(m(jnp.int32(t))), np_warmup_cosine(t) ** 2 / 0.3, rtol=1e-5, atol=1e-8
+        )
 
 
 def test_constant_learning_rates():
@@ -122,4 +132,6 @@ def test_multipliers_feed_update_side_forms():
         update = jax.jit(tx.update)
         for t in range(12):
             u, state = update(jnp.zeros_like(p), state, p)
-            np.testing.assert_allclose(np.asarray(u), -lam * m(t), rtol=1e-5, atol=1e-8, err_msg=f"t={t}")
+            np.testing.assert_allclose(
+                np.asarray(u), -lam * m(t), rtol=1e-5, atol=1e-8, err_msg=f"t={t}"
+            )
