@@ -101,6 +101,17 @@ def summary_table(claims: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _rounded(x: Any) -> Any:
+    """Floats to 4 significant digits, for reading (results.json keeps them all)."""
+    if isinstance(x, float):
+        return float(f"{x:.4g}")
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    return x
+
+
 def write_report(out_dir: pathlib.Path) -> pathlib.Path:
     data = json.loads((out_dir / "results.json").read_text())
     meta = data.get("meta", {})
@@ -112,11 +123,13 @@ def write_report(out_dir: pathlib.Path) -> pathlib.Path:
         "Verdicts are computed from the measured numbers below by the stated criterion; "
         "nothing is hard-coded.",
         "",
-        "| claim | verdict | key number |",
-        "|---|---|---|",
+        "| claim | verdict | key number | seconds |",
+        "|---|---|---|---|",
     ]
     for c in data["claims"]:
-        lines.append(f"| [{c['id']}](#{c['id']}) | {'holds' if c['holds'] else '**does not hold**'} | {c['key_number']} |")
+        key = c["key_number"].replace("|", "\\|")
+        verdict = "holds" if c["holds"] else "**does not hold**"
+        lines.append(f"| [{c['id']}](#{c['id']}) | {verdict} | {key} | {c.get('seconds', 0):.0f} |")
     for c in data["claims"]:
         lines += [
             "",
@@ -131,8 +144,9 @@ def write_report(out_dir: pathlib.Path) -> pathlib.Path:
         ]
         if c.get("notes"):
             lines += [c["notes"], ""]
+        metrics = ",\n".join(f" {json.dumps(k)}: {json.dumps(_rounded(v))}" for k, v in c["metrics"].items())
         lines += [f"![{c['id']}]({c['figure']})", "", "<details><summary>metrics</summary>", "", "```json",
-                  json.dumps(c["metrics"], indent=1), "```", "", "</details>"]
+                  "{\n" + metrics + "\n}", "```", "", "</details>"]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
