@@ -51,7 +51,7 @@ SETUP = textwrap.dedent(
             )
         if name == "inject_multisteps":
             return optax.MultiSteps(
-                decaytx.inject_hyperparams(decaytx.adamw)(
+                decaytx.inject_hyperparams(decaytx.adamw, static_args=("learning_rate",))(
                     SCHED, 0.1, mask=ND2, decay_scaling="corrected"),
                 every_k_schedule=2,
             )
