@@ -487,3 +487,69 @@ def test_adamw_schedule_scalings_under_inject_hyperparams(decay_scaling: str) ->
         gn = _np(g)
         ref = {k: ref[k] - eta * _adam_ref(gn[k], adam[k], t + 1) - m * 0.3 * ref[k] for k in ref}
     _close(params, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipes_under_apply_if_finite_around_multisteps(name: str) -> None:
+    """apply_if_finite(MultiSteps(recipe, k=2)): a non-finite micro-batch is
+    dropped whole (not accumulated); the recipe, its decay included, runs
+    once per k finite micro-batches, with its counts advancing per real step.
+
+    (The other nesting, MultiSteps(apply_if_finite(...)), is not supported by
+    optax itself: MultiSteps resets its accumulator as (1 - emit) * acc, and
+    0 * inf is nan: one inf poisons the accumulator and every later real step
+    is skipped (checked by hand). optax's own answer is
+    MultiSteps(..., should_skip_update_fn=optax.skip_not_finite).)"""
+    factory, extra = RECIPES[name]
+    hp = {"learning_rate": 0.05, **({"l1": 0.05, "l2": 0.2} if name == "proximal_sgd"
+                                    else {"weight_decay": 0.1})}
+    k = 2
+    tx = optax.apply_if_finite(
+        optax.MultiSteps(factory(**hp, **extra), every_k_schedule=k), max_consecutive_errors=3
+    )
+    params = _params()
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    stream = [_grads(i) for i in range(7)]
+    stream[2] = {"w": stream[2]["w"].at[1, 2].set(jnp.inf), "b": stream[2]["b"]}
+    for g in stream:
+        u, state = step(g, state, params)
+        params = optax.apply_updates(params, u)
+    assert int(state.total_notfinite) == 1
+
+    finite = [_np(g) for i, g in enumerate(stream) if i != 2]
+    ref_p = _np(_params())
+    ref_s: dict[str, dict[str, Any]] = {"w": {}, "b": {}}
+    for t in range(1, len(finite) // k + 1):
+        mean = jax.tree.map(lambda *gs: np.mean(gs, axis=0), *finite[k * (t - 1): k * t])
+        ref_p = {key: ref_p[key] + _recipe_ref(name, mean[key], ref_p[key], ref_s[key], t, hp)
+                 for key in ref_p}
+    _close(params, ref_p, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipes_under_multisteps_skip_not_finite(name: str) -> None:
+    """optax's own way to skip bad micro-batches inside MultiSteps."""
+    factory, extra = RECIPES[name]
+    hp = {"learning_rate": 0.05, **({"l1": 0.05, "l2": 0.2} if name == "proximal_sgd"
+                                    else {"weight_decay": 0.1})}
+    k = 2
+    tx = optax.MultiSteps(
+        factory(**hp, **extra), every_k_schedule=k, should_skip_update_fn=optax.skip_not_finite
+    )
+    params = _params()
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    stream = [_grads(i) for i in range(7)]
+    stream[2] = {"w": stream[2]["w"].at[1, 2].set(jnp.nan), "b": stream[2]["b"]}
+    for g in stream:
+        u, state = step(g, state, params)
+        params = optax.apply_updates(params, u)
+    finite = [_np(g) for i, g in enumerate(stream) if i != 2]
+    ref_p = _np(_params())
+    ref_s: dict[str, dict[str, Any]] = {"w": {}, "b": {}}
+    for t in range(1, len(finite) // k + 1):
+        mean = jax.tree.map(lambda *gs: np.mean(gs, axis=0), *finite[k * (t - 1): k * t])
+        ref_p = {key: ref_p[key] + _recipe_ref(name, mean[key], ref_p[key], ref_s[key], t, hp)
+                 for key in ref_p}
+    _close(params, ref_p, rtol=1e-5, atol=1e-6)
