@@ -553,3 +553,40 @@ def test_recipes_under_multisteps_skip_not_finite(name: str) -> None:
         ref_p = {key: ref_p[key] + _recipe_ref(name, mean[key], ref_p[key], ref_s[key], t, hp)
                  for key in ref_p}
     _close(params, ref_p, rtol=1e-5, atol=1e-6)
+
+
+def _const_sgd_chain(name: str, coefs: dict[str, float], lr: float) -> optax.GradientTransformation:
+    factory, side, names, _ = FORMS[name]
+    kw = {k: coefs[k] for k in names}
+    if side == "grad":
+        return optax.chain(factory(**kw), optax.sgd(lr))
+    return optax.chain(optax.sgd(lr), factory(**kw, learning_rate=lr))
+
+
+@pytest.mark.parametrize("name", list(FORMS))
+def test_multi_transform_every_form_two_groups(name: str) -> None:
+    """Matrices and vectors get the same form with different coefficients."""
+    _, side, _, ref = FORMS[name]
+    lr = 0.1
+    tx = optax.multi_transform(
+        {"matrices": _const_sgd_chain(name, BASE, lr), "vectors": _const_sgd_chain(name, CHANGED, lr)},
+        lambda p: jax.tree.map(lambda x: "matrices" if x.ndim >= 2 else "vectors", p),
+    )
+    params = _params()
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    expected = _np(params)
+    for t in range(3):
+        g = _grads(t)
+        u, state = step(g, state, params)
+        params = optax.apply_updates(params, u)
+        gn = _np(g)
+        new = {}
+        for key, c in (("w", BASE), ("b", CHANGED)):
+            p = expected[key]
+            if side == "grad":
+                new[key] = p - lr * ref(gn[key], p, c, lr)
+            else:
+                new[key] = p + ref(-lr * gn[key], p, c, lr)
+        expected = new
+    _close(params, expected, rtol=1e-5, atol=1e-6)
