@@ -124,6 +124,28 @@ def test_scan_with_trace_on_bf16_params_compiles_and_runs():
         np.testing.assert_allclose(np.asarray(p[k], np.float64), ref[k], rtol=3e-2, atol=1e-2)
 
 
+@pytest.mark.parametrize("enable_x64", [False, True], ids=["x32", "x64"])
+@pytest.mark.parametrize(
+    "form", ["add_l2_grad_anchor", "add_decoupled_decay_anchor_cautious", "prox_elastic_net"]
+)
+def test_scan_over_steps_with_schedules_and_anchors(form, enable_x64):
+    """State dtypes are stable, so lax.scan over steps traces (also under x64)."""
+    with jax.enable_x64(enable_x64):
+        params = {"w": leaf(jnp.float32), "h": leaf(jnp.bfloat16, (4,), 1)}
+        opt = optax.chain(optax.sgd(SCHED, momentum=0.9), FORMS[form](SCHED))
+
+        def step(carry, _):
+            p, s = carry
+            u, s = opt.update(jax.tree.map(lambda x: 0.5 * x, p), s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        state0 = opt.init(params)
+        (p, s), _ = jax.jit(lambda c: jax.lax.scan(step, c, None, length=3))((params, state0))
+        assert dtypes(p) == dtypes(params)
+        assert dtypes(s) == dtypes(state0)
+        assert int(s[1].count) == 3
+
+
 # --- leaves the decay never touches -------------------------------------------
 
 
