@@ -70,16 +70,34 @@ SCRIPT = textwrap.dedent(
     COLLECTIVE = re.compile(
         r"all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter|collective-broadcast")
 
+    def sharded_like_params(state, params):
+        """Every state leaf shaped like a param has that param's sharding."""
+        for leaf in jax.tree.leaves(state):
+            for p in params.values():
+                if leaf.shape == p.shape and leaf.ndim and not leaf.sharding.is_equivalent_to(
+                        p.sharding, p.ndim):
+                    return False
+        return True
+
+    def anchors(state):
+        return [s.anchor for s in jax.tree.leaves(
+            state, is_leaf=lambda x: isinstance(x, decaytx.DecayState))
+            if isinstance(s, decaytx.DecayState) and s.anchor is not None]
+
     def run(tx, params, grads):
         def step(p, s, g):
             u, s = tx.update(g, s, p)
             return optax.apply_updates(p, u), s
-        jstep = jax.jit(step)
-        state = jax.jit(tx.init)(params)
-        hlo = jstep.lower(params, state, grads[0]).compile().as_text()
+        # Eager init: optax's zeros_like moments keep the params' sharding
+        # (under jax.jit(init) XLA replicates those constants).
+        state = tx.init(params)
+        init_ok = sharded_like_params(state, params)
+        # Compile once and run the very program whose HLO is inspected: this
+        # also proves the step returns the state with the shardings it takes.
+        compiled = jax.jit(step).lower(params, state, grads[0]).compile()
         for g in grads:
-            params, state = jstep(params, state, g)
-        return params, state, hlo
+            params, state = compiled(params, state, g)
+        return params, state, compiled.as_text(), init_ok
 
     shard = {k: NamedSharding(mesh, s) for k, s in specs.items()}
     params_sharded = {k: jax.device_put(v, shard[k]) for k, v in params0.items()}
@@ -90,22 +108,23 @@ SCRIPT = textwrap.dedent(
 
     report = {}
     for name, tx in TX.items():
-        p_sh, s_sh, hlo = run(tx, params_sharded, grads_sharded)
-        p_1, _, _ = run(tx, params_single, grads_single)
-        # State leaves shaped like a param must keep that param's sharding too
-        # (adam moments, anchors).
-        state_ok = True
-        for leaf in jax.tree.leaves(s_sh):
-            for k, p in p_sh.items():
-                if leaf.shape == p.shape and leaf.ndim and not leaf.sharding.is_equivalent_to(
-                        p.sharding, p.ndim):
-                    state_ok = False
+        p_sh, s_sh, hlo, init_ok = run(tx, params_sharded, grads_sharded)
+        p_1, _, _, _ = run(tx, params_single, grads_single)
+        # State leaves shaped like a param keep that param's sharding (adam
+        # moments, anchors), at init and after the steps; decaytx's anchors
+        # are sharded even when init is jitted (a copy of the params).
+        state_ok = init_ok and sharded_like_params(s_sh, p_sh)
+        jit_anchors_ok = all(
+            sharded_like_params(a, params_sharded)
+            for a in anchors(jax.jit(tx.init)(params_sharded)))
         report[name] = {
             "collectives": sorted(set(COLLECTIVE.findall(hlo))),
             "sharding_kept": all(
                 p_sh[k].sharding.is_equivalent_to(shard[k], p_sh[k].ndim) for k in p_sh),
             "shard_shapes": {k: list(p_sh[k].addressable_shards[0].data.shape) for k in p_sh},
             "state_sharding_kept": state_ok,
+            "jit_init_anchor_sharded": jit_anchors_ok,
+            "n_anchors": len(anchors(s_sh)),
             "max_abs_diff": max(
                 float(np.max(np.abs(np.asarray(p_sh[k]) - np.asarray(p_1[k])))) for k in p_sh),
             "bitwise_equal": all(np.array_equal(np.asarray(p_sh[k]), np.asarray(p_1[k])) for k in p_sh),
@@ -169,6 +188,8 @@ def _problems(name: str, r: dict[str, Any]) -> list[str]:
         found.append(f"per-device shapes {r['shard_shapes']} != {SHARD_SHAPES}")
     if not r["state_sharding_kept"]:
         found.append("a params-shaped state leaf lost the params' sharding")
+    if not r["jit_init_anchor_sharded"]:
+        found.append("jax.jit(init) replicated an anchor")
     if not r["moved"] > 1e-4:
         found.append("the three steps did not move the params")
     if name == "prox_elastic_net":
@@ -193,6 +214,8 @@ def test_sharded_steps_need_no_communication() -> None:
     report = _run_script()
     assert sorted(k for k in report if not k.startswith("__")) == sorted(NAMES)
     assert "all-reduce" in report["__control__"]["collectives"]  # detection works
+    with_anchor = [n for n in NAMES if report[n]["n_anchors"]]
+    assert len(with_anchor) == 2, with_anchor  # the anchor checks did run
     problems = [p for name in NAMES for p in _problems(name, report[name])]
     assert not problems, "\n".join(problems)
 
