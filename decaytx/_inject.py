@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import optax
+
+from decaytx._base import DecayWarning
 
 # Arguments that are structure, not numbers: optax would turn a callable mask
 # into a "schedule" (optax #57, #1373) and a bool into an array.
@@ -52,6 +56,26 @@ def inject_hyperparams(
     static = {static_args} if isinstance(static_args, str) else set(static_args)
     names = inspect.signature(inner_factory).parameters
     static |= {a for a in STRUCTURAL_ARGS if a in names}
-    return optax.inject_hyperparams(
+    injected = optax.inject_hyperparams(
         inner_factory, static_args=tuple(sorted(static)), hyperparam_dtype=hyperparam_dtype
     )
+
+    @functools.wraps(inner_factory)
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        tx = injected(*args, **kwargs)
+        # optax rebuilds the inner transform at every init, so its once-only
+        # DecayWarnings would fire again; the arguments are the same, so the
+        # warnings are too: let them through at the first init only.
+        initialised: list[bool] = []
+
+        def init_fn(params: Any) -> Any:
+            if not initialised:
+                initialised.append(True)
+                return tx.init(params)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DecayWarning)
+                return tx.init(params)
+
+        return tx._replace(init=init_fn)
+
+    return factory

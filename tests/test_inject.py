@@ -138,3 +138,24 @@ def test_extra_static_args_are_honoured():
     assert set(state.hyperparams) == {"weight_decay"}
     u, _ = tx.update(G, state, P)
     np.testing.assert_allclose(np.asarray(u["w"]), -0.1, rtol=1e-6)
+
+
+def test_warnings_fire_once_per_injected_transform():
+    """optax rebuilds the inner transform at each init; the warning still fires once."""
+    import warnings
+
+    tx = decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(2.0, mask=masks.include("w"))
+    with pytest.warns(decaytx.DecayWarning, match="flips the sign") as rec:
+        state = tx.init(P)
+        tx.init(P)
+        tx.update(G, state, P)
+        jax.jit(tx.update)(G, state, P)
+    assert len([w for w in rec if issubclass(w.category, decaytx.DecayWarning)]) == 1
+    # A second transform warns again, once.
+    with pytest.warns(decaytx.DecayWarning) as rec:
+        decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(2.0).init(P)
+    assert len(rec) == 1
+    # Normal settings never warn.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(0.01, learning_rate=0.1).init(P)
