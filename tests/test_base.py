@@ -430,17 +430,19 @@ def test_normal_settings_do_not_warn(make):
         tx.init(params)
 
 
-def _bf16_values_in_1_2():
-    # Every bf16 in [1, 2): 2**7 values.
-    return jnp.asarray(1.0 + np.arange(128) / 128.0, jnp.bfloat16)
+def _values_in_1_2(dtype):
+    # Every value of the dtype in [1, 2): 2**mantissa_bits of them.
+    n = 2 ** jnp.finfo(dtype).nmant
+    return jnp.asarray(1.0 + np.arange(n) / n, dtype)
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
 @pytest.mark.parametrize("scale", [0.25, 0.5, 0.999, 1.0, 1.001, 1.01, 1.1, 2.0, 3.0])
-def test_resolution_warning_is_exact_on_every_bf16_value(scale):
-    """Fires iff x - rate*x rounds back to x for every bf16 x in [1, 2), as the
-    decay actually computes it (update then optax.apply_updates)."""
-    x = _bf16_values_in_1_2()
-    rate = float(jnp.finfo(jnp.bfloat16).eps) / 4 * scale
+def test_resolution_warning_is_exact_on_every_value_in_1_2(dtype, scale):
+    """Fires iff x - rate*x rounds back to x for every x in [1, 2) of the dtype,
+    as the decay actually computes it (update, then optax.apply_updates)."""
+    x = _values_in_1_2(dtype)
+    rate = float(jnp.finfo(dtype).eps) / 4 * scale
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         tx = decaytx.add_decoupled_decay(rate)
@@ -448,15 +450,16 @@ def test_resolution_warning_is_exact_on_every_bf16_value(scale):
     fired = any("resolution" in str(w.message) for w in rec)
     u, _ = tx.update(jnp.zeros_like(x), state, x)
     new = optax.apply_updates(x, u)
-    assert new.dtype == jnp.bfloat16
+    assert new.dtype == dtype
     unchanged = bool(np.all(np.asarray(new) == np.asarray(x)))
     assert fired == unchanged, (rate, fired, unchanged)
 
 
-def test_resolution_warning_just_above_threshold_changes_some_value():
-    x = _bf16_values_in_1_2()
-    thr = float(jnp.finfo(jnp.bfloat16).eps) / 4
-    above = float(np.nextafter(jnp.bfloat16(thr), jnp.bfloat16(1)))  # next bf16 above
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
+def test_resolution_warning_just_above_threshold_changes_some_value(dtype):
+    x = _values_in_1_2(dtype)
+    thr = float(jnp.finfo(dtype).eps) / 4
+    above = float(np.nextafter(dtype(thr), dtype(1)))  # next representable value above
     assert above > thr
     with warnings.catch_warnings():
         warnings.simplefilter("error")
