@@ -410,9 +410,22 @@ def hlo_section(log: Callable[[str], None]) -> dict[str, Any]:
         })
     ref, ours, label = _hlo.adamw_pair()
     a, b = _hlo.step_cost(ref(), params), _hlo.step_cost(ours(), params)
+    # Per-kernel traffic on one 1M-param leaf: where the bytes go.
+    one = {"w": jax.ShapeDtypeStruct((M,), jnp.float32)}
+    by_name = {f.name: f for f in _hlo.forms()}
+    kernels = {}
+    for name, make in (("sgdm", _hlo._sgdm), ("l2>sgdm", by_name["l2>sgdm"].decayed),
+                       ("adam", _hlo._adam), ("adam>decoupled", by_name["adam>decoupled"].decayed),
+                       ("adam>prox_l1", by_name["adam>prox_l1"].decayed),
+                       ("l2>adam", by_name["l2>adam"].decayed)):
+        compiled, _ = _hlo.compile_step(make(), one)
+        kernels[name] = [
+            {"name": k["name"], "array_inputs": k["array_inputs"], "bytes_per_param": k["bytes"] / M}
+            for k in kernel_table(compiled.as_text()) if not _hlo.is_scalar_shape(k["shape"])
+        ]
     log(f"  compiled cost: {len(rows)} forms on a {n}-param, 4-leaf tree")
     return {"tree": "dense 512x256 + bias 256, embed 1000x64, conv 3x3x32x64 (4 leaves)",
-            "params": n, "rows": rows,
+            "params": n, "rows": rows, "kernels_1m": kernels,
             "adamw": {"label": label, "optax": a.as_dict(), "decaytx": b.as_dict()}}
 
 
@@ -663,6 +676,15 @@ def report(result: dict[str, Any]) -> str:
              f"| {a['optax']['state_bytes']} -> {a['decaytx']['state_bytes']} "
              f"| {_f(a['optax']['bytes_per_param'])} -> {_f(a['decaytx']['bytes_per_param'])} |")
     L.append("")
+    L.append("Kernels of one step on a single 1M-param f32 leaf (params-sized fused kernels, "
+             "array inputs, bytes read + written per param):")
+    L.append("")
+    L.append("| step | kernels | B/param |")
+    L.append("|---|---|---|")
+    for name, ks in h.get("kernels_1m", {}).items():
+        desc = "; ".join(f"`{k['name']}` ({k['array_inputs']} in, {k['bytes_per_param']:.0f} B)" for k in ks)
+        L.append(f"| `{name}` | {desc} | {sum(k['bytes_per_param'] for k in ks):.0f} |")
+    L.append("")
 
     # 2-4 per tree
     for t in result["trees"]:
@@ -816,14 +838,34 @@ def main(out_dir: pathlib.Path, quick: bool, seed: int) -> None:
     run(pathlib.Path(out_dir), cfg, seed, command=cmd)
 
 
+def publish(out_dir: pathlib.Path, root: pathlib.Path | None = None) -> None:
+    """Copies a run's report into the repo: BENCHMARKS.md at the root, plots under docs/assets/bench/."""
+    import shutil
+
+    root = root or pathlib.Path(__file__).resolve().parents[1]
+    result = json.loads((pathlib.Path(out_dir) / "bench.json").read_text())
+    assets = root / "docs" / "assets" / "bench"
+    assets.mkdir(parents=True, exist_ok=True)
+    for f in result["plots"]:
+        shutil.copyfile(pathlib.Path(out_dir) / f, assets / f)
+    shutil.copyfile(pathlib.Path(out_dir) / "bench.json", assets / "bench.json")
+    result["plot_prefix"] = "docs/assets/bench/"
+    (root / "BENCHMARKS.md").write_text(report(result))
+    print(f"published {out_dir} -> {root / 'BENCHMARKS.md'}, {assets}")
+
+
 def _cli(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller trees, a few minutes on 2 cores")
     ap.add_argument("--tiny", action="store_true", help="smoke run (tests): outputs only, figures meaningless")
     ap.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/bench"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--publish", type=pathlib.Path, metavar="RUN_DIR", default=None,
+                    help="copy RUN_DIR's report to ./BENCHMARKS.md and docs/assets/bench/ (no run)")
     args = ap.parse_args(argv)
-    if args.tiny:
+    if args.publish is not None:
+        publish(args.publish)
+    elif args.tiny:
         run(args.out, config("tiny"), args.seed, command="python -m experiments.bench --tiny")
     else:
         main(args.out, args.quick, args.seed)

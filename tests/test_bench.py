@@ -84,3 +84,11 @@ def test_cli_entry_point_parses(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert proc.returncode == 0 and "--quick" in proc.stdout
+
+
+def test_publish_copies_report_and_plots(tiny_run, tmp_path):
+    out, _ = tiny_run
+    bench.publish(out, root=tmp_path)
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "docs/assets/bench/scaling_leaves.png" in md
+    assert (tmp_path / "docs" / "assets" / "bench" / "scaling_params.png").exists()
