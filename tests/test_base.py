@@ -63,33 +63,40 @@ def dtypes(tree):
 # --- dtypes -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("coef", list(COEFFICIENTS))
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("form", list(FORMS))
-def test_dtype_matrix(form, dtype, coef, request):
+def test_dtype_matrix(form, dtype, request):
+    """Every coefficient kind (python float, np.float32, jnp.float32, schedule)
+    on every dtype: updates, params and state keep their dtypes over two steps.
+    The four coefficient kinds run in one jitted program (one compile)."""
     if dtype == "f64":
         request.getfixturevalue("x64")
     dt = DTYPES[dtype]
     params = {"w": leaf(dt), "b": leaf(dt, (4,), 1)}
     grads = {"w": leaf(dt, seed=2), "b": leaf(dt, (4,), 3)}
-    tx = FORMS[form](COEFFICIENTS[coef])
-    state0 = tx.init(params)
+    txs = {name: FORMS[form](c) for name, c in COEFFICIENTS.items()}
+    states0 = {name: tx.init(params) for name, tx in txs.items()}
 
     @jax.jit
-    def two_steps(params, state):
-        out = []
-        for _ in range(2):
-            u, state = tx.update(grads, state, params)
-            params = optax.apply_updates(params, u)
-            out.append((u, state, params))
+    def two_steps(params, states):
+        out = {}
+        for name, tx in txs.items():
+            p, state, steps = params, states[name], []
+            for _ in range(2):
+                u, state = tx.update(grads, state, p)
+                p = optax.apply_updates(p, u)
+                steps.append((u, state, p))
+            out[name] = steps
         return out
 
-    for u, state, new_params in two_steps(params, state0):
-        assert dtypes(u) == dtypes(grads)
-        assert jax.tree.structure(state) == jax.tree.structure(state0)
-        assert dtypes(state) == dtypes(state0)
-        assert dtypes(new_params) == dtypes(grads)
-        assert all(np.all(np.isfinite(np.asarray(x, np.complex128))) for x in jax.tree.leaves(u))
+    for name, steps in two_steps(params, states0).items():
+        for u, state, new_params in steps:
+            assert dtypes(u) == dtypes(grads), name
+            assert jax.tree.structure(state) == jax.tree.structure(states0[name]), name
+            assert dtypes(state) == dtypes(states0[name]), name
+            assert dtypes(new_params) == dtypes(grads), name
+            finite = [np.all(np.isfinite(np.asarray(x, np.complex128))) for x in jax.tree.leaves(u)]
+            assert all(finite), name
 
 
 def test_bf16_update_is_computed_in_bf16_not_promoted():
