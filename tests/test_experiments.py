@@ -14,6 +14,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -37,9 +38,7 @@ IDS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, str]:
-    out = tmp_path_factory.mktemp("smoke")
+def _run_smoke(out: pathlib.Path) -> tuple[int, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     # The smoke runs are compile-bound; cheaper XLA optimisation halves them.
@@ -48,8 +47,32 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, str]:
         [sys.executable, "-m", "experiments", "all", "--smoke", "--out", str(out), "--seed", "0"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return out, proc.stdout
+    return proc.returncode, proc.stdout if proc.returncode == 0 else proc.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, str]:
+    """Runs the smoke job once per test session, even under pytest-xdist:
+    the first worker runs it, the others wait for its result."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of one session
+    out, done = root / "experiments-smoke", root / "experiments-smoke.done"
+    try:
+        os.close(os.open(root / "experiments-smoke.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        deadline = time.monotonic() + 900
+        while not done.exists():
+            assert time.monotonic() < deadline, "the smoke run of another worker did not finish"
+            time.sleep(0.5)
+    else:
+        rc, text = _run_smoke(out)
+        tmp = root / "experiments-smoke.tmp"
+        tmp.write_text(f"{rc}\n{text}")
+        tmp.replace(done)
+    rc_line, text = done.read_text().split("\n", 1)
+    assert rc_line == "0", text
+    return out, text
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +229,41 @@ def test_schedule_closing_over_vmapped_value_matches_closed_form():
             eta = s * 0.1 * 0.5 * (1 + np.cos(np.pi * t / 10))
             p = p - eta * np.array([0.5, 0.25]) - eta * wd * p
         np.testing.assert_allclose(row, p, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["sgd_l2", "sgd_l2_momentum", "sgdw", "sgdw_momentum_m1", "adam_l2", "adamw", "adamw_m1", "proximal_sgd"],
+)
+def test_study_chains_are_the_recipes(name):
+    """The studies' explicit chains take the same steps as decaytx's recipes."""
+    from experiments import chains
+
+    k = chains.KERNELS
+    pairs = {
+        "sgd_l2": (chains.sgd_l2(0.1, 0.01), decaytx.sgd_l2(0.1, 0.01, mask=k)),
+        "sgd_l2_momentum": (chains.sgd_l2(0.1, 0.01, momentum=0.9), decaytx.sgd_l2(0.1, 0.01, momentum=0.9, mask=k)),
+        "sgdw": (chains.sgdw(0.1, 0.01), decaytx.sgdw(0.1, 0.01, mask=k)),
+        "sgdw_momentum_m1": (chains.sgdw(0.1, 0.01, momentum=0.9, multiplier=None),
+                             decaytx.sgdw(0.1, 0.01, momentum=0.9, mask=k, decay_scaling="none")),
+        "adam_l2": (chains.adam_l2(1e-2, 0.1), decaytx.adam_l2(1e-2, 0.1, mask=k)),
+        "adamw": (chains.adamw(1e-2, 0.1), decaytx.adamw(1e-2, 0.1, mask=k)),
+        "adamw_m1": (chains.adamw(1e-2, 0.1, multiplier=None), decaytx.adamw(1e-2, 0.1, mask=k, decay_scaling="none")),
+        "proximal_sgd": (
+            chains.sgd_penalties(0.1, {"l1_sub": 0.0, "en_sub_l1": 0.0, "en_sub_l2": 0.0, "l2": 0.0,
+                                       "prox_l1": 0.05, "prox_l2": 0.0}),
+            decaytx.proximal_sgd(0.1, 0.05, mask=k),
+        ),
+    }
+    ours, recipe = pairs[name]
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.standard_normal((3, 4)), jnp.float32), "b": jnp.ones(4, jnp.float32)}
+    grads = [jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape), jnp.float32), params) for _ in range(4)]
+    outs = []
+    for opt in (ours, recipe):
+        p, s = params, opt.init(params)
+        for g in grads:
+            u, s = opt.update(g, s, p)
+            p = optax.apply_updates(p, u)
+        outs.append(p)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), *outs)
