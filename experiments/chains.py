@@ -3,7 +3,9 @@
 Each chain is what the decaytx recipes (``sgd_l2``, ``sgdw``, ``adam_l2``,
 ``adamw``, ``proximal_sgd``) spell out: gradient-side forms FIRST, update-side
 forms LAST, after ``optax.scale_by_learning_rate``. Writing them out shows the
-placement that makes L2 regularization and decoupled decay different.
+placement that makes L2 regularization and decoupled decay different;
+``tests/test_experiments.py`` checks that they take the same steps as the
+recipes.
 
 The studies pass coefficients as traced arrays (one run per row under
 ``jax.vmap``). A JAX-array coefficient is never skipped as "zero", and a zero
