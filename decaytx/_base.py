@@ -126,12 +126,16 @@ def resolve_mask(mask: MaskOrFn, params: PyTree) -> PyTree:
     """A full tree of Python bools, one per params leaf."""
     if mask is None:
         return jax.tree.map(lambda _: True, params, is_leaf=_is_leaf)
-    if is_mask_fn(mask):
-        mask = mask(params)
-    check_mask(mask)
-
     def broadcast(m: Any, sub: Any) -> Any:
         return jax.tree.map(lambda _: bool(m), sub, is_leaf=_is_leaf)
+
+    if is_mask_fn(mask):
+        mask = mask(params)
+        if isinstance(mask, (bool, np.bool_)):
+            # A callable's verdict on params that are a single array (e.g.
+            # masks.ndim_at_least(2)(w)): a bool prefix, not the trap below.
+            return broadcast(mask, params)
+    check_mask(mask)
 
     try:
         return jax.tree.map(broadcast, mask, params, is_leaf=lambda x: isinstance(x, (bool, np.bool_)))

@@ -1,0 +1,306 @@
+"""Fuzzing: hypothesis-generated pytrees through every transform and recipe.
+
+Two tiers, so that CI stays fast (compilation, not running, is the cost):
+
+* ``test_fuzz_jitted``: 200 examples per transform/recipe, jitted. The tree
+  *skeleton* (nesting, None leaves, zero-size and scalar leaves, mixed
+  f16/bf16/f32/f64/complex64/int32) is drawn from a small pool so that XLA's
+  cache is reused; values, masks and the step count are drawn freely.
+* ``test_fuzz_arbitrary_trees``: arbitrary nested dict/list/tuple trees
+  drawn by hypothesis (any structure), run eagerly and under jit.
+
+Properties: no crash; tree structure, shapes and dtypes of the updates and
+of the state preserved; finite in -> finite out (values bounded so that the
+exact results are representable); masked (and integer, None) leaves
+untouched. float64 leaves need x64: those examples run inside
+``jax.enable_x64(True)`` (a per-example context, restored afterwards).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import optax
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import decaytx
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+F16, F32, F64, C64, I32 = (np.dtype(d) for d in ("float16", "float32", "float64", "complex64", "int32"))
+
+# Bounds that keep every exact result representable: squares (Adam) of f32
+# values <= 2**50 stay below f32's max; f16's max is 65504.
+BOUND = {F16: 64.0, BF16: 2.0**50, F32: 2.0**50, F64: 2.0**50, C64: 2.0**50}
+
+# --- skeletons: (path-free) templates of leaves, nested as a user would --------
+
+Leaf = tuple  # (dtype, shape)
+
+
+def _skeletons() -> list[Any]:
+    return [
+        # a dense layer and a scalar
+        {"dense": {"kernel": (F32, (2, 3)), "bias": (F32, (3,))}, "scale": (F32, ())},
+        # list with None, a tuple, bf16/f16, zero-size 2D
+        [(F16, (3,)), None, ((BF16, (2, 2)), (BF16, ())), (F32, (0, 3))],
+        # complex, int, zero-size, nested tuple, None
+        {"emb": (F32, (0,)), "c": (C64, (3,)), "i": (I32, (2,)), "n": None,
+         "t": ((F32, ()), (C64, (2, 1)))},
+        # float64 (x64) next to f32 and bf16
+        {"w64": (F64, (2, 2)), "b64": (F64, (3,)), "x": [(F32, (2,)), (BF16, (1,))]},
+    ]
+
+
+SKELETONS = _skeletons()
+
+
+def _is_spec(x: Any) -> bool:
+    return x is None or (isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], np.dtype))
+
+
+def _specs(skeleton: Any) -> list[Leaf | None]:
+    return jax.tree.leaves(skeleton, is_leaf=_is_spec)
+
+
+def _needs_x64(skeleton: Any) -> bool:
+    return any(s is not None and s[0] == F64 for s in _specs(skeleton))
+
+
+def _elements(dtype: np.dtype) -> st.SearchStrategy:
+    if dtype == I32:
+        return st.integers(-1000, 1000)
+    if dtype == C64:
+        return st.complex_numbers(max_magnitude=BOUND[C64], allow_nan=False, allow_infinity=False, width=64)
+    width = 32 if dtype in (BF16, F32) else (16 if dtype == F16 else 64)
+    b = BOUND[dtype]
+    return st.floats(-b, b, allow_nan=False, allow_infinity=False, width=width)
+
+
+def _array(spec: Leaf) -> st.SearchStrategy:
+    dtype, shape = spec
+    gen_dtype = F32 if dtype == BF16 else dtype  # hypothesis has no bf16
+    return hnp.arrays(gen_dtype, shape, elements=_elements(dtype)).map(
+        lambda a, dtype=dtype: a.astype(dtype)
+    )
+
+
+def _values(skeleton: Any) -> st.SearchStrategy:
+    specs = _specs(skeleton)
+    treedef = jax.tree.structure(skeleton, is_leaf=_is_spec)
+    parts = [st.none() if s is None else _array(s) for s in specs]
+    return st.tuples(*parts).map(lambda leaves: jax.tree.unflatten(treedef, list(leaves)))
+
+
+# --- masks: callables, so the transforms (and their compilations) are shared -----
+
+
+def _alternate(params: Any, start: bool = True) -> Any:
+    flags = iter([(i % 2 == 0) == start for i in range(len(jax.tree.leaves(params, is_leaf=_none)))])
+    return jax.tree.map(lambda _: next(flags), params, is_leaf=_none)
+
+
+MASKS: dict[str, Any] = {
+    "all": None,
+    "ndim>=2": decaytx.masks.ndim_at_least(2),
+    "even": functools.partial(_alternate, start=True),
+    "odd": functools.partial(_alternate, start=False),
+}
+
+# --- transforms -------------------------------------------------------------------
+
+SCHED = optax.cosine_decay_schedule(0.1, 50)
+
+FORMS: dict[str, Callable[[Any], optax.GradientTransformation]] = {
+    "add_l2_grad": lambda m: decaytx.add_l2_grad(0.1, mask=m),
+    "add_l2_grad.anchor": lambda m: decaytx.add_l2_grad(0.1, mask=m, anchor="init"),
+    "add_l1_subgrad": lambda m: decaytx.add_l1_subgrad(SCHED, mask=m),
+    "add_elastic_net_grad": lambda m: decaytx.add_elastic_net_grad(0.1, SCHED, mask=m),
+    "add_decoupled_decay": lambda m: decaytx.add_decoupled_decay(0.5, learning_rate=SCHED, mask=m),
+    "add_decoupled_decay.cautious": lambda m: decaytx.add_decoupled_decay(
+        0.5, learning_rate=0.1, mask=m, cautious=True, anchor="init"),
+    "prox_l1": lambda m: decaytx.prox_l1(1.0, learning_rate=SCHED, mask=m),
+    "prox_elastic_net": lambda m: decaytx.prox_elastic_net(1.0, 0.5, mask=m),
+}
+RECIPES: dict[str, Callable[[Any], optax.GradientTransformation]] = {
+    "sgd_l2": lambda m: decaytx.sgd_l2(SCHED, 0.1, momentum=0.9, mask=m),
+    "sgdw": lambda m: decaytx.sgdw(SCHED, 0.1, momentum=0.9, mask=m, decay_scaling="schedule"),
+    "adam_l2": lambda m: decaytx.adam_l2(1e-3, 0.1, mask=m),
+    "adamw": lambda m: decaytx.adamw(SCHED, 0.1, mask=m, decay_scaling="corrected"),
+    "proximal_sgd": lambda m: decaytx.proximal_sgd(0.1, 0.1, 0.1, mask=m),
+}
+RECIPES = {k: v for k, v in RECIPES.items() if hasattr(decaytx, k)}
+# A recipe's undecayed leaves must get what the recipe's optimizer alone gives.
+RECIPE_BASE: dict[str, Callable[[], optax.GradientTransformation]] = {
+    "sgd_l2": lambda: optax.sgd(SCHED, momentum=0.9),
+    "sgdw": lambda: optax.sgd(SCHED, momentum=0.9),
+    "adam_l2": lambda: optax.adam(1e-3),
+    "adamw": lambda: optax.adam(SCHED),
+    "proximal_sgd": lambda: optax.sgd(0.1),
+}
+# Masks per tier-1 example: "all" (mask=None) and "even" (every other leaf,
+# so across examples each leaf position is both decayed and masked). Tier 2
+# uses all four.
+FORM_MASKS = ("all", "even")
+RECIPE_MASKS = ("even",)
+
+
+@functools.lru_cache(maxsize=None)
+def _built(name: str, mask: str, x64: bool) -> tuple[optax.GradientTransformation, Callable, Callable]:
+    """The transform and its jitted init/update, built once per (name, mask,
+    x64) so that hypothesis examples share compilations."""
+    del x64  # part of the key: x64 on/off compile separately
+    make = FORMS.get(name) or RECIPES[name]
+    t = make(MASKS[mask])
+    return t, jax.jit(t.init), jax.jit(t.update)
+
+
+@functools.lru_cache(maxsize=None)
+def _base_update(name: str, x64: bool) -> tuple[optax.GradientTransformation, Callable]:
+    del x64
+    t = RECIPE_BASE[name]()
+    return t, jax.jit(t.update)
+
+
+def _none(x: Any) -> bool:
+    return x is None
+
+
+def _avals(tree: Any) -> Any:
+    return jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), tree)
+
+
+def _finite(x: Any) -> bool:
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.integer):
+        return True
+    return bool(np.isfinite(x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)).all())
+
+
+def _mask_flags(mask: str, params: Any) -> list[bool]:
+    m = MASKS[mask]
+    tree = jax.tree.map(lambda _: True, params, is_leaf=_none) if m is None else m(params)
+    return jax.tree.leaves(tree, is_leaf=_none)
+
+
+def _check(name: str, mask: str, skeleton: Any, params: Any, grads: Any, steps: int) -> None:
+    x64 = _needs_x64(skeleton)
+    if name in RECIPES:
+        # optax's stateful stages change integer leaves' dtypes (see
+        # test_long_runs): recipes are fuzzed on inexact leaves only.
+        params = jax.tree.map(lambda p: None if p is None or p.dtype == I32 else p, params, is_leaf=_none)
+        grads = jax.tree.map(lambda p: None if p is None or p.dtype == I32 else p, grads, is_leaf=_none)
+    with jax.enable_x64(x64), warnings.catch_warnings():
+        # bf16/f16 leaves with small factors warn by design (test_hardening_precision)
+        warnings.simplefilter("ignore", decaytx.DecayWarning)
+        params = jax.tree.map(jnp.asarray, params)
+        grads = jax.tree.map(jnp.asarray, grads)
+        t, init, update = _built(name, mask, x64)
+        state = init(params)
+        state0 = _avals(state)
+        if name in RECIPES:
+            base, base_update = _base_update(name, x64)
+            bstate = base.init(params)
+        for _ in range(steps):
+            out, state = update(grads, state, params)
+            # masked, integer and None leaves are untouched (decay forms), or
+            # get exactly the optimizer's own update (recipes)
+            if name in RECIPES:
+                expect, bstate = base_update(grads, bstate, params)
+            else:
+                expect = grads
+            assert jax.tree.structure(out, is_leaf=_none) == jax.tree.structure(grads, is_leaf=_none)
+            assert _avals(out) == _avals(grads), name
+            assert _avals(state) == state0, name  # no drift of the state
+            for u, e in zip(jax.tree.leaves(out), jax.tree.leaves(expect), strict=True):
+                # finite in, finite out; a recipe may be non-finite only where
+                # its optimizer alone is (optax's Adam is nan at g = 0 in f16:
+                # eps = 1e-8 underflows)
+                assert _finite(u) or not _finite(e), (name, u, e)
+        flags = _mask_flags(mask, params)
+        for f, p, u, e in zip(flags, jax.tree.leaves(params, is_leaf=_none),
+                              jax.tree.leaves(out, is_leaf=_none),
+                              jax.tree.leaves(expect, is_leaf=_none), strict=True):
+            if p is None:
+                assert u is None
+            elif not f or not jnp.issubdtype(p.dtype, jnp.inexact):
+                if name in RECIPES:
+                    np.testing.assert_allclose(
+                        np.asarray(u, np.complex128), np.asarray(e, np.complex128), rtol=1e-6, atol=0
+                    )
+                else:
+                    np.testing.assert_array_equal(np.asarray(u), np.asarray(e))
+
+
+ALL = list(FORMS) + list(RECIPES)
+
+
+@pytest.mark.parametrize("name", ALL)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_fuzz_jitted(name: str, data: st.DataObject) -> None:
+    skeleton = data.draw(st.sampled_from(SKELETONS), label="skeleton")
+    mask = data.draw(st.sampled_from(RECIPE_MASKS if name in RECIPES else FORM_MASKS), label="mask")
+    params = data.draw(_values(skeleton), label="params")
+    grads = data.draw(_values(skeleton), label="grads")
+    steps = data.draw(st.integers(1, 2), label="steps")
+    _check(name, mask, skeleton, params, grads, steps)
+
+
+# --- tier 2: arbitrary structures ----------------------------------------------------
+
+LEAF_VOCAB = [(F32, ()), (F32, (3,)), (F16, (2,)), (BF16, (2, 2)), (C64, (2,)), (I32, (2,)), (F32, (0,))]
+
+trees = st.recursive(
+    st.one_of(st.none(), st.sampled_from(LEAF_VOCAB)),
+    lambda children: st.one_of(
+        st.lists(children, min_size=1, max_size=3),
+        st.lists(children, min_size=1, max_size=3).map(tuple),
+        st.dictionaries(st.sampled_from(["kernel", "bias", "a", "b", "scale"]), children, min_size=1, max_size=3),
+    ),
+    max_leaves=6,
+)
+
+
+@pytest.mark.parametrize("name", list(FORMS))
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_fuzz_arbitrary_trees(name: str, data: st.DataObject) -> None:
+    skeleton = data.draw(trees.filter(lambda t: any(s is not None for s in _specs(t))), label="skeleton")
+    mask = data.draw(st.sampled_from(tuple(MASKS)), label="mask")
+    params = data.draw(_values(skeleton), label="params")
+    grads = data.draw(_values(skeleton), label="grads")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", decaytx.DecayWarning)
+        t = FORMS[name](MASKS[mask])
+        params = jax.tree.map(jnp.asarray, params)
+        grads = jax.tree.map(jnp.asarray, grads)
+        state = t.init(params)
+        eager, _ = t.update(grads, state, params)
+        jitted, _ = jax.jit(t.update)(grads, state, params)
+    for out in (eager, jitted):
+        assert jax.tree.structure(out, is_leaf=_none) == jax.tree.structure(grads, is_leaf=_none)
+        assert _avals(out) == _avals(grads)
+        assert all(_finite(u) for u in jax.tree.leaves(out))
+    flags = _mask_flags(mask, params)
+    for f, p, u, g in zip(flags, jax.tree.leaves(params, is_leaf=_none),
+                          jax.tree.leaves(jitted, is_leaf=_none),
+                          jax.tree.leaves(grads, is_leaf=_none), strict=True):
+        if p is not None and (not f or not jnp.issubdtype(p.dtype, jnp.inexact)):
+            np.testing.assert_array_equal(np.asarray(u), np.asarray(g))
+
+
+def test_fuzz_covers_every_public_transform() -> None:
+    forms = {n.split(".")[0] for n in FORMS}
+    assert forms == {"add_l2_grad", "add_l1_subgrad", "add_elastic_net_grad",
+                     "add_decoupled_decay", "prox_l1", "prox_elastic_net"}
+    assert set(RECIPES) == {r for r in RECIPE_BASE if hasattr(decaytx, r)}
