@@ -252,8 +252,14 @@ def test_schedules_in_lockstep_with_scale_by_learning_rate(schedule, np_schedule
         decaytx.add_l2_grad(lambda t: lam * schedule(t) / 0.1),
         optax.scale_by_learning_rate(schedule),
     )
+    # theta + u = 1 - eta_t stays above the threshold eta_t * lam: S subtracts it.
+    proximal = optax.chain(
+        optax.scale_by_learning_rate(schedule),
+        decaytx.prox_l1(lam, learning_rate=schedule),
+    )
     for opt, ref in [
         (decoupled, lambda t: -np_schedule(t) * (1 + lam)),
+        (proximal, lambda t: -np_schedule(t) * (1 + lam)),
         (coupled, lambda t: -np_schedule(t) * (1 + lam * np_schedule(t) / 0.1)),
     ]:
         state = opt.init(params)
