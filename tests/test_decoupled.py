@@ -281,3 +281,15 @@ def test_zero_weight_decay_or_zero_multiplier_is_identity(rng, zero):
         u, state = tx.update(params, tx.init(params), params)
         assert isinstance(state, optax.EmptyState)
         assert u is params
+
+
+@pytest.mark.parametrize(
+    "eta", [1e-2, optax.warmup_cosine_decay_schedule(0.0, 1e-2, 5, 50)], ids=["const", "schedule"]
+)
+def test_adam_plus_decoupled_decay_is_optax_adamw(rng, eta):
+    """optax.adamw(eta, weight_decay=wd) == chain(adam(eta), add_decoupled_decay(wd, learning_rate=eta))."""
+    params = jnp.asarray(rng.normal(size=16), jnp.float32)
+    ref = optax.adamw(eta, weight_decay=0.1)
+    ours = optax.chain(optax.adam(eta), decaytx.add_decoupled_decay(0.1, learning_rate=eta))
+    a, b = trajectories([ref, ours], params, quadratic_grad, 50)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
