@@ -154,7 +154,7 @@ FORM_MASKS = ("all", "even")
 RECIPE_MASKS = ("even",)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _built(name: str, mask: str, x64: bool) -> tuple[optax.GradientTransformation, Callable, Callable]:
     """The transform and its jitted init/update, built once per (name, mask,
     x64) so that hypothesis examples share compilations."""
@@ -164,7 +164,7 @@ def _built(name: str, mask: str, x64: bool) -> tuple[optax.GradientTransformatio
     return t, jax.jit(t.init), jax.jit(t.update)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _base_update(name: str, x64: bool) -> tuple[optax.GradientTransformation, Callable]:
     del x64
     t = RECIPE_BASE[name]()
