@@ -650,8 +650,10 @@ def report(result: dict[str, Any]) -> str:
              "donated, warm-up excluded; all variants of a tree interleaved in one loop in a "
              f"random order per repetition; median of {result['reps']} repetitions (each "
              "repetition runs enough steps to last a few tens of ms). Ratios are of medians; "
-             "the `min` column is the ratio of the fastest repetitions (less sensitive to other "
-             "load on a shared machine).")
+             "the `min` column is the ratio of the fastest repetitions; the `CPU-time` column is "
+             "the ratio of median process CPU time (all threads), which preemption by other "
+             "processes does not inflate. The `control: adam / adam` row times a second, "
+             "identical Adam: its distance from 1 is the noise floor of its table.")
     L.append("")
 
     # 1. compiled cost
