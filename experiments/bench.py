@@ -769,6 +769,15 @@ def report(result: dict[str, Any]) -> str:
     for f in result["plots"]:
         L.append(f"![{f}]({result['plot_prefix']}{f})")
         L.append("")
+    L.append("## 6. GPU")
+    L.append("")
+    L.append("`python experiments/gpu_bench.py` (1B f32 params, AdamW + each decay form, fraction of "
+             "the device's measured copy bandwidth, fusion counts; under 5 minutes on one H100/H200) "
+             "writes `gpu_bench.md`, to be added here with the device name. "
+             + ("This run had no GPU (backend: " + m["backend"] + "), so the GPU figures are not "
+                "measured; the script is tested on CPU at a tiny size (tests/test_bench.py)."
+                if m["backend"] == "cpu" else ""))
+    L.append("")
     return "\n".join(L) + "\n"
 
 
