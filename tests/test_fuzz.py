@@ -304,3 +304,76 @@ def test_fuzz_covers_every_public_transform() -> None:
     assert forms == {"add_l2_grad", "add_l1_subgrad", "add_elastic_net_grad",
                      "add_decoupled_decay", "prox_l1", "prox_elastic_net"}
     assert set(RECIPES) == {r for r in RECIPE_BASE if hasattr(decaytx, r)}
+
+
+# --- tier 3: coefficients as arrays (inject_hyperparams), against NumPy --------------
+
+
+def _np_soft(x: np.ndarray, tau: float) -> np.ndarray:
+    return np.sign(x) * np.maximum(np.abs(x) - tau, 0.0)
+
+
+# name -> (factory, hyperparameter names, float64 reference of the update)
+INJECTED: dict[str, tuple[Callable[..., Any], tuple[str, ...], Callable[..., np.ndarray]]] = {
+    "add_l2_grad": (decaytx.add_l2_grad, ("weight_decay",), lambda u, p, h: u + h["weight_decay"] * p),
+    "add_l1_subgrad": (decaytx.add_l1_subgrad, ("l1",), lambda u, p, h: u + h["l1"] * np.sign(p)),
+    "add_elastic_net_grad": (
+        decaytx.add_elastic_net_grad, ("l1", "l2"),
+        lambda u, p, h: u + h["l1"] * np.sign(p) + h["l2"] * p,
+    ),
+    "add_decoupled_decay": (
+        decaytx.add_decoupled_decay, ("weight_decay", "learning_rate"),
+        lambda u, p, h: u - h["learning_rate"] * h["weight_decay"] * p,
+    ),
+    "prox_l1": (
+        decaytx.prox_l1, ("l1", "learning_rate"),
+        lambda u, p, h: _np_soft(p + u, h["learning_rate"] * h["l1"]) - p,
+    ),
+    "prox_elastic_net": (
+        decaytx.prox_elastic_net, ("l1", "l2", "learning_rate"),
+        lambda u, p, h: _np_soft(p + u, h["learning_rate"] * h["l1"]) / (1 + h["learning_rate"] * h["l2"]) - p,
+    ),
+}
+
+
+@functools.cache
+def _injected(name: str) -> tuple[optax.GradientTransformation, Callable]:
+    factory, names, _ = INJECTED[name]
+    t = decaytx.inject_hyperparams(factory)(**{n: 0.5 for n in names})
+    return t, jax.jit(t.update)
+
+
+coefficient = st.one_of(st.just(0.0), st.floats(0.0, 2.0, width=32), st.floats(0.0, 2.0**-20, width=32))
+vector = hnp.arrays(F32, (5,), elements=st.floats(-1e3, 1e3, width=32))
+
+
+@pytest.mark.parametrize("name", list(INJECTED))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzz_array_coefficients_against_numpy(name: str, data: st.DataObject) -> None:
+    """Coefficients arriving as arrays (optax.inject_hyperparams state, set
+    between steps, including an array zero, which has no fast path) give the
+    float64 formula of DESIGN section 1, to f32 rounding, under jit."""
+    _, names, ref = INJECTED[name]
+    t, update = _injected(name)
+    h = {n: data.draw(coefficient, label=n) for n in names}
+    p = data.draw(vector, label="params")
+    u = data.draw(vector, label="updates")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", decaytx.DecayWarning)
+        state = t.init(jnp.asarray(p))
+    for n in names:
+        state.hyperparams[n] = jnp.asarray(h[n], jnp.float32)
+    out, _ = update(jnp.asarray(u), state, jnp.asarray(p))
+    h64 = {n: float(np.float32(v)) for n, v in h.items()}
+    # XLA on CPU treats subnormal inputs as zero (DAZ) and flushes subnormal
+    # results (FTZ): sign(1e-45) is 0 there. The reference does the same.
+    tiny = float(np.finfo(np.float32).tiny)
+    u64, p64 = (np.where(np.abs(x) < tiny, 0.0, x.astype(np.float64)) for x in (u, p))
+    expected = ref(u64, p64, h64)
+    # the terms' sizes: |u|, |theta| (times the factors) and, for L1 forms,
+    # the threshold or lambda*|sign(theta)|
+    l1_term = h64.get("l1", 0.0) * h64.get("learning_rate", 1.0)
+    scale = np.abs(u64) + np.abs(p64) * (1 + sum(h64.values())) ** 2 + l1_term
+    err = np.abs(np.asarray(out, np.float64) - expected)
+    assert (err <= 4 * 2**-23 * scale + tiny).all(), (h, p, u)
