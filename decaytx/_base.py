@@ -250,6 +250,8 @@ def decay_transform(
             for k, v in coefficients.items():
                 if coef.is_schedule(v):
                     coef.check_schedule(k, v)
+            if mask is not None:
+                warn_empty_mask(name, mask, params, mask_tree)
             if on_init is not None:
                 on_init(params, mask_tree)
         if stateless:
@@ -319,6 +321,28 @@ def decay_transform(
 
 class DecayWarning(UserWarning):
     """A decay setting that is legal but almost certainly not what was meant."""
+
+
+def warn_empty_mask(name: str, mask: Any, params: PyTree, mask_tree: PyTree) -> None:
+    """Warns when a mask selects none of the float leaves: the decay is off.
+
+    The classic silent bug: ``masks.include("weight")`` on params whose
+    matrices are called ``kernel``.
+    """
+    pairs = list(zip(  # noqa: B905 (both flattened from params)
+        jax.tree_util.tree_leaves(params, is_leaf=_is_leaf),
+        jax.tree_util.tree_leaves(mask_tree, is_leaf=_is_leaf),
+    ))
+    floats = [m for p, m in pairs if is_decayable(p)]
+    if floats and not any(floats):
+        warnings.warn(
+            f"{name}: mask={mask!r} selects none of the {len(floats)} float "
+            "params leaves, so this transform decays nothing. Check the mask "
+            "against the paths (jax.tree_util.tree_flatten_with_path(params)); "
+            "if no decay is intended, leave the transform out.",
+            DecayWarning,
+            stacklevel=3,
+        )
 
 
 def warn_step_decay(name: str, rate: float | None, params: PyTree, mask_tree: PyTree) -> None:

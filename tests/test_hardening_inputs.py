@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -512,3 +513,35 @@ def test_recipe_learning_rate(recipe: str, value: Any, exc: type, shown: str, re
     with pytest.raises(exc) as info:
         getattr(decaytx, recipe)(*args)
     assert_message(info.value, "learning_rate", shown)
+
+
+# --- a mask that selects nothing -----------------------------------------------------
+
+FLAX_LIKE = {"Dense_0": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)}, "step": jnp.zeros((), jnp.int32)}
+
+
+@pytest.mark.parametrize("form", list(DECAY_FORMS))
+@pytest.mark.parametrize(
+    "mask",
+    [
+        decaytx.masks.include("weight"),  # PyTorch's name; flax calls it kernel
+        {"Dense_0": False, "step": True},  # only the integer leaf
+        lambda p: jax.tree.map(lambda _: False, p),
+    ],
+    ids=["include-typo", "int-only", "all-false"],
+)
+def test_mask_selecting_no_float_leaf_warns(form: str, mask: Any) -> None:
+    t = DECAY_FORMS[form](mask=mask)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t.init(FLAX_LIKE)
+        t.init(FLAX_LIKE)  # once
+    msgs = [str(w.message) for w in caught if "selects none" in str(w.message)]
+    assert len(msgs) == 1, msgs
+    assert "mask=" in msgs[0] and "decays nothing" in msgs[0] and "leave the transform out" in msgs[0]
+
+
+@pytest.mark.parametrize("form", [f for f in DECAY_FORMS if f not in RECIPES])
+def test_mask_selecting_some_float_leaf_is_quiet(form: str) -> None:
+    DECAY_FORMS[form](mask=decaytx.masks.include("kernel")).init(FLAX_LIKE)  # warnings are errors
+    DECAY_FORMS[form]().init({"step": jnp.zeros((), jnp.int32)})  # no mask given: nothing to warn
