@@ -382,8 +382,16 @@ def warn_step_decay(name: str, rate: float | None, params: PyTree, mask_tree: Py
         warnings.warn(
             f"{name}: the per-step decay factor m*lambda = {rate:g} is below the "
             f"resolution of {', '.join(lost)} params: x - m*lambda*x rounds back "
-            "to x, so the decay is silently lost. Keep float32 master weights "
-            "(apply updates to an f32 copy), or raise weight_decay.",
+            "to x, so the decay is silently lost. "
+            + (
+                "Keep float32 master weights (apply updates to an f32 copy), or "
+                "raise weight_decay."
+                if any(jnp.finfo(d).bits < 32 for d in lost)
+                # f32/f64 params: there is no wider copy to suggest; with noisy
+                # updates the decay still survives on average through rounding.
+                else "Raise weight_decay, or keep float64 master weights; with "
+                "noisy updates the decay survives only on average, through rounding."
+            ),
             DecayWarning,
             stacklevel=3,
         )

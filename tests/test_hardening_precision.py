@@ -142,6 +142,8 @@ def test_resolution_threshold_in_f32() -> None:
         moved = bool(jnp.any(optax.apply_updates(theta, u) != theta))
         assert moved is not lost
         assert any("resolution" in str(w.message) for w in caught) is lost
+        if lost:  # f32 params: no wider copy than f32 to suggest but f64
+            assert any("float64 master weights" in str(w.message) for w in caught)
 
 
 def test_resolution_warning_names_only_the_dtypes_that_lose_it() -> None:
