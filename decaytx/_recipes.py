@@ -44,6 +44,7 @@ def decay_multiplier(learning_rate: optax.ScalarOrSchedule, decay_scaling: str) 
             f"{valid}. For any other multiplier, build the chain yourself with "
             "decaytx.add_decoupled_decay(weight_decay, learning_rate=m)."
         )
+    coef.check("learning_rate", learning_rate)
     if decay_scaling == "lr":
         return learning_rate
     if decay_scaling == "none":
@@ -139,6 +140,7 @@ def sgd_l2(
       deep learning <https://proceedings.mlr.press/v28/sutskever13.html>`_,
       ICML 2013.
     """
+    coef.check("learning_rate", learning_rate)
     return optax.chain(
         add_l2_grad(weight_decay, mask=mask),
         _momentum(momentum, nesterov),
@@ -269,6 +271,7 @@ def adam_l2(
       `torch.optim.Adam
       <https://pytorch.org/docs/stable/generated/torch.optim.Adam.html>`_.
     """
+    coef.check("learning_rate", learning_rate)
     return optax.chain(
         add_l2_grad(weight_decay, mask=mask),
         optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
@@ -413,6 +416,7 @@ def proximal_sgd(
       Beck & Teboulle, `A Fast Iterative Shrinkage-Thresholding Algorithm
       <https://doi.org/10.1137/080716542>`_, 2009.
     """
+    coef.check("learning_rate", learning_rate)
     return optax.chain(
         optax.scale_by_learning_rate(learning_rate),
         prox_elastic_net(l1, l2, learning_rate=learning_rate, mask=mask),

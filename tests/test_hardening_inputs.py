@@ -491,11 +491,8 @@ def test_messages_are_not_truncated_reprs() -> None:
 
 # --- recipes' learning_rate --------------------------------------------------------
 
-# Recipes whose learning_rate reaches a decaytx stage (the decoupled or
-# proximal multiplier) get decaytx's check; sgd_l2 and adam_l2 hand it to
-# optax only, which checks nothing. Reported; strict xfail so that the fix
-# shows up here.
-_LR_UNCHECKED = {"sgd_l2", "adam_l2"}
+# Every recipe checks its learning_rate as a coefficient (None included: a
+# recipe's learning rate is never optional).
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -505,10 +502,7 @@ _LR_UNCHECKED = {"sgd_l2", "adam_l2"}
      (True, TypeError, "True"), (None, TypeError, "None")],
     ids=["negative", "nan", "string", "bool", "none"],
 )
-def test_recipe_learning_rate(recipe: str, value: Any, exc: type, shown: str, request: Any) -> None:
-    if recipe in _LR_UNCHECKED or value is None:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="recipe does not validate learning_rate (None: m=1 is taken)"))
+def test_recipe_learning_rate(recipe: str, value: Any, exc: type, shown: str) -> None:
     args = (value, 0.1)
     with pytest.raises(exc) as info:
         getattr(decaytx, recipe)(*args)
