@@ -110,8 +110,18 @@ def check_mask(mask: Any) -> Any:
             "transform out."
         ))
     for leaf in jax.tree_util.tree_leaves(mask):
-        if isinstance(leaf, jax.Array):
-            raise TypeError(_MASK_TRAP.format(value=leaf))
+        if isinstance(leaf, jax.core.Tracer):
+            raise TypeError(
+                f"mask= has a traced leaf ({leaf!r}); a mask decides which "
+                "leaves are decayed and must be concrete. Keep it static (under "
+                "optax.inject_hyperparams use decaytx.inject_hyperparams)."
+            )
+        if (
+            isinstance(leaf, (jax.Array, np.ndarray))
+            and leaf.shape == ()
+            and leaf.dtype == np.bool_
+        ):
+            continue  # a concrete 0-d bool array, as optax.masked accepts
         if not isinstance(leaf, (bool, np.bool_)):
             raise TypeError(
                 f"mask= leaves must be Python bools (True = decay), got "

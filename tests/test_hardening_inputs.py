@@ -299,15 +299,33 @@ def test_mask_of_wrong_structure_names_the_paths(
         ("bias", "'bias'"),
         (True, "True"),  # what optax.inject_hyperparams makes of a callable mask
         (jnp.asarray(False), "False"),
-        ({"dense": jnp.asarray(True), "head": False}, "True"),
+        ({"dense": jnp.asarray([True]), "head": False}, "True"),
     ],
-    ids=["int-leaves", "str-leaf", "string", "bare-bool", "bare-array", "array-leaf"],
+    ids=["int-leaves", "str-leaf", "string", "bare-bool", "bare-array", "non-scalar-array-leaf"],
 )
 @pytest.mark.parametrize("form", list(DECAY_FORMS))
 def test_mask_of_wrong_type_is_refused_at_construction(form: str, mask: Any, shown: str) -> None:
     with pytest.raises(TypeError) as info:
         DECAY_FORMS[form](mask=mask)
     assert_message(info.value, "mask", shown)
+
+
+@pytest.mark.parametrize("form", list(DECAY_FORMS))
+def test_concrete_bool_array_mask_leaves_act_as_bools(form: str) -> None:
+    # optax.masked accepts concrete 0-d bool arrays as mask leaves; so does decaytx.
+    mask_tree = jax.tree.map(lambda _: False, PARAMS)
+    first = jax.tree_util.tree_leaves(mask_tree)
+    paths = jax.tree_util.tree_flatten(mask_tree)[1]
+    as_bools = jax.tree_util.tree_unflatten(paths, [True] + first[1:])
+    as_arrays = jax.tree_util.tree_unflatten(paths, [jnp.asarray(True)] + [jnp.asarray(b) for b in first[1:]])
+    grads = jax.tree.map(jnp.ones_like, PARAMS)
+    outs = []
+    for mask in (as_bools, as_arrays):
+        t = DECAY_FORMS[form](mask=mask)
+        outs.append(t.update(grads, t.init(PARAMS), PARAMS)[0])
+    jax.tree.map(np.testing.assert_array_equal, outs[0], outs[1])
+    assert not np.array_equal(outs[1]["dense"]["bias"], grads["dense"]["bias"])  # decayed
+    np.testing.assert_array_equal(outs[1]["head"], grads["head"])  # masked out
 
 
 def test_callable_mask_under_optax_inject_hyperparams_fails_loudly() -> None:
