@@ -849,20 +849,24 @@ def main(out_dir: pathlib.Path, quick: bool, seed: int) -> None:
     run(pathlib.Path(out_dir), cfg, seed, command=cmd)
 
 
-def publish(out_dir: pathlib.Path, root: pathlib.Path | None = None) -> None:
-    """Copies a run's report into the repo: BENCHMARKS.md at the root, plots under docs/assets/bench/."""
+def publish(out_dir: pathlib.Path, root: pathlib.Path | None = None, suffix: str = "") -> None:
+    """Copies a run's report into the repo: BENCHMARKS.md at the root, plots under docs/assets/bench/.
+
+    ``suffix="full"`` writes BENCHMARKS-full.md and docs/assets/bench-full/ instead.
+    """
     import shutil
 
     root = root or pathlib.Path(__file__).resolve().parents[1]
     result = json.loads((pathlib.Path(out_dir) / "bench.json").read_text())
-    assets = root / "docs" / "assets" / "bench"
+    tag = f"-{suffix}" if suffix else ""
+    assets = root / "docs" / "assets" / f"bench{tag}"
     assets.mkdir(parents=True, exist_ok=True)
     for f in result["plots"]:
         shutil.copyfile(pathlib.Path(out_dir) / f, assets / f)
     shutil.copyfile(pathlib.Path(out_dir) / "bench.json", assets / "bench.json")
-    result["plot_prefix"] = "docs/assets/bench/"
-    (root / "BENCHMARKS.md").write_text(report(result))
-    print(f"published {out_dir} -> {root / 'BENCHMARKS.md'}, {assets}")
+    result["plot_prefix"] = f"docs/assets/bench{tag}/"
+    (root / f"BENCHMARKS{tag}.md").write_text(report(result))
+    print(f"published {out_dir} -> {root / f'BENCHMARKS{tag}.md'}, {assets}")
 
 
 def _cli(argv: list[str] | None = None) -> None:
@@ -873,9 +877,11 @@ def _cli(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--publish", type=pathlib.Path, metavar="RUN_DIR", default=None,
                     help="copy RUN_DIR's report to ./BENCHMARKS.md and docs/assets/bench/ (no run)")
+    ap.add_argument("--as", dest="suffix", default="", metavar="SUFFIX",
+                    help="with --publish: write BENCHMARKS-SUFFIX.md and docs/assets/bench-SUFFIX/")
     args = ap.parse_args(argv)
     if args.publish is not None:
-        publish(args.publish)
+        publish(args.publish, suffix=args.suffix)
     elif args.tiny:
         run(args.out, config("tiny"), args.seed, command="python -m experiments.bench --tiny")
     else:
