@@ -318,14 +318,17 @@ def test_concrete_bool_array_mask_leaves_act_as_bools(form: str) -> None:
     paths = jax.tree_util.tree_flatten(mask_tree)[1]
     as_bools = jax.tree_util.tree_unflatten(paths, [True] + first[1:])
     as_arrays = jax.tree_util.tree_unflatten(paths, [jnp.asarray(True)] + [jnp.asarray(b) for b in first[1:]])
-    grads = jax.tree.map(jnp.ones_like, PARAMS)
+    grads = jax.tree.map(jnp.zeros_like, PARAMS)  # Adam's first step: 0 stays 0, only decay moves
+    none = jax.tree.map(lambda _: False, PARAMS)
     outs = []
-    for mask in (as_bools, as_arrays):
+    for mask in (as_bools, as_arrays, none):
         t = DECAY_FORMS[form](mask=mask)
-        outs.append(t.update(grads, t.init(PARAMS), PARAMS)[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", decaytx.DecayWarning)  # "selects none"
+            outs.append(t.update(grads, t.init(PARAMS), PARAMS)[0])
     jax.tree.map(np.testing.assert_array_equal, outs[0], outs[1])
-    assert not np.array_equal(outs[1]["dense"]["bias"], grads["dense"]["bias"])  # decayed
-    np.testing.assert_array_equal(outs[1]["head"], grads["head"])  # masked out
+    assert not np.array_equal(outs[1]["dense"]["bias"], outs[2]["dense"]["bias"])  # decayed
+    np.testing.assert_array_equal(outs[1]["head"], outs[2]["head"])  # masked out
 
 
 def test_callable_mask_under_optax_inject_hyperparams_fails_loudly() -> None:
