@@ -33,6 +33,11 @@ def inject_hyperparams(
     chains.) Passing a trapped mask straight to ``optax.inject_hyperparams``
     raises a ``TypeError`` that points here.
 
+    A recipe called with ``decay_scaling="schedule"`` or ``"corrected"`` needs
+    the learning-rate schedule itself (for :math:`\eta_t/\eta_{max}`), not its
+    value at the current step, so for that call ``learning_rate`` is kept
+    static too (it is then not in ``state.hyperparams``).
+
     Args:
       inner_factory: a decaytx (or optax) transform factory.
       static_args: further arguments to keep static.
@@ -56,13 +61,34 @@ def inject_hyperparams(
     static = {static_args} if isinstance(static_args, str) else set(static_args)
     names = inspect.signature(inner_factory).parameters
     static |= {a for a in STRUCTURAL_ARGS if a in names}
+    signature = inspect.signature(inner_factory)
     injected = optax.inject_hyperparams(
         inner_factory, static_args=tuple(sorted(static)), hyperparam_dtype=hyperparam_dtype
     )
+    injected_static_lr = (
+        optax.inject_hyperparams(
+            inner_factory,
+            static_args=tuple(sorted(static | {"learning_rate"})),
+            hyperparam_dtype=hyperparam_dtype,
+        )
+        if {"learning_rate", "decay_scaling"} <= set(names)
+        else None
+    )
+
+    def needs_static_lr(args: Any, kwargs: Any) -> bool:
+        if injected_static_lr is None:
+            return False
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return bound.arguments["decay_scaling"] in ("schedule", "corrected")
 
     @functools.wraps(inner_factory)
     def factory(*args: Any, **kwargs: Any) -> Any:
-        tx = injected(*args, **kwargs)
+        if needs_static_lr(args, kwargs):
+            assert injected_static_lr is not None
+            tx = injected_static_lr(*args, **kwargs)
+        else:
+            tx = injected(*args, **kwargs)
         # optax rebuilds the inner transform at every init, so its once-only
         # DecayWarnings would fire again; the arguments are the same, so the
         # warnings are too: let them through at the first init only.

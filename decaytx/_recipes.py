@@ -57,8 +57,9 @@ def decay_multiplier(learning_rate: optax.ScalarOrSchedule, decay_scaling: str) 
             f"decay_scaling={decay_scaling!r} needs the learning-rate schedule "
             f"itself, but learning_rate is an array ({learning_rate!r}), as "
             "optax.inject_hyperparams makes of a schedule. Keep it static: "
-            "decaytx.inject_hyperparams(decaytx.adamw, static_args="
-            "('learning_rate',)), or pass a Python float for a constant rate."
+            "use decaytx.inject_hyperparams (which does so for this scaling) or "
+            "optax.inject_hyperparams(..., static_args=('learning_rate',)), or "
+            "pass a Python float for a constant rate."
         )
     if decay_scaling == "schedule":
         return lr_multiplier(learning_rate)
@@ -199,7 +200,7 @@ def sgdw(
       ValueError: for an unknown ``decay_scaling`` (at construction), and for
         ``"schedule"``/``"corrected"`` with an array ``learning_rate``: the
         schedule already evaluated, as ``optax.inject_hyperparams`` passes it
-        (keep ``learning_rate`` in ``static_args`` there).
+        (``decaytx.inject_hyperparams`` keeps it static for these scalings).
 
     Examples:
       >>> import jax.numpy as jnp, optax, decaytx
@@ -339,7 +340,7 @@ def adamw(
       ValueError: for an unknown ``decay_scaling`` (at construction), and for
         ``"schedule"``/``"corrected"`` with an array ``learning_rate``: the
         schedule already evaluated, as ``optax.inject_hyperparams`` passes it
-        (keep ``learning_rate`` in ``static_args`` there).
+        (``decaytx.inject_hyperparams`` keeps it static for these scalings).
 
     Examples:
       >>> import jax.numpy as jnp, optax, decaytx

@@ -460,17 +460,15 @@ def test_adamw_decay_scaling_lr_and_none_under_inject_hyperparams(decay_scaling:
 
 @pytest.mark.parametrize("decay_scaling", ["schedule", "corrected"])
 def test_adamw_schedule_scalings_under_inject_hyperparams(decay_scaling: str) -> None:
-    """eta_t / eta_max needs the schedule, not its value at this step: an
-    injected (evaluated) learning rate is refused; a static one works."""
+    """eta_t / eta_max needs the schedule, not its value at this step: optax's
+    wrapper (which evaluates it) is refused; decaytx's keeps it static."""
     wd = 0.1
     schedule = optax.linear_schedule(0.05, 0.01, 4)  # eta_max = 0.05
     with pytest.raises(ValueError, match=r"static_args=\('learning_rate',\)"):
-        decaytx.inject_hyperparams(decaytx.adamw)(schedule, wd, decay_scaling=decay_scaling).init(
+        optax.inject_hyperparams(decaytx.adamw)(schedule, wd, decay_scaling=decay_scaling).init(
             _params()
         )
-    tx = decaytx.inject_hyperparams(decaytx.adamw, static_args=("learning_rate",))(
-        schedule, wd, decay_scaling=decay_scaling
-    )
+    tx = decaytx.inject_hyperparams(decaytx.adamw)(schedule, wd, decay_scaling=decay_scaling)
     params = _params()
     state = tx.init(params)
     assert "learning_rate" not in state.hyperparams
