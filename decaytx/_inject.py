@@ -22,7 +22,7 @@ def inject_hyperparams(
     static_args: str | Iterable[str] = (),
     hyperparam_dtype: Any = None,
 ) -> Callable[..., Any]:
-    """``optax.inject_hyperparams`` that keeps structural arguments static.
+    r"""``optax.inject_hyperparams`` that keeps structural arguments static.
 
     optax treats every callable argument as a schedule; a callable ``mask``
     is then called with the step count and decay is silently turned off.
