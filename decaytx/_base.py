@@ -110,7 +110,7 @@ def check_mask(mask: Any) -> Any:
             "transform out."
         ))
     for leaf in jax.tree_util.tree_leaves(mask):
-        if isinstance(leaf, jax.core.Tracer):
+        if coef.is_traced(leaf):
             raise TypeError(
                 f"mask= has a traced leaf ({leaf!r}); a mask decides which "
                 "leaves are decayed and must be concrete. Keep it static (under "
