@@ -57,6 +57,11 @@ def inject_hyperparams(
       >>> t.update(params, state, params)[0]["w"]
       Array([[1.5, 1.5],
              [1.5, 1.5]], dtype=float32)
+
+    References:
+      optax issues `#57 <https://github.com/google-deepmind/optax/issues/57>`_
+      and `#1373 <https://github.com/google-deepmind/optax/issues/1373>`_
+      (a callable mask under ``inject_hyperparams``).
     """
     static = {static_args} if isinstance(static_args, str) else set(static_args)
     names = inspect.signature(inner_factory).parameters

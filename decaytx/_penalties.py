@@ -84,6 +84,10 @@ def l2_penalty(params: Any, weight_decay: Any, *, mask: Any = None, anchor: Any 
       Array(1.25, dtype=float32)
       >>> jax.grad(decaytx.l2_penalty)(params, 0.1)["w"]
       Array([0.3, 0.4], dtype=float32)
+
+    References:
+      Krogh & Hertz, `A Simple Weight Decay Can Improve Generalization
+      <https://papers.nips.cc/paper/563>`_, NeurIPS 1991.
     """
     coef.check("weight_decay", weight_decay)
     return weight_decay / 2 * _masked_sum(params, mask, lambda d: jnp.real(d * jnp.conj(d)), anchor)
@@ -107,6 +111,10 @@ def l1_penalty(params: Any, l1: Any, *, mask: Any = None) -> jax.Array:
       >>> import jax.numpy as jnp, decaytx
       >>> decaytx.l1_penalty({"w": jnp.array([3.0, -4.0])}, 0.5)
       Array(3.5, dtype=float32)
+
+    References:
+      Tibshirani, `Regression Shrinkage and Selection via the Lasso
+      <https://doi.org/10.1111/j.2517-6161.1996.tb02080.x>`_, 1996.
     """
     coef.check("l1", l1)
     return l1 * _masked_sum(params, mask, _abs)
@@ -130,6 +138,10 @@ def elastic_net_penalty(params: Any, l1: Any, l2: Any, *, mask: Any = None) -> j
       >>> import jax.numpy as jnp, decaytx
       >>> decaytx.elastic_net_penalty({"w": jnp.array([3.0, -4.0])}, 0.5, 0.1)
       Array(4.75, dtype=float32)
+
+    References:
+      Zou & Hastie, `Regularization and variable selection via the elastic net
+      <https://doi.org/10.1111/j.1467-9868.2005.00503.x>`_, 2005.
     """
     # Checked here so that a bad l2 is reported as l2, not as weight_decay.
     coef.check("l1", l1)

@@ -70,6 +70,11 @@ def ndim_at_least(n: int) -> _PathMask:
       >>> params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
       >>> decaytx.masks.ndim_at_least(2)(params)
       {'b': False, 'w': True}
+
+    References:
+      Karpathy, `nanoGPT <https://github.com/karpathy/nanoGPT>`_,
+      ``configure_optimizers`` in ``model.py``: "all weight tensors in
+      matmuls + embeddings decay, all biases and layernorms don't".
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise ValueError(f"masks.ndim_at_least(n={n!r}): n must be a non-negative int, e.g. 2.")
@@ -91,6 +96,10 @@ def exclude(*patterns: str) -> _PathMask:
       >>> params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}}
       >>> decaytx.masks.exclude("bias")(params)
       {'dense': {'bias': False, 'kernel': True}}
+
+    References:
+      `optax.masked <https://optax.readthedocs.io/en/latest/api/optimizer_wrappers.html#optax.masked>`_,
+      whose masks (pytrees of bools, prefixes, callables) these return.
     """
     compiled = _compile(patterns, "exclude")
     return _PathMask(
@@ -113,6 +122,10 @@ def include(*patterns: str) -> _PathMask:
       >>> params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}}
       >>> decaytx.masks.include("kernel")(params)
       {'dense': {'bias': False, 'kernel': True}}
+
+    References:
+      `optax.masked <https://optax.readthedocs.io/en/latest/api/optimizer_wrappers.html#optax.masked>`_,
+      whose masks (pytrees of bools, prefixes, callables) these return.
     """
     compiled = _compile(patterns, "include")
     return _PathMask(lambda path, _: any(c.search(path) for c in compiled), f"include{patterns!r}")
