@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from collections.abc import Callable
 from typing import Any, Union
 
@@ -148,12 +149,38 @@ def cast_for(scalar: jax.Array, leaf: jax.Array) -> jax.Array:
 TRACED_VALUE_ERRORS = (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError)
 
 
+# Grid values per schedule object (and per x64 setting, which changes the
+# values' precision): the first init checks a schedule and then finds its peak
+# for the warnings, and lr_multiplier finds the same peak at construction; a
+# schedule is a pure function of the step, so once is enough.
+_GRID_CACHE: weakref.WeakKeyDictionary[Any, dict[bool, tuple[np.ndarray, np.ndarray]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _grid_values(schedule: Any) -> tuple[np.ndarray, np.ndarray]:
     """The steps of the peak grid and the schedule's values there (NumPy).
 
-    Runs eagerly even when called while an outer function is being traced
-    (``jax.jit(opt.init)``): the grid is a constant, so its values are too.
+    Computed once per schedule object and x64 setting (cached while the
+    schedule lives; one that cannot be weakly referenced or hashed is
+    evaluated every time).
     """
+    x64 = bool(jax.config.read("jax_enable_x64"))
+    try:
+        return _GRID_CACHE[schedule][x64]
+    except (KeyError, TypeError):
+        pass
+    result = _evaluate_grid(schedule)
+    try:
+        _GRID_CACHE.setdefault(schedule, {})[x64] = result
+    except TypeError:
+        pass
+    return result
+
+
+def _evaluate_grid(schedule: Any) -> tuple[np.ndarray, np.ndarray]:
+    # Runs eagerly even when called while an outer function is being traced
+    # (jax.jit(opt.init)): the grid is a constant, so its values are too.
     with jax.ensure_compile_time_eval():
         try:
             values = jax.jit(jax.vmap(schedule))(jnp.asarray(_PEAK_GRID))
