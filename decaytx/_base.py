@@ -333,17 +333,22 @@ class DecayWarning(UserWarning):
     """A decay setting that is legal but almost certainly not what was meant."""
 
 
+def _with_mask(params: PyTree, mask_tree: PyTree) -> list[tuple[Any, bool]]:
+    """(params leaf, mask bool) pairs; ``mask_tree`` comes from :func:`resolve_mask`."""
+    return list(zip(
+        jax.tree_util.tree_leaves(params, is_leaf=_is_leaf),
+        jax.tree_util.tree_leaves(mask_tree, is_leaf=_is_leaf),
+        strict=True,
+    ))
+
+
 def warn_empty_mask(name: str, mask: Any, params: PyTree, mask_tree: PyTree) -> None:
     """Warns when a mask selects none of the float leaves: the decay is off.
 
     The classic silent bug: ``masks.include("weight")`` on params whose
     matrices are called ``kernel``.
     """
-    pairs = list(zip(  # noqa: B905 (both flattened from params)
-        jax.tree_util.tree_leaves(params, is_leaf=_is_leaf),
-        jax.tree_util.tree_leaves(mask_tree, is_leaf=_is_leaf),
-    ))
-    floats = [m for p, m in pairs if is_decayable(p)]
+    floats = [m for p, m in _with_mask(params, mask_tree) if is_decayable(p)]
     if floats and not any(floats):
         warnings.warn(
             f"{name}: mask={mask!r} selects none of the {len(floats)} float "
@@ -378,10 +383,7 @@ def warn_step_decay(name: str, rate: float | None, params: PyTree, mask_tree: Py
         return
     lost = sorted({
         str(jnp.dtype(p.dtype))
-        for p, m in zip(  # noqa: B905 (both flattened from params)
-            jax.tree_util.tree_leaves(params, is_leaf=_is_leaf),
-            jax.tree_util.tree_leaves(mask_tree, is_leaf=_is_leaf),
-        )
+        for p, m in _with_mask(params, mask_tree)
         # The factor as the update computes it: f32, then cast to the leaf's
         # real dtype (a bf16 factor just above eps/4 rounds down onto it).
         if m and is_decayable(p)
