@@ -27,7 +27,7 @@ def _decoupled_term(
 def add_decoupled_decay(
     weight_decay: Coefficient,
     *,
-    learning_rate: Coefficient | None = None,
+    learning_rate: Coefficient | None = _update_side.REQUIRED,
     mask: Any = None,
     anchor: Any = None,
     cautious: bool = False,
@@ -82,7 +82,7 @@ def add_decoupled_decay(
       Chen et al., `Cautious Weight Decay <https://arxiv.org/abs/2510.12402>`_, 2025.
     """
     coef.check("weight_decay", weight_decay)
-    m = _update_side.multiplier(learning_rate)
+    m = _update_side.multiplier(learning_rate, "add_decoupled_decay")
     cautious = _check_cautious(cautious)
     if coef.is_zero(weight_decay) or coef.is_zero(m):
         return _base.identity()

@@ -82,7 +82,7 @@ def _prox_term(
 
 
 def prox_l1(
-    l1: Coefficient, *, learning_rate: Coefficient | None = None, mask: Any = None
+    l1: Coefficient, *, learning_rate: Coefficient | None = _update_side.REQUIRED, mask: Any = None
 ) -> optax.GradientTransformation:
     r"""Proximal L1 step: exact zeros.
 
@@ -126,7 +126,7 @@ def prox_elastic_net(
     l1: Coefficient,
     l2: Coefficient,
     *,
-    learning_rate: Coefficient | None = None,
+    learning_rate: Coefficient | None = _update_side.REQUIRED,
     mask: Any = None,
 ) -> optax.GradientTransformation:
     r"""Proximal elastic-net step: exact zeros and shrinkage.
@@ -150,7 +150,7 @@ def prox_elastic_net(
 
     Examples:
       >>> import jax.numpy as jnp, optax, decaytx
-      >>> t = decaytx.prox_elastic_net(0.5, 1.0)
+      >>> t = decaytx.prox_elastic_net(0.5, 1.0, learning_rate=None)
       >>> params = jnp.array([0.25, 2.5])
       >>> updates, _ = t.update(jnp.zeros(2), t.init(params), params)
       >>> optax.apply_updates(params, updates)
@@ -168,7 +168,7 @@ def prox_elastic_net(
 def _prox(name: str, l1: Any, l2: Any, learning_rate: Any, mask: Any) -> optax.GradientTransformation:
     coef.check("l1", l1)
     coef.check("l2", l2)
-    m = _update_side.multiplier(learning_rate)
+    m = _update_side.multiplier(learning_rate, name)
     if (coef.is_zero(l1) and coef.is_zero(l2)) or coef.is_zero(m):
         return _base.identity()
     return _base.decay_transform(

@@ -19,8 +19,36 @@ from decaytx import _base
 from decaytx import _coefficients as coef
 
 
-def multiplier(learning_rate: Any) -> Any:
-    """The multiplier coefficient ``m``: ``learning_rate``, or 1 for ``None``."""
+class _Required:
+    """The default of ``learning_rate=``: a sentinel that must be replaced."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED: Any = _Required()
+
+_CHOICES = (
+    "learning_rate=eta (a float or the optimizer's schedule: m_t = eta_t, as "
+    "PyTorch AdamW and optax.adamw); learning_rate=decaytx.lr_multiplier(schedule) "
+    "(m_t = eta_t/eta_max, the paper's AdamW); "
+    "learning_rate=decaytx.corrected_decay(schedule) (m_t = eta_t**2/eta_max, "
+    "AdamC); learning_rate=None (m_t = 1, fully independent decay as TF-Addons "
+    "AdamW)"
+)
+
+
+def multiplier(learning_rate: Any, name: str) -> Any:
+    """The multiplier coefficient ``m``: ``learning_rate``, or 1 for ``None``.
+
+    ``learning_rate`` has no default (decaytx 0.2): a forgotten multiplier
+    silently decays with m = 1, so it must be said out loud.
+    """
+    if learning_rate is REQUIRED:
+        raise TypeError(
+            f"{name}() needs learning_rate=, the multiplier m_t of the decay "
+            f"(u <- u - m_t * lambda * theta). Choose one: {_CHOICES}."
+        )
     coef.check("learning_rate", learning_rate, allow_none=True)
     return 1.0 if learning_rate is None else learning_rate
 

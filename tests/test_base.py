@@ -3,6 +3,7 @@ state, the update contract, the fusion guarantee, the warnings and linearity."""
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 
@@ -27,7 +28,7 @@ FORMS = {
     "add_elastic_net_grad": lambda c: decaytx.add_elastic_net_grad(c, c),
     "add_decoupled_decay": lambda c: decaytx.add_decoupled_decay(c, learning_rate=c),
     "add_decoupled_decay_anchor_cautious": lambda c: decaytx.add_decoupled_decay(
-        c, anchor="init", cautious=True
+        c, anchor="init", cautious=True, learning_rate=None
     ),
     "prox_l1": lambda c: decaytx.prox_l1(c, learning_rate=c),
     "prox_elastic_net": lambda c: decaytx.prox_elastic_net(c, c, learning_rate=c),
@@ -229,8 +230,8 @@ def test_count_saturates_like_optax():
     "make",
     [
         lambda a, m: decaytx.add_l2_grad(0.1, anchor=a, mask=m),
-        lambda a, m: decaytx.add_decoupled_decay(0.1, anchor=a, mask=m),
-        lambda a, m: decaytx.add_decoupled_decay(SCHED, anchor=a, mask=m),
+        lambda a, m: decaytx.add_decoupled_decay(0.1, anchor=a, mask=m, learning_rate=None),
+        lambda a, m: decaytx.add_decoupled_decay(SCHED, anchor=a, mask=m, learning_rate=None),
     ],
     ids=["l2", "decoupled", "decoupled_schedule"],
 )
@@ -286,7 +287,11 @@ def test_update_without_params_names_the_form(form):
 @pytest.mark.parametrize("form", ["add_l2_grad_anchor", "add_decoupled_decay_anchor_cautious"])
 def test_anchor_tree_mismatch_names_the_paths(form):
     params = {"w": leaf(jnp.float32), "b": leaf(jnp.float32, (4,))}
-    make = decaytx.add_l2_grad if "l2" in form else decaytx.add_decoupled_decay
+    make = (
+        decaytx.add_l2_grad
+        if "l2" in form
+        else functools.partial(decaytx.add_decoupled_decay, learning_rate=None)
+    )
     tx = make(0.1, anchor={"w": leaf(jnp.float32), "c": leaf(jnp.float32, (4,))})
     with pytest.raises(ValueError, match="anchor") as e:
         tx.init(params)
@@ -310,11 +315,11 @@ GRAD_SIDE = {
 }
 UPDATE_SIDE = {
     "add_decoupled_decay": lambda: decaytx.add_decoupled_decay(0.1, learning_rate=0.1),
-    "add_decoupled_decay_none": lambda: decaytx.add_decoupled_decay(0.01),
-    "add_decoupled_decay_anchor": lambda: decaytx.add_decoupled_decay(0.1, anchor="init"),
-    "add_decoupled_decay_cautious": lambda: decaytx.add_decoupled_decay(0.1, cautious=True),
+    "add_decoupled_decay_none": lambda: decaytx.add_decoupled_decay(0.01, learning_rate=None),
+    "add_decoupled_decay_anchor": lambda: decaytx.add_decoupled_decay(0.1, anchor="init", learning_rate=None),
+    "add_decoupled_decay_cautious": lambda: decaytx.add_decoupled_decay(0.1, cautious=True, learning_rate=None),
     "add_decoupled_decay_masked": lambda: decaytx.add_decoupled_decay(
-        0.1, mask=decaytx.masks.ndim_at_least(2)
+        0.1, mask=decaytx.masks.ndim_at_least(2), learning_rate=None
     ),
     "prox_l1": lambda: decaytx.prox_l1(0.1, learning_rate=0.1),
     "prox_elastic_net": lambda: decaytx.prox_elastic_net(0.1, 0.2, learning_rate=0.1),
@@ -421,7 +426,7 @@ def test_resolution_warning_fires_once_for_bf16_not_for_f32():
     "make",
     [
         lambda: decaytx.add_decoupled_decay(0.1, learning_rate=1e-3),
-        lambda: decaytx.add_decoupled_decay(0.01),
+        lambda: decaytx.add_decoupled_decay(0.01, learning_rate=None),
         lambda: decaytx.add_decoupled_decay(
             0.05, learning_rate=optax.cosine_decay_schedule(3e-4, 1000)
         ),
@@ -456,7 +461,7 @@ def test_resolution_warning_is_exact_on_every_value_in_1_2(dtype, scale):
     rate = float(jnp.finfo(dtype).eps) / 4 * scale
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        tx = decaytx.add_decoupled_decay(rate)
+        tx = decaytx.add_decoupled_decay(rate, learning_rate=None)
         state = tx.init(x)
     fired = any("resolution" in str(w.message) for w in rec)
     u, _ = tx.update(jnp.zeros_like(x), state, x)
@@ -474,7 +479,7 @@ def test_resolution_warning_just_above_threshold_changes_some_value(dtype):
     assert above > thr
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        tx = decaytx.add_decoupled_decay(above)
+        tx = decaytx.add_decoupled_decay(above, learning_rate=None)
         state = tx.init(x)
     new = optax.apply_updates(x, tx.update(jnp.zeros_like(x), state, x)[0])
     assert np.any(np.asarray(new) != np.asarray(x))
@@ -497,7 +502,7 @@ LINEAR_FORMS = {
     "add_l1_subgrad": lambda lam: decaytx.add_l1_subgrad(lam),
     "add_elastic_net_grad": lambda lam: decaytx.add_elastic_net_grad(lam, lam),
     "add_decoupled_decay": lambda lam: decaytx.add_decoupled_decay(lam, learning_rate=0.5),
-    "add_decoupled_decay_cautious": lambda lam: decaytx.add_decoupled_decay(lam, cautious=True),
+    "add_decoupled_decay_cautious": lambda lam: decaytx.add_decoupled_decay(lam, cautious=True, learning_rate=None),
 }
 
 vals = st.floats(-10, 10, allow_nan=False, width=32)

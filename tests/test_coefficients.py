@@ -23,12 +23,12 @@ ARGUMENTS = [
     ("l1", lambda v: decaytx.add_l1_subgrad(v)),
     ("l1", lambda v: decaytx.add_elastic_net_grad(v, 0.1)),
     ("l2", lambda v: decaytx.add_elastic_net_grad(0.1, v)),
-    ("weight_decay", lambda v: decaytx.add_decoupled_decay(v)),
+    ("weight_decay", lambda v: decaytx.add_decoupled_decay(v, learning_rate=None)),
     ("learning_rate", lambda v: decaytx.add_decoupled_decay(0.1, learning_rate=v)),
-    ("l1", lambda v: decaytx.prox_l1(v)),
+    ("l1", lambda v: decaytx.prox_l1(v, learning_rate=None)),
     ("learning_rate", lambda v: decaytx.prox_l1(0.1, learning_rate=v)),
-    ("l1", lambda v: decaytx.prox_elastic_net(v, 0.1)),
-    ("l2", lambda v: decaytx.prox_elastic_net(0.1, v)),
+    ("l1", lambda v: decaytx.prox_elastic_net(v, 0.1, learning_rate=None)),
+    ("l2", lambda v: decaytx.prox_elastic_net(0.1, v, learning_rate=None)),
     ("learning_rate", lambda v: decaytx.prox_elastic_net(0.1, 0.1, learning_rate=v)),
     ("weight_decay", lambda v: decaytx.l2_penalty(P, v)),
     ("l1", lambda v: decaytx.l1_penalty(P, v)),
@@ -88,7 +88,7 @@ def test_errors_come_before_any_tracing(name, build):
 
 def test_none_coefficient_is_refused_but_none_learning_rate_means_one():
     with pytest.raises(TypeError, match="weight_decay=None"):
-        decaytx.add_decoupled_decay(None)
+        decaytx.add_decoupled_decay(None, learning_rate=None)
     tx = decaytx.add_decoupled_decay(0.25, learning_rate=None)
     u, _ = tx.update(jax.tree.map(jnp.zeros_like, P), tx.init(P), P)
     np.testing.assert_allclose(np.asarray(u["w"]), -0.25)
@@ -111,11 +111,11 @@ ZERO_FORMS = {
     "add_decoupled_decay": lambda z: decaytx.add_decoupled_decay(z, learning_rate=0.1),
     "add_decoupled_decay_lr0": lambda z: decaytx.add_decoupled_decay(0.1, learning_rate=z),
     "add_decoupled_decay_anchor": lambda z: decaytx.add_decoupled_decay(
-        z, anchor="init", cautious=True
+        z, anchor="init", cautious=True, learning_rate=None
     ),
     "prox_l1": lambda z: decaytx.prox_l1(z, learning_rate=0.1),
     "prox_l1_lr0": lambda z: decaytx.prox_l1(0.1, learning_rate=z),
-    "prox_elastic_net": lambda z: decaytx.prox_elastic_net(z, z),
+    "prox_elastic_net": lambda z: decaytx.prox_elastic_net(z, z, learning_rate=None),
 }
 
 
@@ -150,7 +150,7 @@ def test_zero_term_of_elastic_net_is_dropped(hlo):
 
 def test_jax_array_zero_is_not_a_fast_path_but_still_changes_nothing():
     """A JAX zero may become non-zero under inject_hyperparams, so it keeps the full transform."""
-    tx = decaytx.add_decoupled_decay(jnp.float32(0.0))
+    tx = decaytx.add_decoupled_decay(jnp.float32(0.0), learning_rate=None)
     u, _ = jax.jit(tx.update)(P, tx.init(P), P)
     for k in P:
         np.testing.assert_array_equal(np.asarray(u[k]), np.asarray(P[k]))

@@ -148,7 +148,7 @@ def test_cautious_without_anchor_matches_numpy(rng, maybe_jit):
 def test_cautious_on_complex_uses_real_inner_product():
     p = jnp.array([1 + 1j, 1 + 1j], jnp.complex64)
     u = jnp.array([-1 + 0.5j, 1 - 0.5j], jnp.complex64)  # Re(conj(u) p) = -0.5, 0.5
-    tx = decaytx.add_decoupled_decay(0.1, cautious=True)
+    tx = decaytx.add_decoupled_decay(0.1, cautious=True, learning_rate=None)
     out, _ = tx.update(u, tx.init(p), p)
     ref = np.asarray(u) - 0.1 * np.array([1 + 1j, 0])
     assert out.dtype == jnp.complex64
@@ -293,3 +293,22 @@ def test_adam_plus_decoupled_decay_is_optax_adamw(rng, eta):
     ours = optax.chain(optax.adam(eta), decaytx.add_decoupled_decay(0.1, learning_rate=eta))
     a, b = trajectories([ref, ours], params, quadratic_grad, 50)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: decaytx.add_decoupled_decay(0.1),
+        lambda: decaytx.prox_l1(0.1),
+        lambda: decaytx.prox_elastic_net(0.1, 0.1),
+    ],
+    ids=["add_decoupled_decay", "prox_l1", "prox_elastic_net"],
+)
+def test_missing_learning_rate_lists_the_four_choices(make):
+    """0.2: the multiplier must be said out loud; 0.1 silently used m = 1."""
+    with pytest.raises(TypeError, match="needs learning_rate=") as e:
+        make()
+    msg = str(e.value)
+    for choice in ("learning_rate=eta", "lr_multiplier(schedule)", "corrected_decay(schedule)",
+                   "learning_rate=None"):
+        assert choice in msg

@@ -129,7 +129,7 @@ FORMS: dict[str, Callable[[Any], optax.GradientTransformation]] = {
     "add_decoupled_decay.cautious": lambda m: decaytx.add_decoupled_decay(
         0.5, learning_rate=0.1, mask=m, cautious=True, anchor="init"),
     "prox_l1": lambda m: decaytx.prox_l1(1.0, learning_rate=SCHED, mask=m),
-    "prox_elastic_net": lambda m: decaytx.prox_elastic_net(1.0, 0.5, mask=m),
+    "prox_elastic_net": lambda m: decaytx.prox_elastic_net(1.0, 0.5, mask=m, learning_rate=None),
 }
 RECIPES: dict[str, Callable[[Any], optax.GradientTransformation]] = {
     "sgd_l2": lambda m: decaytx.sgd_l2(SCHED, 0.1, momentum=0.9, mask=m),

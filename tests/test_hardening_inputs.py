@@ -50,15 +50,15 @@ COEFFICIENT_SITES: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "add_l1_subgrad": ("l1", lambda v: decaytx.add_l1_subgrad(v)),
     "add_elastic_net_grad.l1": ("l1", lambda v: decaytx.add_elastic_net_grad(v, 0.1)),
     "add_elastic_net_grad.l2": ("l2", lambda v: decaytx.add_elastic_net_grad(0.1, v)),
-    "add_decoupled_decay": ("weight_decay", lambda v: decaytx.add_decoupled_decay(v)),
+    "add_decoupled_decay": ("weight_decay", lambda v: decaytx.add_decoupled_decay(v, learning_rate=None)),
     "add_decoupled_decay.lr": (
         "learning_rate",
         lambda v: decaytx.add_decoupled_decay(0.1, learning_rate=v),
     ),
-    "prox_l1": ("l1", lambda v: decaytx.prox_l1(v)),
+    "prox_l1": ("l1", lambda v: decaytx.prox_l1(v, learning_rate=None)),
     "prox_l1.lr": ("learning_rate", lambda v: decaytx.prox_l1(0.1, learning_rate=v)),
-    "prox_elastic_net.l1": ("l1", lambda v: decaytx.prox_elastic_net(v, 0.1)),
-    "prox_elastic_net.l2": ("l2", lambda v: decaytx.prox_elastic_net(0.1, v)),
+    "prox_elastic_net.l1": ("l1", lambda v: decaytx.prox_elastic_net(v, 0.1, learning_rate=None)),
+    "prox_elastic_net.l2": ("l2", lambda v: decaytx.prox_elastic_net(0.1, v, learning_rate=None)),
     "prox_elastic_net.lr": (
         "learning_rate",
         lambda v: decaytx.prox_elastic_net(0.1, 0.1, learning_rate=v),
@@ -195,10 +195,10 @@ SCHEDULE_FACTORIES: dict[str, Callable[[Any], optax.GradientTransformation]] = {
     "add_l2_grad": lambda s: decaytx.add_l2_grad(s),
     "add_l1_subgrad": lambda s: decaytx.add_l1_subgrad(s),
     "add_elastic_net_grad": lambda s: decaytx.add_elastic_net_grad(0.1, s),
-    "add_decoupled_decay": lambda s: decaytx.add_decoupled_decay(s),
+    "add_decoupled_decay": lambda s: decaytx.add_decoupled_decay(s, learning_rate=None),
     "add_decoupled_decay.lr": lambda s: decaytx.add_decoupled_decay(0.1, learning_rate=s),
-    "prox_l1": lambda s: decaytx.prox_l1(s),
-    "prox_elastic_net": lambda s: decaytx.prox_elastic_net(0.1, s),
+    "prox_l1": lambda s: decaytx.prox_l1(s, learning_rate=None),
+    "prox_elastic_net": lambda s: decaytx.prox_elastic_net(0.1, s, learning_rate=None),
 }
 
 
@@ -256,9 +256,9 @@ DECAY_FORMS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "add_l2_grad": lambda **k: decaytx.add_l2_grad(0.1, **k),
     "add_l1_subgrad": lambda **k: decaytx.add_l1_subgrad(0.1, **k),
     "add_elastic_net_grad": lambda **k: decaytx.add_elastic_net_grad(0.1, 0.1, **k),
-    "add_decoupled_decay": lambda **k: decaytx.add_decoupled_decay(0.1, **k),
-    "prox_l1": lambda **k: decaytx.prox_l1(0.1, **k),
-    "prox_elastic_net": lambda **k: decaytx.prox_elastic_net(0.1, 0.1, **k),
+    "add_decoupled_decay": lambda **k: decaytx.add_decoupled_decay(0.1, **{"learning_rate": None} | k),
+    "prox_l1": lambda **k: decaytx.prox_l1(0.1, **{"learning_rate": None} | k),
+    "prox_elastic_net": lambda **k: decaytx.prox_elastic_net(0.1, 0.1, **{"learning_rate": None} | k),
 }
 for _r, _mk in {
     "sgd_l2": lambda **k: decaytx.sgd_l2(0.1, 0.1, **k),
@@ -361,7 +361,7 @@ def test_bad_mask_builder_arguments(call: Callable[[], Any], shown: str) -> None
 
 ANCHORED: dict[str, Callable[..., optax.GradientTransformation]] = {
     "add_l2_grad": lambda **k: decaytx.add_l2_grad(0.1, **k),
-    "add_decoupled_decay": lambda **k: decaytx.add_decoupled_decay(0.1, **k),
+    "add_decoupled_decay": lambda **k: decaytx.add_decoupled_decay(0.1, **{"learning_rate": None} | k),
 }
 
 
@@ -398,7 +398,7 @@ def test_penalty_anchor_of_wrong_structure() -> None:
 @pytest.mark.parametrize("value", ["yes", 1, 0.5, None])
 def test_cautious_must_be_a_bool(value: Any) -> None:
     with pytest.raises(TypeError) as info:
-        decaytx.add_decoupled_decay(0.1, cautious=value)
+        decaytx.add_decoupled_decay(0.1, cautious=value, learning_rate=None)
     assert_message(info.value, "cautious", repr(value))
 
 

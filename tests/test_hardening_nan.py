@@ -73,7 +73,7 @@ def test_sign_at_zero_is_zero() -> None:
 def test_prox_at_zero_complex_and_real() -> None:
     params = {"r": jnp.zeros(3), "c": jnp.zeros(3, jnp.complex64)}
     zeros = jax.tree.map(jnp.zeros_like, params)
-    for t in (decaytx.prox_l1(0.1), decaytx.prox_elastic_net(0.1, 0.2)):
+    for t in (decaytx.prox_l1(0.1, learning_rate=None), decaytx.prox_elastic_net(0.1, 0.2, learning_rate=None)):
         out, _ = jax.jit(t.update)(zeros, t.init(params), params)
         for leaf in jax.tree.leaves(out):
             np.testing.assert_array_equal(np.asarray(leaf), 0)
@@ -83,11 +83,11 @@ FORMS = {
     "add_l2_grad": lambda: decaytx.add_l2_grad(0.5),
     "add_l1_subgrad": lambda: decaytx.add_l1_subgrad(0.5),
     "add_elastic_net_grad": lambda: decaytx.add_elastic_net_grad(0.5, 0.5),
-    "add_decoupled_decay": lambda: decaytx.add_decoupled_decay(0.5),
-    "add_decoupled_decay.cautious": lambda: decaytx.add_decoupled_decay(0.5, cautious=True),
-    "add_decoupled_decay.anchor": lambda: decaytx.add_decoupled_decay(0.5, anchor="init"),
-    "prox_l1": lambda: decaytx.prox_l1(0.5),
-    "prox_elastic_net": lambda: decaytx.prox_elastic_net(0.5, 0.5),
+    "add_decoupled_decay": lambda: decaytx.add_decoupled_decay(0.5, learning_rate=None),
+    "add_decoupled_decay.cautious": lambda: decaytx.add_decoupled_decay(0.5, cautious=True, learning_rate=None),
+    "add_decoupled_decay.anchor": lambda: decaytx.add_decoupled_decay(0.5, anchor="init", learning_rate=None),
+    "prox_l1": lambda: decaytx.prox_l1(0.5, learning_rate=None),
+    "prox_elastic_net": lambda: decaytx.prox_elastic_net(0.5, 0.5, learning_rate=None),
 }
 
 

@@ -87,7 +87,7 @@ def _moved(dtype: np.dtype, rate: float) -> int:
     values = _all_finite_nonzero(dtype)
     tiny = float(ml_dtypes.finfo(dtype).tiny)
     theta = jnp.asarray(values[np.abs(values.astype(np.float64)) * rate >= tiny])
-    t = decaytx.add_decoupled_decay(rate)
+    t = decaytx.add_decoupled_decay(rate, learning_rate=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", decaytx.DecayWarning)
         state = t.init(theta)
@@ -100,7 +100,7 @@ def _warns(dtype: np.dtype, rate: float) -> list[str]:
     theta = jnp.ones(3, dtype)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        decaytx.add_decoupled_decay(rate).init(theta)
+        decaytx.add_decoupled_decay(rate, learning_rate=None).init(theta)
     return [str(w.message) for w in caught if issubclass(w.category, decaytx.DecayWarning)]
 
 
@@ -134,7 +134,7 @@ def test_resolution_threshold_in_f32() -> None:
     eps = float(np.finfo(np.float32).eps)
     theta = jnp.asarray([1.0, 1.5, 1.9999999, 3.0e-38, 3.0e38], jnp.float32)
     for rate, lost in [(eps / 4, True), (eps / 4 * (1 + 2 * eps), False), (1e-6, False)]:
-        t = decaytx.add_decoupled_decay(rate)
+        t = decaytx.add_decoupled_decay(rate, learning_rate=None)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             state = t.init(theta)
@@ -149,14 +149,14 @@ def test_resolution_threshold_in_f32() -> None:
 def test_resolution_warning_names_only_the_dtypes_that_lose_it() -> None:
     params = {"w16": jnp.ones(2, jnp.bfloat16), "w32": jnp.ones(2, jnp.float32)}
     with pytest.warns(decaytx.DecayWarning) as caught:
-        decaytx.add_decoupled_decay(1e-3).init(params)  # lost in bf16 only
+        decaytx.add_decoupled_decay(1e-3, learning_rate=None).init(params)  # lost in bf16 only
     (msg,) = [str(w.message) for w in caught]
     assert "bfloat16" in msg and "float32 params" not in msg
 
 
 def test_resolution_warning_respects_the_mask() -> None:
     params = {"w16": jnp.ones(2, jnp.bfloat16), "w32": jnp.ones(2, jnp.float32)}
-    t = decaytx.add_decoupled_decay(1e-3, mask={"w16": False, "w32": True})
+    t = decaytx.add_decoupled_decay(1e-3, mask={"w16": False, "w32": True}, learning_rate=None)
     t.init(params)  # bf16 leaf not decayed: nothing lost, no warning (errors otherwise)
 
 
@@ -184,7 +184,7 @@ def _flip_warnings(caught: list) -> list[str]:
     "make",
     [
         lambda: decaytx.add_decoupled_decay(2.0, learning_rate=1.0),
-        lambda: decaytx.add_decoupled_decay(1.0),  # m = 1, lambda = 1: exactly 1
+        lambda: decaytx.add_decoupled_decay(1.0, learning_rate=None),  # m = 1, lambda = 1: exactly 1
         lambda: decaytx.add_decoupled_decay(0.5, learning_rate=optax.linear_schedule(0.5, 4.0, 10)),
         lambda: decaytx.adamw(2.0, 0.5),
         lambda: decaytx.sgdw(1.0, 1.0, decay_scaling="lr"),
@@ -222,9 +222,9 @@ def test_factor_warning_once_under_inject_hyperparams() -> None:
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: decaytx.add_decoupled_decay(0.999),
-        lambda: decaytx.prox_l1(5.0),  # the prox is stable for any threshold
-        lambda: decaytx.prox_elastic_net(5.0, 5.0),
+        lambda: decaytx.add_decoupled_decay(0.999, learning_rate=None),
+        lambda: decaytx.prox_l1(5.0, learning_rate=None),  # the prox is stable for any threshold
+        lambda: decaytx.prox_elastic_net(5.0, 5.0, learning_rate=None),
         lambda: decaytx.add_l2_grad(5.0),  # gradient side: the optimizer scales it
     ],
     ids=["below-one", "prox_l1", "prox_elastic_net", "add_l2_grad"],

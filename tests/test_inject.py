@@ -90,7 +90,9 @@ def test_hyperparameter_schedule_is_evaluated_each_step():
 
 def test_zero_then_nonzero_hyperparameter():
     """An injected coefficient that starts at 0 must still decay once raised."""
-    tx = decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(0.0, mask=masks.include("w"))
+    tx = decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(
+        0.0, learning_rate=None, mask=masks.include("w")
+    )
     state = tx.init(P)
     u, state = tx.update(G, state, P)
     np.testing.assert_array_equal(np.asarray(u["w"]), 0.0)
@@ -105,7 +107,8 @@ def test_inject_on_low_precision_and_complex_params(dtype, jit):
     """optax casts injected hyperparameters to the params' dtype (bf16, complex...)."""
     p = {"w": jnp.full((2, 2), 2.0, dtype)}
     for make in (decaytx.add_l2_grad, decaytx.add_decoupled_decay, decaytx.prox_l1):
-        tx = decaytx.inject_hyperparams(make)(0.125)
+        lr = {} if make is decaytx.add_l2_grad else {"learning_rate": None}
+        tx = decaytx.inject_hyperparams(make)(0.125, **lr)
         state = tx.init(p)
         update = jax.jit(tx.update) if jit else tx.update
         u, _ = update(jax.tree.map(jnp.zeros_like, p), state, p)
@@ -121,7 +124,9 @@ def test_inject_on_low_precision_and_complex_params(dtype, jit):
 def test_cautious_under_optax_inject_is_static_or_refused():
     """A bool hyperparameter must never silently change meaning."""
     moved = jax.tree.map(lambda x: x + 1.0, P)
-    tx = decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(0.1, cautious=True)
+    tx = decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(
+        0.1, learning_rate=None, cautious=True
+    )
     state = tx.init(P)
     # u = +1 moves theta = 3 away from 0: cautious skips the decay.
     u, _ = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, P), state, moved)
@@ -144,7 +149,9 @@ def test_warnings_fire_once_per_injected_transform():
     """optax rebuilds the inner transform at each init; the warning still fires once."""
     import warnings
 
-    tx = decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(2.0, mask=masks.include("w"))
+    tx = decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(
+        2.0, learning_rate=None, mask=masks.include("w")
+    )
     with pytest.warns(decaytx.DecayWarning, match="flips the sign") as rec:
         state = tx.init(P)
         tx.init(P)
@@ -153,7 +160,7 @@ def test_warnings_fire_once_per_injected_transform():
     assert len([w for w in rec if issubclass(w.category, decaytx.DecayWarning)]) == 1
     # A second transform warns again, once.
     with pytest.warns(decaytx.DecayWarning) as rec:
-        decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(2.0).init(P)
+        decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(2.0, learning_rate=None).init(P)
     assert len(rec) == 1
     # Normal settings never warn.
     with warnings.catch_warnings():

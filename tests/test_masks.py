@@ -43,10 +43,10 @@ FORMS = {
     ),
     "l1": lambda mask: decaytx.add_l1_subgrad(0.1, mask=mask),
     "elastic": lambda mask: decaytx.add_elastic_net_grad(0.1, 0.1, mask=mask),
-    "decoupled": lambda mask: decaytx.add_decoupled_decay(0.1, mask=mask),
-    "decoupled_cautious": lambda mask: decaytx.add_decoupled_decay(0.1, mask=mask, cautious=True),
-    "prox_l1": lambda mask: decaytx.prox_l1(0.05, mask=mask),
-    "prox_elastic_net": lambda mask: decaytx.prox_elastic_net(0.05, 0.1, mask=mask),
+    "decoupled": lambda mask: decaytx.add_decoupled_decay(0.1, mask=mask, learning_rate=None),
+    "decoupled_cautious": lambda mask: decaytx.add_decoupled_decay(0.1, mask=mask, cautious=True, learning_rate=None),
+    "prox_l1": lambda mask: decaytx.prox_l1(0.05, mask=mask, learning_rate=None),
+    "prox_elastic_net": lambda mask: decaytx.prox_elastic_net(0.05, 0.1, mask=mask, learning_rate=None),
 }
 
 MASKS = {
@@ -150,7 +150,7 @@ def test_decaytx_masks_work_with_optax_masked():
 )
 def test_mask_structure_mismatch_names_the_paths(bad, match):
     params = make_params()
-    tx = decaytx.add_decoupled_decay(0.1, mask=bad)
+    tx = decaytx.add_decoupled_decay(0.1, mask=bad, learning_rate=None)
     with pytest.raises(ValueError, match="mask") as e:
         tx.init(params)
     assert re.search(match, str(e.value))
@@ -190,8 +190,8 @@ def test_bad_ndim_is_refused(n):
     "make",
     [
         lambda m: decaytx.add_l2_grad(0.1, mask=m, anchor="init"),
-        lambda m: decaytx.add_decoupled_decay(0.1, mask=m),
-        lambda m: decaytx.prox_l1(0.1, mask=m),
+        lambda m: decaytx.add_decoupled_decay(0.1, mask=m, learning_rate=None),
+        lambda m: decaytx.prox_l1(0.1, mask=m, learning_rate=None),
     ],
     ids=["l2_anchor", "decoupled", "prox_l1"],
 )

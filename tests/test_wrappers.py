@@ -7,6 +7,7 @@ formulas in DESIGN.md section 1, never from decaytx itself.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -225,7 +226,11 @@ def test_optax_masked(name: str) -> None:
     _close(u, {"w": ref(gn["w"], pn["w"], BASE, 0.5), "b": gn["b"]})
 
 
-@pytest.mark.parametrize("factory", [decaytx.add_l2_grad, decaytx.add_decoupled_decay])
+@pytest.mark.parametrize(
+    "factory",
+    [decaytx.add_l2_grad, functools.partial(decaytx.add_decoupled_decay, learning_rate=None)],
+    ids=["add_l2_grad", "add_decoupled_decay"],
+)
 def test_optax_masked_with_anchor_init(factory: Callable[..., Any]) -> None:
     """Under optax.masked the inner transform sees MaskedNode leaves; the
     anchor keeps only the unmasked ones."""
