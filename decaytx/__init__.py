@@ -19,7 +19,7 @@ from decaytx._scaling import (
     weight_decay_for_timescale,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DecayState",
