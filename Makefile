@@ -8,8 +8,9 @@ PIP := $(PY) -m pip install -q
 OUT ?= out/report
 # PyTorch (parity tests, benchmarks) as its CPU wheel: this index serves the
 # "+cpu" build, which pip prefers over PyPI's CUDA build of the same version.
+# Where the wheel is already on a local index or find-links, `TORCH_PIP_ARGS=`.
 TORCH ?= torch==2.13.0
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PIP_ARGS ?= --extra-index-url https://download.pytorch.org/whl/cpu
 
 .PHONY: report test lint docs bench clean
 
@@ -25,7 +26,7 @@ $(VENV)/.report: pyproject.toml Makefile | $(PY)
 # The test and parity extras (torch, keras) and everything else the tests import:
 # flax/equinox/orbax (integrations), the experiments, and mkdocs (the site tests).
 $(VENV)/.test: pyproject.toml Makefile | $(PY)
-	$(PIP) "$(TORCH)" --extra-index-url "$(TORCH_INDEX)"
+	$(PIP) "$(TORCH)" $(TORCH_PIP_ARGS)
 	$(PIP) -e ".[test,parity,integrations,experiments,docs]"
 	touch $@
 
