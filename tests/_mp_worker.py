@@ -157,11 +157,13 @@ def main(phase: str, process_id: int, port: int, workdir: str) -> None:
     def replicate_locals(state: Any) -> Any:
         # Eager init leaves scalars (step counts) on this process' first device;
         # a global program takes them as replicated global arrays.
-        return jax.tree.map(
-            lambda x: x if not isinstance(x, jax.Array) or isinstance(x.sharding, NamedSharding)
-            else jax.make_array_from_callback(x.shape, replicated,
-                                              lambda idx, x=np.asarray(x): x[idx]),
-            state)
+        def to_global(x: Any) -> Any:
+            if not isinstance(x, jax.Array) or isinstance(x.sharding, NamedSharding):
+                return x
+            value = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, replicated, lambda idx: value[idx])
+
+        return jax.tree.map(to_global, state)
 
     p0 = global_tree(params0())
     txs = transforms(global_tree(user_anchor()))
