@@ -12,7 +12,7 @@ OUT ?= out/report
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?= --extra-index-url https://download.pytorch.org/whl/cpu
 
-.PHONY: report test lint docs bench clean
+.PHONY: report test lint docs bench dist clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ $(VENV)/.lint: pyproject.toml Makefile | $(PY)
 	$(PIP) -e ".[lint]"
 	touch $@
 
+$(VENV)/.release: pyproject.toml Makefile | $(PY)
+	$(PIP) -e ".[release]"
+	touch $@
+
 $(VENV)/.docs: pyproject.toml Makefile | $(PY)
 	$(PIP) -e ".[docs]"
 	touch $@
@@ -42,7 +46,8 @@ report: $(VENV)/.report
 	$(PY) -m experiments all --quick --out $(OUT)
 
 test: $(VENV)/.test
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 -q || { rc=$$?; [ $$rc -ne 5 ] || \
+	  echo "pytest collected no tests (exit 5): check testpaths in pyproject.toml" >&2; exit $$rc; }
 
 lint: $(VENV)/.lint
 	$(VENV)/bin/ruff check decaytx experiments tests examples docs/_hooks
@@ -50,6 +55,12 @@ lint: $(VENV)/.lint
 
 docs: $(VENV)/.docs
 	$(VENV)/bin/mkdocs build --strict
+
+# The sdist and the wheel in dist/, checked (README rendering, metadata).
+dist: $(VENV)/.release
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*
 
 bench: $(VENV)/.test
 	$(PY) -m experiments bench --quick --out $(OUT)
