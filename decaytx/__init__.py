@@ -9,6 +9,7 @@ from decaytx._base import DecayState, DecayWarning
 from decaytx._decoupled import add_decoupled_decay
 from decaytx._gradient import add_elastic_net_grad, add_l1_subgrad, add_l2_grad
 from decaytx._inject import inject_hyperparams
+from decaytx._keras import scale_by_keras_adam
 from decaytx._penalties import elastic_net_penalty, l1_penalty, l2_penalty
 from decaytx._proximal import prox_elastic_net, prox_l1, soft_threshold
 from decaytx._recipes import adam_l2, adamw, proximal_sgd, sgd_l2, sgdw
@@ -19,7 +20,7 @@ from decaytx._scaling import (
     weight_decay_for_timescale,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DecayState",
@@ -41,6 +42,7 @@ __all__ = [
     "prox_elastic_net",
     "prox_l1",
     "proximal_sgd",
+    "scale_by_keras_adam",
     "sgd_l2",
     "sgdw",
     "soft_threshold",
