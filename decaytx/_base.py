@@ -199,8 +199,10 @@ def resolve_mask(mask: MaskOrFn, params: PyTree) -> PyTree:
     except (ValueError, TypeError) as e:
         from decaytx._groups import prefix_mismatch
 
+        detail = str(_structure_error("mask", mask, params, ""))
         raise ValueError(
-            f"mask does not match params: {prefix_mismatch(mask, params, _is_bool)}. Pass a "
+            f"mask does not match params: {prefix_mismatch(mask, params, _is_bool)} "
+            f"({detail.split(': ', 1)[1].rstrip('. ')}). Pass a "
             "tree with the structure of params (or a prefix of it) whose leaves "
             "are bools, or a callable of params (e.g. decaytx.masks.matrices())."
         ) from e
