@@ -8,6 +8,7 @@ from decaytx import masks
 from decaytx._base import DecayState, DecayWarning
 from decaytx._decoupled import add_decoupled_decay
 from decaytx._gradient import add_elastic_net_grad, add_l1_subgrad, add_l2_grad
+from decaytx._groups import per_leaf
 from decaytx._inject import inject_hyperparams
 from decaytx._keras import scale_by_keras_adam
 from decaytx._penalties import elastic_net_penalty, l1_penalty, l2_penalty
@@ -39,6 +40,7 @@ __all__ = [
     "lr_multiplier",
     "masks",
     "normalized_weight_decay",
+    "per_leaf",
     "prox_elastic_net",
     "prox_l1",
     "proximal_sgd",

@@ -1,22 +1,27 @@
 """The machinery every decay form shares.
 
-A form is a leaf function ``leaf_fn(u, p, a, **coefficients) -> u`` plus its
+A form is a leaf function ``leaf_fn(u, p, a, **scalars) -> u`` plus its
 coefficients. :func:`decay_transform` turns it into an
 ``optax.GradientTransformation`` and takes care, in one place, of
 
+* the plan, decided at ``init`` (``_plan``): which leaves are decayed (mask,
+  dtype, concrete-zero coefficients), each leaf's coefficients (a scalar, a
+  tree prefix of params or ``per_leaf``), the dtype to compute in;
 * the step count (kept only when a coefficient is a schedule, advanced once per
   ``update`` and saturating at the int32 limit, like optax's own);
-* masks (a pytree, a prefix of params, or a callable of params);
-* anchors (``None``, ``"init"`` or a pytree), stored in the state;
-* leaves the decay never touches: ``None``, ``optax.MaskedNode``, integer and
-  boolean arrays, and leaves masked out;
-* dtypes: a coefficient is cast to the real dtype of each leaf, and the result
-  is cast back to the update's dtype, so every leaf keeps its dtype;
-* the error for ``update`` without params.
+* anchors (``None``, ``"init"`` or a pytree), stored in the state, placed like
+  their params, and checked against the plan at every ``update``;
+* dtypes: a leaf is computed in the wider of its update's and params' dtypes,
+  the coefficient cast to that real dtype, the result cast back to the
+  update's dtype;
+* the errors for ``update`` without params or with another transform's state.
 """
 
 from __future__ import annotations
 
+import contextvars
+import sys
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -27,9 +32,15 @@ import numpy as np
 import optax
 
 from decaytx import _coefficients as coef
+from decaytx import _hook, _plan
+from decaytx import masks as _masks
+from decaytx._plan import is_decayable
+from decaytx._plan import is_leaf as _is_leaf
 
 PyTree = Any
 MaskOrFn = Any  # a pytree of bools, a prefix of params, or a callable of params
+
+__all__ = ["DecayState", "DecayWarning", "decay_transform", "is_decayable"]
 
 
 class DecayState(NamedTuple):
@@ -45,37 +56,40 @@ class DecayState(NamedTuple):
     anchor: PyTree | None
 
 
-def _is_leaf(x: Any) -> bool:
-    return x is None or isinstance(x, optax.MaskedNode)
+class DecayWarning(UserWarning):
+    """A decay setting that is legal but almost certainly not what was meant."""
 
 
-def is_decayable(x: Any) -> bool:
-    """Whether a leaf is an inexact (float or complex) array."""
+def _describe(x: Any) -> str:
     if _is_leaf(x):
-        return False
-    dtype = getattr(x, "dtype", None)
-    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
-
-
-def _paths(tree: PyTree) -> list[str]:
-    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_leaf)[0]
-    return [jax.tree_util.keystr(path) for path, _ in leaves]
+        return type(x).__name__ if x is not None else "None"
+    if hasattr(x, "dtype") and hasattr(x, "shape"):
+        return f"a {jnp.dtype(x.dtype).name}{list(x.shape)} array"
+    return f"a {type(x).__name__}"
 
 
 def _structure_error(what: str, tree: PyTree, params: PyTree, fix: str) -> ValueError:
-    mine, theirs = set(_paths(tree)), set(_paths(params))
-    extra = sorted(mine - theirs)[:5]
-    missing = sorted(theirs - mine)[:5]
+    mine = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_leaf)[0]
+    theirs = jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_leaf)[0]
+    ks = jax.tree_util.keystr
+    mine_d, theirs_d = {ks(k): v for k, v in mine}, {ks(k): v for k, v in theirs}
+    extra = sorted(set(mine_d) - set(theirs_d))[:5]
+    missing = sorted(set(theirs_d) - set(mine_d))[:5]
     detail = []
     if missing:
         detail.append(f"params paths missing from {what}: {missing}")
     if extra:
         detail.append(f"{what} paths not in params: {extra}")
     if not detail:
-        detail.append(
-            f"{what} structure {jax.tree_util.tree_structure(tree, is_leaf=_is_leaf)} "
-            f"!= params structure {jax.tree_util.tree_structure(params, is_leaf=_is_leaf)}"
-        )
+        # Same paths: name the leaves whose kind differs (None vs array).
+        differ = [
+            f"{what} has {_describe(mine_d[k])} at {k} where params has {_describe(theirs_d[k])}"
+            for k in mine_d if _is_leaf(mine_d[k]) != _is_leaf(theirs_d[k])
+        ][:3]
+        detail.extend(differ or [
+            f"{what} has the container types {jax.tree_util.tree_structure(tree, is_leaf=_is_leaf)} "
+            f"and params {jax.tree_util.tree_structure(params, is_leaf=_is_leaf)}"
+        ])
     return ValueError(f"{what} does not match params: " + "; ".join(detail) + f". {fix}")
 
 
@@ -100,11 +114,22 @@ def is_mask_fn(mask: Any) -> bool:
 
 def check_mask(mask: Any) -> Any:
     """Rejects masks that cannot be right before anything is traced."""
+    for factory, meant in _masks.FACTORIES.items():
+        if mask is factory:
+            raise TypeError(
+                f"mask=masks.{factory.__name__} is the factory, not a mask: did you mean mask={meant}?"
+            )
     if mask is None or is_mask_fn(mask):
         return mask
+    if isinstance(mask, (bool, np.bool_, jax.Array, np.ndarray)) and not _in_optax_inject():
+        raise TypeError(
+            f"mask={mask!r} is a bare {type(mask).__name__}; pass mask=None to decay "
+            "every leaf, leave the transform out to decay none, or give a pytree "
+            "of bools or a callable of params (e.g. decaytx.masks.matrices())."
+        )
     if isinstance(mask, (bool, np.bool_, jax.Array, np.ndarray)):
-        # A bare bool is what optax.inject_hyperparams makes of a callable
-        # mask (mask(step_count) -> False): refuse it rather than guess.
+        # What optax.inject_hyperparams makes of a callable mask: it calls it
+        # with the step count (mask(count) -> False): refuse it, don't guess.
         raise TypeError(_MASK_TRAP.format(value=mask) + (
             " To decay every leaf pass mask=None; to decay none, leave the "
             "transform out."
@@ -126,45 +151,69 @@ def check_mask(mask: Any) -> Any:
             raise TypeError(
                 f"mask= leaves must be Python bools (True = decay), got "
                 f"{leaf!r} of type {type(leaf).__name__}; build the mask with "
-                "jax.tree.map(lambda p: p.ndim >= 2, params) or use "
-                "decaytx.masks."
+                "decaytx.masks (e.g. masks.matrices()) or "
+                "jax.tree.map(lambda p: p.ndim >= 2, params)."
             )
     return mask
+
+
+def _in_optax_inject() -> bool:
+    """Whether optax.inject_hyperparams is building this transform (the only
+    place a bare bool mask comes from without the user writing one)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_filename.replace("\\", "/").endswith("optax/schedules/_inject.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _is_bool(x: Any) -> bool:
+    return isinstance(x, (bool, np.bool_)) or (
+        isinstance(x, (jax.Array, np.ndarray)) and not coef.is_traced(x)
+        and x.shape == () and x.dtype == np.bool_
+    )
 
 
 def resolve_mask(mask: MaskOrFn, params: PyTree) -> PyTree:
     """A full tree of Python bools, one per params leaf."""
     if mask is None:
         return jax.tree.map(lambda _: True, params, is_leaf=_is_leaf)
+
     def broadcast(m: Any, sub: Any) -> Any:
         return jax.tree.map(lambda _: bool(m), sub, is_leaf=_is_leaf)
 
     if is_mask_fn(mask):
-        mask = mask(params)
-        if isinstance(mask, (bool, np.bool_)):
+        # Shapes and dtypes are static: a mask computed from them (even as
+        # 0-d jnp bools) is concrete while init or update is traced.
+        with jax.ensure_compile_time_eval():
+            mask = mask(params)
+        if _is_bool(mask):
             # A callable's verdict on params that are a single array (e.g.
             # masks.ndim_at_least(2)(w)): a bool prefix, not the trap below.
             return broadcast(mask, params)
     check_mask(mask)
 
     try:
-        return jax.tree.map(broadcast, mask, params, is_leaf=lambda x: isinstance(x, (bool, np.bool_)))
+        return jax.tree.map(broadcast, mask, params, is_leaf=_is_bool)
     except (ValueError, TypeError) as e:
-        raise _structure_error(
-            "mask", mask, params,
-            "Pass a tree with the structure of params (or a prefix of it) whose "
-            "leaves are bools, or a callable of params.",
+        from decaytx._groups import prefix_mismatch
+
+        detail = str(_structure_error("mask", mask, params, ""))
+        raise ValueError(
+            f"mask does not match params: {prefix_mismatch(mask, params, _is_bool)} "
+            f"({detail.split(': ', 1)[1].rstrip('. ')}). Pass a "
+            "tree with the structure of params (or a prefix of it) whose leaves "
+            "are bools, or a callable of params (e.g. decaytx.masks.matrices())."
         ) from e
 
 
-def _init_anchor(anchor: Any, params: PyTree, mask: PyTree) -> PyTree:
+def _anchor_kind(anchor: Any) -> str:
+    return "zero" if anchor is None else ("init" if isinstance(anchor, str) else "tree")
+
+
+def _init_anchor(name: str, anchor: Any, params: PyTree, plan: _plan.Plan) -> PyTree:
     if isinstance(anchor, str):
-        if anchor != "init":
-            raise ValueError(
-                f"anchor={anchor!r} is not understood; pass None (decay toward "
-                "0), 'init' (toward the params given to init) or a pytree like "
-                "params."
-            )
         anchor = params
     elif jax.tree_util.tree_structure(anchor, is_leaf=_is_leaf) != jax.tree_util.tree_structure(
         params, is_leaf=_is_leaf
@@ -174,21 +223,60 @@ def _init_anchor(anchor: Any, params: PyTree, mask: PyTree) -> PyTree:
             "Pass a pytree with exactly the structure of params (e.g. a copy "
             "of the pretrained params), or anchor='init'.",
         )
-
-    def take(path: Any, p: Any, a: Any, m: bool) -> Any:
-        if not (m and is_decayable(p)):
-            return optax.MaskedNode()
-        a = jnp.asarray(a)
+    given = jax.tree_util.tree_leaves(anchor, is_leaf=_is_leaf)
+    p_leaves = jax.tree_util.tree_leaves(params, is_leaf=_is_leaf)
+    out = []
+    for leaf, p, a in zip(plan.leaves, p_leaves, given, strict=True):
+        if not leaf.decayed:
+            out.append(optax.MaskedNode())
+            continue
+        where = jax.tree_util.keystr(leaf.keypath)
+        try:
+            a = None if _is_leaf(a) else jnp.asarray(a)
+        except TypeError:
+            a = None
+        if a is None:
+            raise ValueError(
+                f"{name}: anchor has {_describe(given[len(out)])} at {where}, where params "
+                f"has {_describe(p)} that this transform decays; give an array for every "
+                "decayed leaf (jax.tree.map(jnp.zeros_like, params) decays toward 0)."
+            )
         if a.shape != p.shape:
             raise ValueError(
-                f"anchor leaf at {jax.tree_util.keystr(path)} has shape {a.shape} but "
+                f"{name}: anchor leaf at {where} has shape {a.shape} but "
                 f"the params leaf has shape {p.shape}; pass an anchor with the "
                 "shapes of params."
             )
-        # A copy that lives in the state, in the params' dtype.
-        return jnp.array(a, dtype=p.dtype, copy=True)
+        if jnp.iscomplexobj(a) and not jnp.iscomplexobj(p):
+            raise ValueError(
+                f"{name}: anchor leaf at {where} is complex ({a.dtype}) but the params "
+                f"leaf is real ({p.dtype}): its imaginary part would be dropped. Pass a "
+                "real anchor (jnp.real(a) if that is what you mean)."
+            )
+        if not coef.is_traced(a) and not bool(np.all(np.isfinite(np.asarray(a)))):
+            raise ValueError(
+                f"{name}: anchor leaf at {where} has non-finite values (NaN or inf); "
+                "every decayed weight would be pulled toward them. Pass a finite anchor."
+            )
+        # A copy that lives in the state, in the params' dtype and placement.
+        out.append(_place_like(jnp.array(a, dtype=p.dtype, copy=True), p))
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params, is_leaf=_is_leaf), out)
 
-    return jax.tree_util.tree_map_with_path(take, params, anchor, mask, is_leaf=_is_leaf)
+
+def _place_like(a: jax.Array, p: Any) -> jax.Array:
+    """``a`` with the sharding of ``p`` (no transfer per step, no mismatch on
+    an explicit-axis mesh)."""
+    if isinstance(p, jax.Array) and not coef.is_traced(p):
+        if not a.sharding.is_equivalent_to(p.sharding, p.ndim):
+            a = jax.device_put(a, p.sharding)
+        return a
+    sharding = getattr(jax.typeof(p), "sharding", None)
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is not None and any(
+        t == jax.sharding.AxisType.Explicit for t in getattr(mesh, "axis_types", ())
+    ):
+        a = jax.sharding.reshard(a, sharding.spec)  # pyright: ignore[reportOptionalMemberAccess]
+    return a
 
 
 def check_leaves(params: PyTree, name: str) -> None:
@@ -217,6 +305,13 @@ def check_params(params: PyTree, name: str) -> None:
         )
 
 
+# Set by decaytx.inject_hyperparams around each init: the (transform, plan
+# signature) pairs that have warned already, for transforms rebuilt per init.
+WARNED: contextvars.ContextVar[set[Any] | None] = contextvars.ContextVar(
+    "decaytx_warned", default=None
+)
+
+
 def decay_transform(
     name: str,
     leaf_fn: Callable[..., jax.Array],
@@ -225,7 +320,12 @@ def decay_transform(
     mask: MaskOrFn = None,
     anchor: Any = None,
     combine: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    on_init: Callable[[PyTree, PyTree], None] | None = None,
+    on_init: Callable[[_plan.Plan, list[Any]], None] | None = None,
+    public: tuple[str, ...] | None = None,
+    side: str = "gradient",
+    multiplier: Any = None,
+    cautious: bool = False,
+    params_dtype_out: bool = False,
 ) -> optax.GradientTransformation:
     """Builds a decay transform from the maths of one leaf.
 
@@ -234,165 +334,282 @@ def decay_transform(
       leaf_fn: ``leaf_fn(u, p, a, **scalars) -> u``; ``a`` is ``None`` without
         an anchor; a scalar is ``None`` where its coefficient is a concrete
         zero (the form then omits that term).
-      coefficients: name -> coefficient (already checked). ``None`` values are
-        concrete zeros.
+      coefficients: name -> coefficient (already checked): a scalar, a tree
+        prefix of params or ``per_leaf``; ``None`` is a concrete zero.
       mask: which leaves to decay.
       anchor: ``None``, ``"init"`` or a pytree like params.
       combine: maps the evaluated coefficients to the scalars ``leaf_fn`` takes
-        (e.g. ``m * weight_decay``), once per step rather than once per leaf.
-      on_init: called once with ``(params, mask_tree)`` at the first ``init``
-        (used for warnings).
+        (e.g. ``m * weight_decay``), once per step and group.
+      on_init: called with ``(plan, params leaves)`` at the first ``init`` on
+        each params signature (used for warnings).
+      public: the coefficients a leaf needs one of to be decayed (and that
+        the audit reports); default all.
+      side: ``"gradient"`` or ``"update"`` (for the audit).
+      multiplier: the update-side multiplier as given (for the audit).
+      cautious: whether cautious decay is on (for the audit).
+      params_dtype_out: return the update in the params' dtype where it is
+        wider than the update's (the prox: ``theta + u`` is then exactly 0).
     """
     mask = check_mask(mask)
-    if anchor is not None and not isinstance(anchor, str):
-        anchor_leaves = jax.tree_util.tree_leaves(anchor)
-        if not anchor_leaves:
+    if anchor is not None:
+        if isinstance(anchor, str):
+            if anchor != "init":
+                raise ValueError(
+                    f"anchor={anchor!r} is not understood; pass None (decay toward "
+                    "0), 'init' (toward the params given to init) or a pytree like "
+                    "params."
+                )
+        elif not jax.tree_util.tree_leaves(anchor):
             raise ValueError(f"anchor={anchor!r} has no array leaves; pass a pytree like params.")
-    needs_count = any(coef.is_schedule(v) for v in coefficients.values())
-    stateless = not needs_count and anchor is None
-    initialised = []
+    public = tuple(coefficients) if public is None else public
+    x64 = lambda: bool(jax.config.read("jax_enable_x64"))  # noqa: E731
+    plans: dict[Any, _plan.Plan] = {}
+    by_paths: dict[Any, _plan.Plan] = {}
+    lock = threading.RLock()
+    checked: set[int] = set()
+    warned: set[Any] = set()
+
+    def plan_for(params: PyTree, leaves: list[Any], treedef: Any, at_init: bool) -> _plan.Plan:
+        sig = _plan.signature(leaves)
+        key = (treedef, sig, x64())
+        plan = plans.get(key)
+        if plan is not None and not at_init:
+            return plan
+        with lock:
+            if plan is None:
+                check_leaves(params, name)
+                flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_leaf)[0]
+                path_key = (tuple(_masks.path_of(k) for k, _ in flat), sig, x64())
+                plan = by_paths.get(path_key)
+                if plan is None:
+                    mask_flat = jax.tree_util.tree_leaves(resolve_mask(mask, params), is_leaf=_is_leaf)
+                    plan = _plan.build(params, mask_flat, coefficients, public, combine)
+            if at_init:
+                # Checked before anything is recorded, so a refused init never
+                # leaves the transform looking initialised (a retry re-checks).
+                for k, sched, path in _plan.schedules(plan):
+                    if id(sched) not in checked:
+                        coef.check_schedule(k if len(plan.groups) == 1 else f"{k}[{path!r}]", sched)
+                        checked.add(id(sched))
+                once = WARNED.get()
+                wkey = (name, key)
+                if key not in warned and (once is None or wkey not in once):
+                    warned.add(key)
+                    if once is not None:
+                        once.add(wkey)
+                    if mask is not None:
+                        warn_empty_mask(name, mask, plan, leaves)
+                    if on_init is not None:
+                        on_init(plan, leaves)
+            if plan.cacheable:
+                plans[key] = plan
+                by_paths[(tuple(lf.path for lf in plan.leaves), sig, x64())] = plan
+        return plan
 
     def init_fn(params: PyTree) -> Any:  # DecayState | optax.EmptyState
-        check_leaves(params, name)
-        mask_tree = resolve_mask(mask, params)
-        if not initialised:
-            initialised.append(True)
-            for k, v in coefficients.items():
-                if coef.is_schedule(v):
-                    coef.check_schedule(k, v)
-            if mask is not None:
-                warn_empty_mask(name, mask, params, mask_tree)
-            if on_init is not None:
-                on_init(params, mask_tree)
-        if stateless:
+        leaves, treedef = jax.tree_util.tree_flatten(params, is_leaf=_is_leaf)
+        plan = plan_for(params, leaves, treedef, at_init=True)
+        if _hook.active():
+            _emit(plan, leaves)
+        if not plan.needs_count and anchor is None:
             return optax.EmptyState()
         return DecayState(
-            count=jnp.zeros([], jnp.int32) if needs_count else None,
-            anchor=None if anchor is None else _init_anchor(anchor, params, mask_tree),
+            count=jnp.zeros([], jnp.int32) if plan.needs_count else None,
+            anchor=None if anchor is None else _init_anchor(name, anchor, params, plan),
         )
+
+    def _emit(plan: _plan.Plan, leaves: list[Any]) -> None:
+        kind = _anchor_kind(anchor)
+        _hook.emit(_hook.TransformPlan(
+            name=name, side=side,  # pyright: ignore[reportArgumentType]
+            multiplier=multiplier, cautious=cautious,
+            leaves=tuple(
+                _hook.LeafPlan(
+                    path=lf.path, shape=tuple(p.shape), dtype=jnp.dtype(p.dtype).name,
+                    decayed=lf.decayed,
+                    coefficients={
+                        k: 0.0 if plan.groups[lf.group][k] is None else plan.groups[lf.group][k]
+                        for k in public
+                    } if lf.decayed else {},
+                    anchor=kind,  # pyright: ignore[reportArgumentType]
+                )
+                for lf, p in zip(plan.leaves, leaves, strict=True)
+                if not _is_leaf(p) and hasattr(p, "shape")
+            ),
+        ))
 
     def update_fn(
         updates: optax.Updates, state: Any, params: optax.Params | None = None
     ) -> tuple[optax.Updates, Any]:
         check_params(params, name)
-        check_leaves(params, name)
-        count = None if stateless else state.count
-        values = {
-            k: None if v is None else coef.value_at(v, count)
-            for k, v in coefficients.items()
-        }
-        scalars = combine(values) if combine is not None else values
-        mask_tree = resolve_mask(mask, params)
-        anchors = (
-            state.anchor
-            if not stateless and state.anchor is not None
-            else jax.tree.map(lambda _: None, params, is_leaf=_is_leaf)
+        p_leaves, p_def = jax.tree_util.tree_flatten(params, is_leaf=_is_leaf)
+        plan = plan_for(params, p_leaves, p_def, at_init=False)
+        stateless = not plan.needs_count and anchor is None
+        if not stateless:
+            _check_state(name, state, plan, anchor)
+        u_leaves, u_def = jax.tree_util.tree_flatten(updates, is_leaf=_is_leaf)
+        if u_def != p_def:
+            raise _structure_error(
+                "updates", updates, params, "updates and params must be trees of the same structure."
+            )
+        a_leaves = (
+            _anchor_leaves(name, state.anchor, params, p_leaves, p_def, plan)
+            if anchor is not None else None
         )
-
-        def leaf(path: Any, u: Any, p: Any, m: bool, a: Any) -> Any:
-            if u is None or isinstance(u, optax.MaskedNode) or not m or not is_decayable(p):
-                return u
+        count = None if stateless else state.count
+        step: dict[Any, Any] = {}
+        out = []
+        for i, (u, p, lf) in enumerate(zip(u_leaves, p_leaves, plan.leaves, strict=True)):
+            if not lf.decayed or _is_leaf(u):
+                out.append(u)
+                continue
             if getattr(u, "shape", None) != p.shape:
                 raise ValueError(
-                    f"{name}: the update at {jax.tree_util.keystr(path)} has shape "
+                    f"{name}: the update at {jax.tree_util.keystr(lf.keypath)} has shape "
                     f"{getattr(u, 'shape', type(u).__name__)} but the params leaf has "
                     f"shape {p.shape}; updates and params must have the same shapes "
                     "(broadcasting would silently change the update's shape)."
                 )
-            if not jnp.issubdtype(jnp.asarray(u).dtype, jnp.inexact):
-                return u
-            cast = {
-                k: None if s is None else coef.cast_for(s, u)
-                for k, s in scalars.items()
-            }
-            if isinstance(a, optax.MaskedNode):
-                a = None
-            out = leaf_fn(u, p.astype(u.dtype), None if a is None else a.astype(u.dtype), **cast)
-            return out.astype(u.dtype)
-
-        try:
-            new_updates = jax.tree_util.tree_map_with_path(
-                leaf, updates, params, mask_tree, anchors, is_leaf=_is_leaf
+            ud = jnp.dtype(u.dtype)
+            if not jnp.issubdtype(ud, jnp.inexact):
+                out.append(u)
+                continue
+            wide = lf.compute or (ud if p.dtype == ud else jnp.promote_types(ud, p.dtype))
+            if jnp.issubdtype(wide, jnp.complexfloating) and not jnp.issubdtype(ud, jnp.complexfloating):
+                raise ValueError(
+                    f"{name}: the update at {jax.tree_util.keystr(lf.keypath)} is real "
+                    f"({ud.name}) but the params leaf is complex ({jnp.dtype(p.dtype).name}); "
+                    "the decay's imaginary part would be dropped. Give complex updates "
+                    "for complex params."
+                )
+            a = None if a_leaves is None else a_leaves[i]
+            res = leaf_fn(
+                u if ud == wide else u.astype(wide),
+                p if p.dtype == wide else p.astype(wide),
+                None if a is None else (a if a.dtype == wide else a.astype(wide)),
+                **plan.scalars(lf.group, wide, combine, count, step),
             )
-        except ValueError as e:
-            if "structure" not in str(e) and "Custom node" not in str(e):
-                raise
-            raise _structure_error(
-                "updates", updates, params,
-                "updates and params must be trees of the same structure.",
-            ) from e
+            keep = params_dtype_out and wide == p.dtype
+            out.append(res if keep or res.dtype == ud else res.astype(ud))
+        new_updates = u_def.unflatten(out)
         if stateless:
             return new_updates, state
-        new_count = jnp.asarray(optax.safe_increment(state.count)) if needs_count else None
+        new_count = jnp.asarray(optax.safe_increment(state.count)) if plan.needs_count else state.count
         return new_updates, DecayState(count=new_count, anchor=state.anchor)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-class DecayWarning(UserWarning):
-    """A decay setting that is legal but almost certainly not what was meant."""
+def _check_state(name: str, state: Any, plan: _plan.Plan, anchor: Any) -> None:
+    expected = (
+        f"DecayState(count={'int32 array' if plan.needs_count else 'None'}, "
+        f"anchor={'params-like tree' if anchor is not None else 'None'})"
+    )
+    if not isinstance(state, DecayState):
+        raise TypeError(
+            f"{name}.update received state {type(state).__name__} ({str(state)[:60]}), not "
+            f"the {expected} its init returns. Pass the state this transform's "
+            "init built (inside a chain, the chain's own state)."
+        )
+    if plan.needs_count and state.count is None:
+        raise TypeError(
+            f"{name}.update: state.count is None but a coefficient is a schedule; "
+            f"expected {expected}: state built by another transform or configuration?"
+        )
+    if anchor is not None and state.anchor is None:
+        raise ValueError(
+            f"{name}.update: state.anchor is None but this transform decays toward "
+            f"an anchor; expected {expected}: state built without anchor=?"
+        )
 
 
-def _with_mask(params: PyTree, mask_tree: PyTree) -> list[tuple[Any, bool]]:
-    """(params leaf, mask bool) pairs; ``mask_tree`` comes from :func:`resolve_mask`."""
-    return list(zip(
-        jax.tree_util.tree_leaves(params, is_leaf=_is_leaf),
-        jax.tree_util.tree_leaves(mask_tree, is_leaf=_is_leaf),
-        strict=True,
-    ))
+def _anchor_leaves(
+    name: str, tree: Any, params: Any, p_leaves: list[Any], p_def: Any, plan: _plan.Plan
+) -> list[Any]:
+    """The state's anchor leaves, checked against the plan: an anchor where
+    the plan decays, of the params' shape; none where it does not."""
+    leaves, a_def = jax.tree_util.tree_flatten(tree, is_leaf=_is_leaf)
+    if a_def != p_def:
+        raise _structure_error(
+            "state.anchor", tree, params,
+            "The state was built for other params (or another mask); rebuild it "
+            "with this transform's init.",
+        )
+    for lf, a, p in zip(plan.leaves, leaves, p_leaves, strict=True):
+        where = jax.tree_util.keystr(lf.keypath)
+        if lf.decayed and _is_leaf(a):
+            raise ValueError(
+                f"{name}: state.anchor has no entry at {where}, which the mask decays: "
+                "state built with another mask? Decaying it toward 0 instead would "
+                "be silently wrong; rebuild the state with this transform's init."
+            )
+        if not lf.decayed and not _is_leaf(a):
+            raise ValueError(
+                f"{name}: state.anchor has an entry at {where}, which this transform "
+                "does not decay: state built with another mask? Rebuild the state "
+                "with this transform's init."
+            )
+        if lf.decayed and getattr(a, "shape", None) != p.shape:
+            raise ValueError(
+                f"{name}: state.anchor at {where} has shape {getattr(a, 'shape', None)} "
+                f"but the params leaf has shape {p.shape}: state restored for other "
+                "params? Rebuild the state with this transform's init."
+            )
+    return leaves
 
 
-def warn_empty_mask(name: str, mask: Any, params: PyTree, mask_tree: PyTree) -> None:
+def warn_empty_mask(name: str, mask: Any, plan: _plan.Plan, leaves: list[Any]) -> None:
     """Warns when a mask selects none of the float leaves: the decay is off.
 
     The classic silent bug: ``masks.include("weight")`` on params whose
     matrices are called ``kernel``.
     """
-    floats = [m for p, m in _with_mask(params, mask_tree) if is_decayable(p)]
+    floats = [lf.masked_in for lf, p in zip(plan.leaves, leaves, strict=True) if is_decayable(p)]
     if floats and not any(floats):
         warnings.warn(
             f"{name}: mask={mask!r} selects none of the {len(floats)} float "
             "params leaves, so this transform decays nothing. Check the mask "
-            "against the paths (jax.tree_util.tree_flatten_with_path(params)); "
+            "against the paths ([decaytx.masks.path_of(k) for k, _ in "
+            "jax.tree_util.tree_flatten_with_path(params)[0]]); "
             "if no decay is intended, leave the transform out.",
             DecayWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
-def warn_step_decay(name: str, rate: float | None, params: PyTree, mask_tree: PyTree) -> None:
+def warn_step_decay(name: str, rates: list[tuple[Any, float | None]]) -> None:
     """The two init-time warnings of an update-side form.
 
-    ``rate`` is the largest per-step factor ``m * lambda`` (``None`` when it is
-    not concrete). A factor >= 1 flips the sign of every decayed weight. A
-    factor of at most a quarter of the dtype's machine epsilon moves no weight
-    of that dtype at all: for any x, ``x - rate * x`` rounds back to ``x``
-    (half an ulp of x is at least ``eps/4 * |x|``), so the decay is silently lost.
+    ``rates`` holds ``(dtype, m * lambda)`` for each decayed leaf, the largest
+    per-step factor (``None`` when it is not concrete). A factor >= 1 flips
+    the sign of every decayed weight. A factor of at most a quarter of the
+    dtype's machine epsilon moves no weight of that dtype at all: for any x,
+    ``x - rate * x`` rounds back to ``x`` (half an ulp of x is at least
+    ``eps/4 * |x|``), so the decay is silently lost.
     """
-    if rate is None:
+    known = [(d, r) for d, r in rates if r is not None]
+    if not known:
         return
-    if rate >= 1.0:
+    top = max(r for _, r in known)
+    if top >= 1.0:
         warnings.warn(
-            f"{name}: the per-step decay factor m*lambda = {rate:g} is >= 1, so "
+            f"{name}: the per-step decay factor m*lambda = {top:g} is >= 1, so "
             "each step flips the sign of every decayed weight. Lower "
             "weight_decay or the learning_rate multiplier so that m*lambda << 1.",
             DecayWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    if rate == 0.0:
-        return
     lost = sorted({
-        str(jnp.dtype(p.dtype))
-        for p, m in _with_mask(params, mask_tree)
+        str(jnp.dtype(d)) for d, r in known
         # The factor as the update computes it: f32, then cast to the leaf's
         # real dtype (a bf16 factor just above eps/4 rounds down onto it).
-        if m and is_decayable(p)
-        and float(np.asarray(np.float32(rate), dtype=jnp.finfo(p.dtype).dtype))
-        <= float(jnp.finfo(p.dtype).eps) / 4
+        if r != 0.0
+        and float(np.asarray(np.float32(r), dtype=jnp.finfo(d).dtype)) <= float(jnp.finfo(d).eps) / 4
     })
     if lost:
+        low = [r for d, r in known if str(jnp.dtype(d)) in lost]
         warnings.warn(
-            f"{name}: the per-step decay factor m*lambda = {rate:g} is below the "
+            f"{name}: the per-step decay factor m*lambda = {max(low):g} is below the "
             f"resolution of {', '.join(lost)} params: x - m*lambda*x rounds back "
             "to x, so the decay is silently lost. "
             + (
@@ -405,7 +622,7 @@ def warn_step_decay(name: str, rate: float | None, params: PyTree, mask_tree: Py
                 "noisy updates the decay survives only on average, through rounding."
             ),
             DecayWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 

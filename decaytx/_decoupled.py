@@ -6,9 +6,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from decaytx import _base, _update_side
+from decaytx import _base, _groups, _update_side
 from decaytx import _coefficients as coef
 from decaytx._coefficients import Coefficient
 
@@ -81,10 +82,10 @@ def add_decoupled_decay(
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
       Chen et al., `Cautious Weight Decay <https://arxiv.org/abs/2510.12402>`_, 2025.
     """
-    coef.check("weight_decay", weight_decay)
+    _groups.check("weight_decay", weight_decay)
     m = _update_side.multiplier(learning_rate, "add_decoupled_decay")
     cautious = _check_cautious(cautious)
-    if coef.is_zero(weight_decay) or coef.is_zero(m):
+    if _groups.is_zero(weight_decay) or coef.is_zero(m):
         return _base.identity()
     return _base.decay_transform(
         "add_decoupled_decay",
@@ -93,14 +94,25 @@ def add_decoupled_decay(
         mask=mask,
         anchor=anchor,
         combine=lambda v: {"rate": v["learning_rate"] * v["weight_decay"]},
-        on_init=_update_side.warner("add_decoupled_decay", m, weight_decay),
+        on_init=_update_side.warner("add_decoupled_decay", m, "weight_decay"),
+        public=("weight_decay",),
+        side="update",
+        multiplier=m,
+        cautious=cautious,
     )
 
 
 def _check_cautious(cautious: Any) -> bool:
     if isinstance(cautious, (bool, jnp.bool_)):
         return bool(cautious)
-    if isinstance(cautious, jax.Array) and not coef.is_traced(cautious):
+    if isinstance(cautious, (jax.Array, np.ndarray)) and not coef.is_traced(cautious):
+        if cautious.shape != () or cautious.dtype != np.bool_:
+            raise TypeError(
+                f"cautious={cautious!r} must be one bool (a {cautious.dtype} array of "
+                f"shape {cautious.shape} was given); cautious decay is on or off for "
+                "the whole transform: pass cautious=True or False, and use mask= "
+                "to choose leaves."
+            )
         return bool(cautious)
     raise TypeError(
         f"cautious={cautious!r} must be a Python bool. Under "

@@ -13,8 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from decaytx import _base
-from decaytx import _coefficients as coef
+from decaytx import _base, _groups
 from decaytx._coefficients import Coefficient
 
 
@@ -74,8 +73,8 @@ def add_l2_grad(
       Krogh & Hertz, `A Simple Weight Decay Can Improve Generalization
       <https://papers.nips.cc/paper/563>`_, NeurIPS 1991.
     """
-    coef.check("weight_decay", weight_decay)
-    if coef.is_zero(weight_decay):
+    _groups.check("weight_decay", weight_decay)
+    if _groups.is_zero(weight_decay):
         return _base.identity()
     return _base.decay_transform(
         "add_l2_grad", _l2_term, {"weight_decay": weight_decay}, mask=mask, anchor=anchor
@@ -112,8 +111,8 @@ def add_l1_subgrad(l1: Coefficient, *, mask: Any = None) -> optax.GradientTransf
       Tibshirani, `Regression Shrinkage and Selection via the Lasso
       <https://doi.org/10.1111/j.2517-6161.1996.tb02080.x>`_, 1996.
     """
-    coef.check("l1", l1)
-    if coef.is_zero(l1):
+    _groups.check("l1", l1)
+    if _groups.is_zero(l1):
         return _base.identity()
     return _base.decay_transform(
         "add_l1_subgrad",
@@ -155,13 +154,13 @@ def add_elastic_net_grad(
       Zou & Hastie, `Regularization and variable selection via the elastic net
       <https://doi.org/10.1111/j.1467-9868.2005.00503.x>`_, 2005.
     """
-    coef.check("l1", l1)
-    coef.check("l2", l2)
-    if coef.is_zero(l1) and coef.is_zero(l2):
+    _groups.check("l1", l1)
+    _groups.check("l2", l2)
+    if _groups.is_zero(l1) and _groups.is_zero(l2):
         return _base.identity()
     return _base.decay_transform(
         "add_elastic_net_grad",
         _elastic_term,
-        {"l1": None if coef.is_zero(l1) else l1, "l2": None if coef.is_zero(l2) else l2},
+        {"l1": None if _groups.is_zero(l1) else l1, "l2": None if _groups.is_zero(l2) else l2},
         mask=mask,
     )

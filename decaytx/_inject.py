@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import functools
 import inspect
-import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import optax
 
-from decaytx._base import DecayWarning
+from decaytx import _base, _groups
+from decaytx import _coefficients as coef
 
 # Arguments that are structure, not numbers: optax would turn a callable mask
 # into a "schedule" (optax #57, #1373) and a bool into an array.
 STRUCTURAL_ARGS = ("mask", "anchor", "cautious", "decay_scaling", "nesterov", "momentum")
+# Decay coefficients whose schedules are checked when the factory is called.
+COEFFICIENT_ARGS = ("weight_decay", "l1", "l2")
 
 
 def inject_hyperparams(
@@ -89,6 +91,15 @@ def inject_hyperparams(
 
     @functools.wraps(inner_factory)
     def factory(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        for k in COEFFICIENT_ARGS:
+            v = bound.arguments.get(k)
+            # optax calls a schedule with the count inside init and update;
+            # the decay transform then sees only its value (traced under jit),
+            # so check the schedule here, where it is still a schedule.
+            if k not in static and v is not None and not _groups.is_tree(v) and coef.is_schedule(v):
+                coef.check_schedule(k, v)
         if needs_static_lr(args, kwargs):
             assert injected_static_lr is not None
             tx = injected_static_lr(*args, **kwargs)
@@ -96,16 +107,17 @@ def inject_hyperparams(
             tx = injected(*args, **kwargs)
         # optax rebuilds the inner transform at every init, so its once-only
         # DecayWarnings would fire again; the arguments are the same, so the
-        # warnings are too: let them through at the first init only.
-        initialised: list[bool] = []
+        # warnings are too. This transform's own record of what has warned
+        # lets each through once (per params signature), without touching
+        # the process-wide warning filters.
+        warned: set[Any] = set()
 
         def init_fn(params: Any) -> Any:
-            if not initialised:
-                initialised.append(True)
+            token = _base.WARNED.set(warned)
+            try:
                 return tx.init(params)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DecayWarning)
-                return tx.init(params)
+            finally:
+                _base.WARNED.reset(token)
 
         return tx._replace(init=init_fn)
 

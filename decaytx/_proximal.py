@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from decaytx import _base, _update_side
+from decaytx import _base, _groups, _update_side
 from decaytx import _coefficients as coef
 from decaytx._coefficients import Coefficient
 
@@ -166,17 +166,17 @@ def prox_elastic_net(
 
 
 def _prox(name: str, l1: Any, l2: Any, learning_rate: Any, mask: Any) -> optax.GradientTransformation:
-    coef.check("l1", l1)
-    coef.check("l2", l2)
+    _groups.check("l1", l1)
+    _groups.check("l2", l2)
     m = _update_side.multiplier(learning_rate, name)
-    if (coef.is_zero(l1) and coef.is_zero(l2)) or coef.is_zero(m):
+    if (_groups.is_zero(l1) and _groups.is_zero(l2)) or coef.is_zero(m):
         return _base.identity()
     return _base.decay_transform(
         name,
         _prox_term,
         {
-            "l1": None if coef.is_zero(l1) else l1,
-            "l2": None if coef.is_zero(l2) else l2,
+            "l1": None if _groups.is_zero(l1) else l1,
+            "l2": None if _groups.is_zero(l2) else l2,
             "learning_rate": m,
         },
         mask=mask,
@@ -184,4 +184,8 @@ def _prox(name: str, l1: Any, l2: Any, learning_rate: Any, mask: Any) -> optax.G
             "t1": None if v["l1"] is None else v["learning_rate"] * v["l1"],
             "t2": None if v["l2"] is None else v["learning_rate"] * v["l2"],
         },
+        public=("l1", "l2"),
+        side="update",
+        multiplier=m,
+        params_dtype_out=True,
     )

@@ -67,15 +67,22 @@ def peak_rate(m: Any, *lambdas: Any) -> float | None:
     return rate
 
 
-def warner(name: str, m: Any, *lambdas: Any) -> Callable[[Any, Any], None]:
-    """``on_init`` hook that issues the two init-time warnings once.
+def warner(name: str, m: Any, *names: str) -> Callable[[Any, Any], None]:
+    """``on_init`` hook that issues the two init-time warnings.
 
-    The peak factor is found at the first ``init``, not at construction, so
-    that building a transform (which ``optax.inject_hyperparams`` does at every
-    step) never evaluates a schedule on its grid.
+    Called by the machinery once per params signature, with the plan: each
+    decayed leaf's factor is ``peak(m) * peak(lambda_leaf)`` over the
+    coefficients ``names`` of its group. Peaks are found at ``init``, not at
+    construction, so that building a transform (which
+    ``optax.inject_hyperparams`` does at every step) never evaluates a
+    schedule on its grid.
     """
 
-    def on_init(params: Any, mask_tree: Any) -> None:
-        _base.warn_step_decay(name, peak_rate(m, *lambdas), params, mask_tree)
+    def on_init(plan: Any, leaves: Any) -> None:
+        rates = [peak_rate(m, *(g[k] for k in names)) for g in plan.groups]
+        _base.warn_step_decay(name, [
+            (p.dtype, rates[lf.group])
+            for lf, p in zip(plan.leaves, leaves, strict=True) if lf.decayed
+        ])
 
     return on_init

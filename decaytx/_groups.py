@@ -1,0 +1,202 @@
+"""Coefficient trees (param groups): one coefficient per params leaf.
+
+Every coefficient argument (``weight_decay``, ``l1``, ``l2``) is a scalar
+(a float, a scalar array, a schedule), a pytree of scalars that is a prefix of
+params, or :func:`per_leaf`. This module checks them at construction and
+resolves them, at ``init``, into one scalar coefficient per params leaf; the
+machinery in ``_base`` then treats each distinct set of coefficients as one
+group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import optax
+
+from decaytx import _coefficients as coef
+from decaytx.masks import path_of
+
+
+class PerLeaf:
+    """A coefficient given as ``fn(path, leaf)``, evaluated at ``init``."""
+
+    def __init__(self, fn: Callable[[str, Any], Any]) -> None:
+        self.fn = fn
+
+    def __repr__(self) -> str:
+        return f"decaytx.per_leaf({getattr(self.fn, '__name__', self.fn)!s})"
+
+
+def per_leaf(fn: Callable[[str, Any], Any]) -> PerLeaf:
+    r"""A coefficient computed for each params leaf from its path and value.
+
+    .. math::
+      \lambda_i = f(\mathrm{path}_i, \theta_i)
+
+    ``fn`` is called once per params leaf at ``init`` with the leaf's
+    "/"-joined path (as masks see it, :func:`decaytx.masks.path_of`) and the
+    leaf; it returns the leaf's coefficient: a non-negative float, a scalar
+    array or a schedule. A leaf whose coefficient is a concrete 0 is left
+    alone (no ops, no state); schedules share the transform's one step count.
+
+    Args:
+      fn: ``fn(path: str, leaf) -> coefficient``; it must not depend on the
+        leaf's values (under ``jit`` they are traced), only on its path,
+        shape and dtype.
+
+    Returns:
+      A coefficient accepted by every decaytx transform.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, decaytx
+      >>> wd = decaytx.per_leaf(
+      ...     lambda path, x: 0.0 if x.ndim < 2 else (0.01 if "embed" in path else 0.1))
+      >>> t = decaytx.add_l2_grad(wd)
+      >>> params = {"embed": jnp.ones((2, 2)), "w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+      >>> u, _ = t.update(jax.tree.map(jnp.zeros_like, params), t.init(params), params)
+      >>> [round(float(u[k].ravel()[0]), 6) for k in ("embed", "w", "b")]
+      [0.01, 0.1, 0.0]
+
+    References:
+      PyTorch `per-parameter options
+      <https://pytorch.org/docs/stable/optim.html#per-parameter-options>`_
+      (param groups), which a coefficient tree or ``per_leaf`` expresses.
+    """
+    if not callable(fn):
+        raise TypeError(f"per_leaf(fn={fn!r}): fn must be a callable fn(path: str, leaf) -> coefficient.")
+    return PerLeaf(fn)
+
+
+def is_tree(value: Any) -> bool:
+    """Whether a coefficient is a tree (or ``per_leaf``) rather than a scalar.
+
+    A pytree with children is a tree even when it is callable (an Equinox
+    module of floats), so it is never mistaken for a schedule.
+    """
+    if value is None or isinstance(value, PerLeaf):
+        return isinstance(value, PerLeaf)
+    return not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(value))
+
+
+def _leaf_name(name: str, path: str) -> str:
+    return f"{name}[{path!r}]"
+
+
+def check(name: str, value: Any) -> Any:
+    """``coef.check`` for a coefficient that may be a tree or ``per_leaf``."""
+    if isinstance(value, PerLeaf):
+        return value
+    if is_tree(value):
+        for keypath, leaf in jax.tree_util.tree_flatten_with_path(value)[0]:
+            coef.check(_leaf_name(name, path_of(keypath)), leaf)
+        return value
+    return coef.check(name, value)
+
+
+def is_zero(value: Any) -> bool:
+    """Whether every coefficient ``value`` gives is a concrete zero."""
+    if value is None:
+        return True
+    if isinstance(value, PerLeaf):
+        return False
+    if is_tree(value):
+        leaves = jax.tree_util.tree_leaves(value)
+        return bool(leaves) and all(coef.is_zero(v) for v in leaves)
+    return coef.is_zero(value)
+
+
+def _is_leaf(x: Any) -> bool:
+    return x is None or isinstance(x, optax.MaskedNode)
+
+
+def _children(tree: Any) -> dict[str, Any]:
+    """One level of a pytree: key name -> child (an empty dict for a leaf)."""
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda n: n is not tree)[0]
+    return {path_of(k) if k else "": v for k, v in flat if k}
+
+
+def prefix_mismatch(prefix: Any, params: Any, is_prefix_leaf: Callable[[Any], bool]) -> str:
+    """Where ``prefix`` stops being a prefix of ``params``, in words.
+
+    Walks both trees level by level and names the first node whose keys or
+    type differ, so that a mask or coefficient tree missing one key blames
+    that key, not the keys that are present.
+    """
+    stack: list[tuple[str, Any, Any]] = [("", prefix, params)]
+    while stack:
+        where, a, b = stack.pop(0)
+        if is_prefix_leaf(a):
+            continue
+        at = f" at {where!r}" if where else ""
+        if type(a) is not type(b) and not (isinstance(a, dict) and isinstance(b, dict)):
+            return f"it has a {type(a).__name__}{at} where params has a {type(b).__name__}"
+        ka, kb = _children(a), _children(b)
+        missing = [k for k in kb if k not in ka]
+        extra = [k for k in ka if k not in kb]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"it has no entry for params keys {missing}{at}")
+            if extra:
+                parts.append(f"its keys {extra}{at} are not in params")
+            return " and ".join(parts)
+        stack.extend((f"{where}/{k}" if where else k, ka[k], kb[k]) for k in ka)
+    return "its structure differs from params"
+
+
+def resolve(name: str, value: Any, params: Any, flat: list[tuple[Any, Any]]) -> list[Any]:
+    """One scalar coefficient (``None`` for a concrete zero) per params leaf.
+
+    ``flat`` is ``tree_flatten_with_path(params, is_leaf=None-or-MaskedNode)``.
+    """
+    def scalar(c: Any) -> Any:
+        return None if c is None or coef.is_zero(c) else c
+
+    if isinstance(value, PerLeaf):
+        out = []
+        for keypath, leaf in flat:
+            if _is_leaf(leaf):
+                out.append(None)
+                continue
+            path = path_of(keypath)
+            # Shapes and dtypes are static: a rule on them gives concrete
+            # numbers even while init is traced.
+            with jax.ensure_compile_time_eval():
+                c = value.fn(path, leaf)
+            if coef.is_traced(c) or is_tree(c):
+                raise TypeError(
+                    f"per_leaf: fn({path!r}, leaf) returned {c!r}; it must return one "
+                    "concrete coefficient (a float, a scalar array or a schedule) "
+                    "computed from the path, shape or dtype, not from the leaf's values."
+                )
+            out.append(scalar(coef.check(_leaf_name(name, path), c)))
+        return out
+    if not is_tree(value):
+        return [scalar(value)] * len(flat)
+
+    def broadcast(c: Any, sub: Any) -> Any:
+        return jax.tree.map(lambda _: _Box(c), sub, is_leaf=_is_leaf)
+
+    try:
+        full = jax.tree.map(broadcast, value, params)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{name}: the coefficient tree is not a prefix of params: "
+            f"{prefix_mismatch(value, params, lambda x: jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(x)))}. "
+            "Give one coefficient per subtree of params (e.g. {'dense': {'kernel': 0.1, "
+            "'bias': 0.0}}), or use decaytx.per_leaf(lambda path, leaf: ...)."
+        ) from e
+    boxes = jax.tree_util.tree_leaves(full, is_leaf=lambda x: isinstance(x, _Box) or _is_leaf(x))
+    if len(boxes) != len(flat):  # pragma: no cover - defensive
+        raise ValueError(f"{name}: the coefficient tree does not line up with params.")
+    return [scalar(b.value) if isinstance(b, _Box) else None for b in boxes]
+
+
+class _Box:
+    """Wraps a coefficient so that broadcasting it keeps it a single leaf."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value

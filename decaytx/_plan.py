@@ -1,0 +1,195 @@
+"""The per-leaf plan a decay transform decides at ``init``.
+
+For each params leaf: whether it is decayed, its coefficients (as a group:
+leaves with the same coefficients share one), the dtype to compute in, and
+its path. ``update`` then only applies the maths. A plan depends on the
+params' structure, paths, shapes and dtypes, all static, so it is cached per
+transform under that signature; where ``update`` meets a signature it has not
+seen (a fresh optimizer restored from a checkpoint, the transform
+``optax.inject_hyperparams`` rebuilds at every step) it builds the plan again
+from params and checks it against the state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from decaytx import _coefficients as coef
+from decaytx import _groups
+from decaytx.masks import path_of
+
+
+def is_leaf(x: Any) -> bool:
+    return x is None or isinstance(x, optax.MaskedNode)
+
+
+def is_decayable(x: Any) -> bool:
+    """Whether a leaf is an inexact (float or complex) array."""
+    if is_leaf(x):
+        return False
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
+
+
+def signature(leaves: list[Any]) -> tuple[Any, ...]:
+    """The static facts a plan depends on, one entry per params leaf."""
+    return tuple(
+        (getattr(x, "shape", None), getattr(x, "dtype", None) or type(x)) for x in leaves
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    """One params leaf in a plan."""
+
+    keypath: Any
+    path: str
+    masked_in: bool  # what the mask says (for the empty-mask warning)
+    decayed: bool  # masked in, an inexact array, and a non-zero coefficient
+    group: int  # index into Plan.groups; -1 where not decayed
+    compute: Any  # a dtype to compute in (f16 with a coefficient past its range), or None
+
+
+@dataclasses.dataclass
+class Plan:
+    leaves: tuple[Leaf, ...]
+    groups: tuple[dict[str, Any], ...]  # name -> coefficient (None = concrete zero)
+    static: tuple[bool, ...]  # group coefficients are all Python/NumPy numbers
+    needs_count: bool
+    cacheable: bool  # no traced coefficient (a plan must never keep a tracer)
+    consts: dict[tuple[int, Any], dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def scalars(
+        self, g: int, dtype: Any, combine: Callable[[dict[str, Any]], dict[str, Any]] | None,
+        count: Any, step: dict[Any, Any],
+    ) -> dict[str, Any]:
+        """The scalars of group ``g`` cast to the real dtype of ``dtype``.
+
+        Python/NumPy coefficients become NumPy constants once per plan (no
+        work per update); others (schedules, arrays) once per step and dtype.
+        """
+        key = (g, dtype)
+        cache = self.consts if self.static[g] else step
+        if key not in cache:
+            real = jnp.finfo(dtype).dtype
+            if self.static[g]:
+                with jax.ensure_compile_time_eval():
+                    s = _combined(self.groups[g], combine, None)
+                    cache[key] = {
+                        k: None if v is None else np.asarray(jnp.asarray(v).astype(real))
+                        for k, v in s.items()
+                    }
+            else:
+                if ("values", g) not in step:
+                    step[("values", g)] = _combined(self.groups[g], combine, count)
+                cache[key] = {
+                    k: None if v is None else jnp.asarray(v).astype(real)
+                    for k, v in step[("values", g)].items()
+                }
+        return cache[key]
+
+
+def _combined(group: dict[str, Any], combine: Any, count: Any) -> dict[str, Any]:
+    values = {k: None if v is None else coef.value_at(v, count) for k, v in group.items()}
+    return combine(values) if combine is not None else values
+
+
+def _ident(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+        return ("number", type(v), float(v))
+    return ("object", id(v))
+
+
+def _is_static(v: Any) -> bool:
+    return v is None or (
+        isinstance(v, (int, float, np.number, np.ndarray)) and not isinstance(v, bool)
+    )
+
+
+def _peak(v: Any) -> float | None:
+    if v is None:
+        return 0.0
+    if coef.is_traced(v):
+        return None
+    try:
+        return abs(coef.schedule_peak(v))
+    except coef.TRACED_VALUE_ERRORS:
+        return None
+
+
+def _compute_dtype(dtype: Any, group: dict[str, Any], combine: Any) -> Any:
+    """float32 for a half-precision leaf whose scalars exceed its range.
+
+    A float16 leaf with ``weight_decay=1e5`` would meet an ``inf`` coefficient
+    (65504 is float16's largest value): ``inf * 0`` is NaN where the exact
+    result is representable. Computing that leaf in float32 and casting the
+    result back gives the representable result.
+    """
+    fmax = float(jnp.finfo(dtype).max)
+    if fmax >= float(jnp.finfo(jnp.float32).max):
+        return None
+    peaks = {k: _peak(v) for k, v in group.items()}
+    if any(p is None for p in peaks.values()):
+        return None  # not concrete: cannot be known here (documented)
+    scalars = combine(peaks) if combine is not None else peaks
+    if any(s is not None and s > fmax for s in scalars.values()):
+        return jnp.dtype(jnp.float32)
+    return None
+
+
+def build(
+    params: Any,
+    mask_flat: list[bool],
+    coefficients: dict[str, Any],
+    public: tuple[str, ...],
+    combine: Callable[[dict[str, Any]], dict[str, Any]] | None,
+) -> Plan:
+    """Decides, for every params leaf, what the transform does to it."""
+    flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_leaf)[0]
+    per_name = {k: _groups.resolve(k, v, params, flat) for k, v in coefficients.items()}
+    groups: list[dict[str, Any]] = []
+    index: dict[Any, int] = {}
+    leaves = []
+    for i, ((keypath, p), m) in enumerate(zip(flat, mask_flat, strict=True)):
+        group = {k: per_name[k][i] for k in coefficients}
+        decayed = bool(m) and is_decayable(p) and any(group[k] is not None for k in public)
+        g, compute = -1, None
+        if decayed:
+            ident = tuple((k, _ident(v)) for k, v in group.items())
+            if ident not in index:
+                index[ident] = len(groups)
+                groups.append(group)
+            g = index[ident]
+            compute = _compute_dtype(p.dtype, group, combine)
+        leaves.append(Leaf(keypath, path_of(keypath), bool(m), decayed, g, compute))
+    values = [v for grp in groups for v in grp.values()]
+    return Plan(
+        leaves=tuple(leaves),
+        groups=tuple(groups),
+        static=tuple(all(_is_static(v) for v in grp.values()) for grp in groups),
+        needs_count=any(coef.is_schedule(v) for v in values if v is not None),
+        cacheable=not any(coef.is_traced(v) for v in values),
+    )
+
+
+def schedules(plan: Plan) -> list[tuple[str, Any, str]]:
+    """(coefficient name, schedule, leaf path) for each distinct schedule."""
+    seen: set[int] = set()
+    out = []
+    for leaf in plan.leaves:
+        if not leaf.decayed:
+            continue
+        for k, v in plan.groups[leaf.group].items():
+            if v is not None and coef.is_schedule(v) and id(v) not in seen:
+                seen.add(id(v))
+                out.append((k, v, leaf.path))
+    return out
