@@ -183,3 +183,34 @@ def corrected_decay(schedule: Any, peak: float | None = None) -> Any:
         return eta * eta / eta_max
 
     return multiplier
+
+
+def with_horizon(schedule: Any, total_steps: int) -> Any:
+    r"""A schedule used for ``total_steps`` steps: checked below that step only.
+
+    decaytx checks a schedule's values (finite, :math:`\ge 0`) up to step
+    :math:`2^{31}-1` at the first ``init``; a schedule valid for the whole run
+    but not past it (``lambda t: 1e-2 * jnp.sqrt(1 - t / 10_000)``) is refused
+    there. Wrapped, it is checked (and searched for its peak) on steps
+    :math:`0 \ldots T-1` only; its values are unchanged, and used as given past
+    the horizon.
+
+    Args:
+      schedule: a callable of the step count.
+      total_steps: :math:`T > 0`, the number of updates of the run.
+
+    Returns:
+      A schedule with the same values.
+
+    Examples:
+      >>> import jax.numpy as jnp, decaytx
+      >>> from decaytx._scaling import with_horizon
+      >>> s = with_horizon(lambda t: 1e-2 * jnp.sqrt(1 - t / 10_000), 10_001)
+      >>> round(float(s(0)), 4)
+      0.01
+    """
+    if not coef.is_schedule(schedule):
+        raise TypeError(f"with_horizon: schedule={coef.show(schedule)} is not a schedule (a callable of the step count).")
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or not 0 < total_steps <= 2**31:
+        raise ValueError(f"with_horizon: total_steps={total_steps!r} must be an int in [1, 2**31].")
+    return coef.HorizonSchedule(schedule, total_steps)
