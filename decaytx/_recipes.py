@@ -180,10 +180,9 @@ def _scale_by_amsgrad_torch(
         count = optax.safe_increment(state.count)
         nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
         mu_hat = optax.tree.bias_correction(mu, b1, count)
-        bc2 = 1.0 - jnp.asarray(b2, jnp.float32) ** count
         out = jax.tree.map(
             lambda m, v, g: (
-                m / (jnp.sqrt(v) / jnp.sqrt(bc2).astype(v.dtype) + eps)
+                m / (jnp.sqrt(v) / jnp.sqrt(1.0 - jnp.asarray(b2, v.dtype) ** count) + eps)
             ).astype(jnp.result_type(g)),
             mu_hat,
             nu_max,
