@@ -10,9 +10,10 @@ migration table is ``docs/recipes.md``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from decaytx import _coefficients as coef
@@ -66,15 +67,31 @@ def decay_multiplier(learning_rate: optax.ScalarOrSchedule, decay_scaling: str) 
     return corrected_decay(learning_rate)
 
 
-def _momentum(momentum: float | None, nesterov: bool) -> optax.GradientTransformation:
-    """PyTorch's momentum buffer (dampening 0): ``b <- mu b + g``."""
+def _momentum(
+    momentum: float | None,
+    nesterov: bool,
+    dampening: float = 0.0,
+    accumulator_dtype: Any = None,
+) -> optax.GradientTransformation:
+    """PyTorch's momentum buffer: ``b_1 = g_1``, ``b <- mu b + (1 - dampening) g``."""
     if not isinstance(nesterov, bool):
         raise TypeError(f"nesterov={nesterov!r} must be a Python bool.")
+    d = coef.concrete_value(dampening)
+    if d is None or not 0.0 <= d <= 1.0:
+        raise ValueError(
+            f"dampening={dampening!r} must be a Python float in [0, 1] "
+            "(PyTorch's SGD dampening); pass dampening=0.0 for none."
+        )
     if momentum is None:
         if nesterov:
             raise ValueError(
                 "nesterov=True needs a momentum; pass momentum=0.9 (for "
                 "example) or nesterov=False."
+            )
+        if d != 0.0:
+            raise ValueError(
+                f"dampening={dampening!r} needs a momentum; pass momentum=0.9 "
+                "(for example) or dampening=0.0."
             )
         return optax.identity()
     v = coef.concrete_value(momentum)
@@ -83,7 +100,119 @@ def _momentum(momentum: float | None, nesterov: bool) -> optax.GradientTransform
             f"momentum={momentum!r} must be in [0, 1); pass e.g. momentum=0.9, "
             "or momentum=None for plain SGD."
         )
-    return optax.trace(decay=momentum, nesterov=nesterov)
+    if d == 0.0:
+        # With a zero buffer, mu * 0 + g_1 = g_1: optax.trace is PyTorch's buffer.
+        return optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype)
+    if nesterov:
+        raise ValueError(
+            f"nesterov=True needs dampening=0.0 (got dampening={dampening!r}), "
+            "as in PyTorch: Nesterov momentum is defined without dampening."
+        )
+    return _dampened_trace(momentum, d, accumulator_dtype)
+
+
+class DampenedTraceState(NamedTuple):
+    """State of PyTorch's dampened momentum buffer.
+
+    Attributes:
+      count: int32 number of updates so far (the first buffer is undampened).
+      trace: the momentum buffer, like params.
+    """
+
+    count: jax.typing.ArrayLike  # pyright: ignore[reportIncompatibleMethodOverride]
+    trace: Any
+
+
+def _dampened_trace(
+    momentum: float, dampening: float, accumulator_dtype: Any
+) -> optax.GradientTransformation:
+    """``b_1 = g_1``, ``b_t = mu b_{t-1} + (1 - dampening) g_t`` (``torch.optim.SGD``)."""
+    acc_dtype = None if accumulator_dtype is None else jnp.dtype(accumulator_dtype)
+
+    def init_fn(params: Any) -> DampenedTraceState:
+        return DampenedTraceState(
+            count=jnp.zeros([], jnp.int32),
+            trace=optax.tree.zeros_like(params, dtype=acc_dtype),
+        )
+
+    def update_fn(
+        updates: Any, state: DampenedTraceState, params: Any = None
+    ) -> tuple[Any, DampenedTraceState]:
+        del params
+        first = state.count == 0
+        new = jax.tree.map(
+            lambda g, b: jnp.where(first, g, momentum * b + (1.0 - dampening) * g),
+            updates,
+            state.trace,
+        )
+        out = jax.tree.map(lambda n, g: n.astype(jnp.result_type(g)), new, updates)
+        trace = jax.tree.map(lambda n, b: n.astype(b.dtype), new, state.trace)
+        return out, DampenedTraceState(count=optax.safe_increment(state.count), trace=trace)
+
+    return optax.GradientTransformation(init_fn, update_fn)  # type: ignore[arg-type]
+
+
+def _scale_by_amsgrad_torch(
+    b1: float, b2: float, eps: float, mu_dtype: Any
+) -> optax.GradientTransformation:
+    """PyTorch's AMSGrad: the max of the raw second moments, then bias correction.
+
+    ``torch.optim.Adam(amsgrad=True)`` keeps ``v_max = max(v_max, v_t)`` and
+    divides by ``sqrt(v_max) / sqrt(1 - b2^t) + eps``; ``optax.scale_by_amsgrad``
+    takes the max of the bias-corrected moments instead, a different rule.
+    """
+    mu_dt = None if mu_dtype is None else jnp.dtype(mu_dtype)
+
+    def init_fn(params: Any) -> optax.ScaleByAmsgradState:
+        return optax.ScaleByAmsgradState(
+            count=jnp.zeros([], jnp.int32),
+            mu=optax.tree.zeros_like(params, dtype=mu_dt),
+            nu=optax.tree.zeros_like(params),
+            nu_max=optax.tree.zeros_like(params),
+        )
+
+    def update_fn(
+        updates: Any, state: optax.ScaleByAmsgradState, params: Any = None
+    ) -> tuple[Any, optax.ScaleByAmsgradState]:
+        del params
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        count = optax.safe_increment(state.count)
+        nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
+        mu_hat = optax.tree.bias_correction(mu, b1, count)
+        out = jax.tree.map(
+            lambda m, v, g: (
+                m / (jnp.sqrt(v) / jnp.sqrt(1.0 - jnp.asarray(b2, v.dtype) ** count) + eps)
+            ).astype(jnp.result_type(g)),
+            mu_hat,
+            nu_max,
+            updates,
+        )
+        return out, optax.ScaleByAmsgradState(
+            count=count, mu=optax.tree.cast(mu, mu_dt), nu=nu, nu_max=nu_max
+        )
+
+    return optax.GradientTransformation(init_fn, update_fn)  # type: ignore[arg-type]
+
+
+def _adam(
+    b1: float, b2: float, eps: float, eps_root: float, mu_dtype: Any, nesterov: bool,
+    amsgrad: bool,
+) -> optax.GradientTransformation:
+    for name, value in (("nesterov", nesterov), ("amsgrad", amsgrad)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name}={value!r} must be a Python bool.")
+    if not amsgrad:
+        return optax.scale_by_adam(
+            b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov
+        )
+    if nesterov or eps_root != 0.0:
+        raise ValueError(
+            f"amsgrad=True is PyTorch's AMSGrad, which has neither nesterov "
+            f"(got {nesterov!r}) nor eps_root (got {eps_root!r}); pass "
+            "nesterov=False and eps_root=0.0, or amsgrad=False."
+        )
+    return _scale_by_amsgrad_torch(b1, b2, eps, mu_dtype)
 
 
 def sgd_l2(
@@ -92,7 +221,9 @@ def sgd_l2(
     *,
     momentum: float | None = None,
     nesterov: bool = False,
+    dampening: float = 0.0,
     mask: Any = None,
+    accumulator_dtype: Any = None,
 ) -> optax.GradientTransformation:
     r"""SGD with coupled L2 regularization: PyTorch ``SGD(weight_decay=)``.
 
@@ -102,15 +233,18 @@ def sgd_l2(
       \theta_{t+1} = \theta_t - \eta_t \,(b_t \text{ or } g_t + \mu b_t)
 
     the gradient of :math:`\tfrac{\lambda}{2}\lVert\theta\rVert^2` is added
-    before the momentum buffer, exactly as ``torch.optim.SGD`` with
-    ``dampening=0`` (its default; the buffer starts at the first gradient) and
-    ``nesterov`` as in PyTorch. Without momentum this is full-batch gradient
+    before the momentum buffer, exactly as ``torch.optim.SGD``: the buffer
+    starts at the first gradient, later gradients enter it multiplied by
+    :math:`1 - \text{dampening}`, and ``nesterov`` is PyTorch's. PyTorch's
+    ``maximize=True`` is ``optax.chain(optax.scale(-1.0), sgd_l2(...))``. Without momentum this is full-batch gradient
     descent on the loss plus :math:`\tfrac{\lambda}{2}\lVert\theta\rVert^2`,
     and takes the same steps as :func:`sgdw` with ``decay_scaling="lr"``.
 
     The chain is ``add_l2_grad(weight_decay, mask=mask)``,
-    ``optax.trace(momentum, nesterov)`` (when ``momentum`` is not ``None``),
-    ``optax.scale_by_learning_rate(learning_rate)``.
+    ``optax.trace(momentum, nesterov, accumulator_dtype)`` (when ``momentum``
+    is not ``None``; a dampened buffer when ``dampening > 0``),
+    ``optax.scale_by_learning_rate(learning_rate)``: with ``dampening=0`` the
+    same program as ``optax.chain(add_l2_grad(λ), optax.sgd(η, momentum))``.
 
     Args:
       learning_rate: :math:`\eta`, a float or a schedule of the step count.
@@ -119,9 +253,13 @@ def sgd_l2(
         ``L2(c)``, scikit-learn ``Ridge(alpha=c)``) needs ``weight_decay = 2c``
         on the same loss scale.
       momentum: :math:`\mu \in [0, 1)`, or ``None`` for plain SGD.
-      nesterov: Nesterov momentum (needs ``momentum``).
+      nesterov: Nesterov momentum (needs ``momentum`` and ``dampening=0``).
+      dampening: PyTorch's ``dampening`` in :math:`[0, 1]`: gradients after the
+        first enter the buffer as :math:`(1 - \text{dampening})\,g_t`.
       mask: which leaves to decay: a pytree of bools, a prefix of params, or a
         callable of params (see :mod:`decaytx.masks`).
+      accumulator_dtype: dtype of the momentum buffer (``None``: that of
+        params), as ``optax.sgd``.
 
     Returns:
       An ``optax.GradientTransformation`` (an ``optax.chain``).
@@ -144,7 +282,7 @@ def sgd_l2(
     coef.check("learning_rate", learning_rate)
     return optax.chain(
         add_l2_grad(weight_decay, mask=mask),
-        _momentum(momentum, nesterov),
+        _momentum(momentum, nesterov, dampening, accumulator_dtype),
         optax.scale_by_learning_rate(learning_rate),
     )
 
@@ -155,8 +293,10 @@ def sgdw(
     *,
     momentum: float | None = None,
     nesterov: bool = False,
+    dampening: float = 0.0,
     mask: Any = None,
     decay_scaling: DecayScaling = "lr",
+    accumulator_dtype: Any = None,
 ) -> optax.GradientTransformation:
     r"""SGD with decoupled weight decay (SGDW).
 
@@ -185,13 +325,16 @@ def sgdw(
     Args:
       learning_rate: :math:`\eta`, a float or a schedule of the step count.
       weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a schedule.
-      momentum: :math:`\mu \in [0, 1)` (PyTorch convention, dampening 0), or
-        ``None`` for plain SGD.
-      nesterov: Nesterov momentum (needs ``momentum``).
+      momentum: :math:`\mu \in [0, 1)` (PyTorch convention), or ``None`` for
+        plain SGD.
+      nesterov: Nesterov momentum (needs ``momentum`` and ``dampening=0``).
+      dampening: PyTorch's ``dampening`` (see :func:`sgd_l2`).
       mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
       decay_scaling: ``"lr"``, ``"schedule"``, ``"none"`` or ``"corrected"``.
         ``"schedule"`` and ``"corrected"`` find :math:`\eta_{max}` as
         :func:`decaytx.lr_multiplier` does.
+      accumulator_dtype: dtype of the momentum buffer (``None``: that of
+        params), as ``optax.sgd``.
 
     Returns:
       An ``optax.GradientTransformation`` (an ``optax.chain``).
@@ -216,7 +359,7 @@ def sgdw(
     """
     m = decay_multiplier(learning_rate, decay_scaling)
     return optax.chain(
-        _momentum(momentum, nesterov),
+        _momentum(momentum, nesterov, dampening, accumulator_dtype),
         optax.scale_by_learning_rate(learning_rate),
         add_decoupled_decay(weight_decay, learning_rate=m, mask=mask),
     )
@@ -230,6 +373,8 @@ def adam_l2(
     b2: float = 0.999,
     eps: float = 1e-8,
     mask: Any = None,
+    mu_dtype: Any = None,
+    amsgrad: bool = False,
 ) -> optax.GradientTransformation:
     r"""Adam with coupled L2 regularization: PyTorch ``Adam(weight_decay=)``.
 
@@ -241,11 +386,16 @@ def adam_l2(
     penalised gradient: the preconditioner divides the decay too, so weights
     with large gradients are decayed less (the reason for :func:`adamw`).
     :math:`\epsilon` is added to :math:`\sqrt{\hat v_t}`, as in PyTorch and
-    optax (Keras adds it before bias correction).
+    optax (Keras adds it before bias correction). ``amsgrad=True`` is
+    PyTorch's AMSGrad: :math:`v^{max}_t = \max(v^{max}_{t-1}, v_t)` of the raw
+    second moments and :math:`\sqrt{v^{max}_t}/\sqrt{1-\beta_2^t} + \epsilon`
+    in the denominator (``optax.scale_by_amsgrad`` takes the max of the
+    bias-corrected moments, a different rule). PyTorch's ``maximize=True`` is
+    ``optax.chain(optax.scale(-1.0), adam_l2(...))``.
 
     The chain is ``add_l2_grad(weight_decay, mask=mask)``,
-    ``optax.scale_by_adam(b1, b2, eps)``,
-    ``optax.scale_by_learning_rate(learning_rate)``.
+    ``optax.scale_by_adam(b1, b2, eps, mu_dtype=mu_dtype)`` (PyTorch's AMSGrad
+    when ``amsgrad``), ``optax.scale_by_learning_rate(learning_rate)``.
 
     Args:
       learning_rate: :math:`\eta`, a float or a schedule of the step count.
@@ -254,6 +404,9 @@ def adam_l2(
       b2: decay of the second moment.
       eps: :math:`\epsilon`, added to :math:`\sqrt{\hat v_t}`.
       mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
+      mu_dtype: dtype of the first moment (``None``: that of params), as
+        ``optax.adam``.
+      amsgrad: PyTorch's AMSGrad variant.
 
     Returns:
       An ``optax.GradientTransformation`` (an ``optax.chain``).
@@ -275,7 +428,7 @@ def adam_l2(
     coef.check("learning_rate", learning_rate)
     return optax.chain(
         add_l2_grad(weight_decay, mask=mask),
-        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        _adam(b1, b2, eps, 0.0, mu_dtype, False, amsgrad),
         optax.scale_by_learning_rate(learning_rate),
     )
 
@@ -287,9 +440,14 @@ def adamw(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any = None,
+    nesterov: bool = False,
     mask: Any = None,
+    anchor: Any = None,
     decay_scaling: DecayScaling = "lr",
     cautious: bool = False,
+    amsgrad: bool = False,
 ) -> optax.GradientTransformation:
     r"""Adam with decoupled weight decay (AdamW), with a choice of multiplier.
 
@@ -312,15 +470,23 @@ def adamw(
     * ``"corrected"``: :math:`m_t = \eta_t^2/\eta_{max}`. AdamC (Defazio, 2025).
 
     ``cautious=True`` decays a coordinate only where the step already moves
-    it toward 0, :math:`u_i\theta_i \le 0` (Chen et al., 2025).
+    it toward the anchor, :math:`u_i(\theta_i - a_i) \le 0` (Chen et al.,
+    2025). ``anchor`` decays toward :math:`a` instead of 0 (``"init"``: the
+    params given to ``init``). ``nesterov=True`` is NAdamW (``optax.nadamw``);
+    ``amsgrad=True`` PyTorch's AMSGrad (see :func:`adam_l2`). PyTorch's
+    ``maximize=True`` is ``optax.chain(optax.scale(-1.0), adamw(...))``.
 
-    The chain is ``optax.scale_by_adam(b1, b2, eps)``,
-    ``optax.scale_by_learning_rate(learning_rate)``,
+    The chain is ``optax.scale_by_adam(b1, b2, eps, eps_root, mu_dtype,
+    nesterov)``, ``optax.scale_by_learning_rate(learning_rate)``,
     ``add_decoupled_decay(weight_decay, learning_rate=m, mask=mask,
-    cautious=cautious)``. It matches ``optax.adamw`` (which decays before
-    scaling by :math:`\eta`) up to rounding, and PyTorch ``AdamW`` (which
-    multiplies :math:`\theta` by :math:`1 - \eta\lambda` before the Adam step,
-    the same :math:`\theta_{t+1}`).
+    anchor=anchor, cautious=cautious)``. It matches ``optax.adamw`` (which
+    decays before scaling by :math:`\eta`) up to rounding, and PyTorch
+    ``AdamW`` (which multiplies :math:`\theta` by :math:`1 - \eta\lambda`
+    before the Adam step, the same :math:`\theta_{t+1}`). With a constant
+    learning rate it compiles to the same program as ``optax.adamw``; with a
+    schedule the decay evaluates the schedule at its own step count, so the
+    jitted step computes :math:`\eta_t` twice (same values, a larger program
+    for long schedules: see ``docs/optimizers.md``).
 
     Args:
       learning_rate: :math:`\eta`, a float or a schedule of the step count.
@@ -328,10 +494,19 @@ def adamw(
       b1: decay of the first moment.
       b2: decay of the second moment.
       eps: :math:`\epsilon`, added to :math:`\sqrt{\hat v_t}`.
+      eps_root: :math:`\epsilon` added to :math:`\hat v_t` inside the square
+        root, as ``optax.adamw``.
+      mu_dtype: dtype of the first moment (``None``: that of params), as
+        ``optax.adamw``.
+      nesterov: Nesterov momentum in Adam's first moment (NAdamW).
       mask: which leaves to decay (see :func:`decaytx.add_l2_grad`); the
         nanoGPT rule is ``decaytx.masks.ndim_at_least(2)``.
+      anchor: decay toward this instead of 0: ``None``, ``"init"`` or a
+        pytree like params (see :func:`decaytx.add_decoupled_decay`).
       decay_scaling: ``"lr"``, ``"schedule"``, ``"none"`` or ``"corrected"``.
-      cautious: decay only the coordinates the step moves toward 0.
+      cautious: decay only the coordinates the step moves toward the anchor.
+      amsgrad: PyTorch's AMSGrad variant (not with ``nesterov`` or
+        ``eps_root``).
 
     Returns:
       An ``optax.GradientTransformation`` (an ``optax.chain``).
@@ -362,9 +537,11 @@ def adamw(
     """
     m = decay_multiplier(learning_rate, decay_scaling)
     return optax.chain(
-        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        _adam(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad),
         optax.scale_by_learning_rate(learning_rate),
-        add_decoupled_decay(weight_decay, learning_rate=m, mask=mask, cautious=cautious),
+        add_decoupled_decay(
+            weight_decay, learning_rate=m, mask=mask, anchor=anchor, cautious=cautious
+        ),
     )
 
 
