@@ -7,6 +7,13 @@ Gradient-side (coupled) forms go FIRST in an ``optax.chain``; update-side
 from decaytx import masks
 from decaytx._base import DecayState, DecayWarning
 from decaytx._decoupled import add_decoupled_decay
+from decaytx._fused import (
+    fused_adam_l2,
+    fused_adamw,
+    fused_sgd_l2,
+    fused_sgdw,
+    multi_output_fusion_active,
+)
 from decaytx._gradient import add_elastic_net_grad, add_l1_subgrad, add_l2_grad
 from decaytx._groups import per_leaf
 from decaytx._inject import inject_hyperparams
@@ -34,11 +41,16 @@ __all__ = [
     "add_l2_grad",
     "corrected_decay",
     "elastic_net_penalty",
+    "fused_adam_l2",
+    "fused_adamw",
+    "fused_sgd_l2",
+    "fused_sgdw",
     "inject_hyperparams",
     "l1_penalty",
     "l2_penalty",
     "lr_multiplier",
     "masks",
+    "multi_output_fusion_active",
     "normalized_weight_decay",
     "per_leaf",
     "prox_elastic_net",

@@ -1,0 +1,671 @@
+r"""Fused optimizer steps: AdamW, Adam-L2 and SGD(W) as one kernel per leaf.
+
+XLA:CPU compiles ``decaytx.adamw`` (and ``optax.adamw``) to three kernels per
+leaf: one per moment and one for the parameter update, which reads the
+moments the first two wrote, 40 bytes per f32 parameter in all. The one-pass
+minimum is 28 (read :math:`\theta, g, m, v`; write :math:`\theta, m, v`).
+XLA:CPU can merge kernels that read the same inputs ("sibling" multi-output
+fusion), but only when the option is on, and only when the update does not
+consume the moment kernels' outputs. The steps here are written that way: the
+update recomputes :math:`m_t, v_t` from the step's inputs with an expression
+that is bitwise equal to the usual one but shares no subexpression with it
+(``-(g·(-c) + m·(-b))`` for ``c·g + b·m``: IEEE negation is exact), so that
+common-subexpression elimination cannot fold them back together. With
+
+.. code-block:: shell
+
+  XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion
+
+each leaf is ONE kernel: 28 B/param for AdamW and Adam-L2, 20 B/param for
+SGD with momentum (``tests/test_hlo_cost.py``).
+
+Without the option that formulation is worse (60 B/param), so the step chooses
+at trace time: the fused ("sibling") form only when multi-output fusion is
+active on the CPU backend (the option is in ``XLA_FLAGS`` and a probe
+compilation shows it at work), and otherwise exactly the plain recipe's
+program. The option is process-wide and also changes how the rest of a
+program fuses (see docs/performance.md): it is opt-in, never set here.
+
+State: ``init`` is the plain recipe's ``init``, so the state is the same tree
+(same types, dtypes and structure) and a checkpoint moves between a fused and
+an unfused optimizer in both directions.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any, Literal, cast
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from decaytx import _base, _update_side
+from decaytx import _coefficients as coef
+from decaytx._coefficients import Coefficient
+from decaytx._decoupled import add_decoupled_decay
+from decaytx._gradient import add_l2_grad
+from decaytx._recipes import DecayScaling, _momentum, adam_l2, adamw, decay_multiplier, sgd_l2, sgdw
+
+PyTree = Any
+Formulation = Literal["auto", "sibling", "plain"]
+
+FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
+_FLAG_NAME = "xla_cpu_use_multi_output_fusion"
+
+
+# ---------------------------------------------------------------------------
+# Is multi-output fusion on?
+
+
+@functools.cache
+def _probe(backend: str) -> bool:
+    # Two outputs that read the same input: one kernel with multi-output
+    # fusion, two without.
+    compiled = jax.jit(lambda x: (x * 2.0, x * 3.0 + 1.0), backend=backend).lower(
+        jax.ShapeDtypeStruct((64,), jnp.float32)
+    ).compile()
+    text = compiled.as_text() or ""
+    entry = text[text.find("\nENTRY"):]
+    return entry.count(" fusion(") == 1
+
+
+def multi_output_fusion_active() -> bool:
+    """Whether XLA:CPU's multi-output fusion is active in this process.
+
+    True when the default backend is CPU, ``XLA_FLAGS`` carries
+    ``xla_cpu_use_multi_output_fusion`` and a probe compilation (two outputs
+    of one input, cached per process) compiles to one kernel: the flags are
+    read when the backend starts, so setting them later has no effect and the
+    probe says so.
+
+    Returns:
+      ``True`` if the fused formulation compiles to one kernel per leaf here.
+
+    Examples:
+      >>> import decaytx
+      >>> isinstance(decaytx.multi_output_fusion_active(), bool)
+      True
+    """
+    if jax.default_backend() != "cpu":
+        return False
+    if _FLAG_NAME not in os.environ.get("XLA_FLAGS", ""):
+        return False
+    return _probe("cpu")
+
+
+# ---------------------------------------------------------------------------
+# Per-leaf maths, each as a pair: the value the state stores (as the plain
+# recipe computes it) and the same value recomputed for the update with no
+# subexpression in common (bitwise equal: IEEE negation is exact, and
+# -(-a + -b) == a + b, a * -c == -(a * c) in every rounding mode that is
+# symmetric, which round-to-nearest is).
+
+
+def _l2_triple(
+    g: jax.Array, p: jax.Array, a: jax.Array | None, wd: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``g + wd (p - a)`` (as ``add_l2_grad``) three times, with nothing shared.
+
+    One copy feeds each of the two moments and one the update, so that no
+    penalised gradient is ever materialised between kernels.
+    """
+    d = p if a is None else p - a
+    first = (g + wd * d).astype(g.dtype)
+    neg = p * (-wd) if a is None else (a - p) * wd  # == -(wd * d), exactly
+    second = (-((-g) + neg)).astype(g.dtype)
+    neg3 = (-p) * wd if a is None else (a + (-p)) * wd  # == -(wd * d), exactly
+    third = (g - neg3).astype(g.dtype)
+    return first, second, third
+
+
+def _adam_pair(
+    gm: jax.Array, gu: jax.Array, m: jax.Array, v: jax.Array, b1: float, b2: float,
+    gv: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Adam's moments as ``optax.scale_by_adam`` writes them, and siblings.
+
+    ``gm``/``gv`` feed the stored first/second moments (``gv`` defaults to
+    ``gm``), ``gu`` the recomputed ones.
+    """
+    gv = gm if gv is None else gv
+    m1 = (1 - b1) * gm + b1 * m
+    v1 = (1 - b2) * (gv**2) + b2 * v
+    m2 = -(gu * (-(1 - b1)) + m * (-b1))
+    v2 = -((gu * (-gu)) * (1 - b2) + v * (-b2))
+    return m1, v1, m2, v2
+
+
+def _trace_pair(
+    gm: jax.Array, gu: jax.Array, t: jax.Array, mu: float, nesterov: bool
+) -> tuple[jax.Array, jax.Array]:
+    """``optax.trace``'s buffer ``g + mu t`` and the update it gives, as a sibling."""
+    t1 = gm + mu * t
+    t2 = -((-gu) + t * (-mu))
+    return t1, (gu + mu * t2 if nesterov else t2)
+
+
+def _lr_value(learning_rate: Any, lr_state: Any) -> Any:
+    """The factor ``optax.scale_by_learning_rate`` multiplies by, before its cast."""
+    if callable(learning_rate):
+        return -1 * jnp.asarray(learning_rate(lr_state.count))
+    return -1 * learning_rate
+
+
+def _lr_scale(u: jax.Array, learning_rate: Any, step: Any) -> jax.Array:
+    """What ``optax.scale_by_learning_rate`` does to one leaf (``step`` from :func:`_lr_value`)."""
+    if callable(learning_rate):
+        return jnp.array(step, dtype=u.dtype) * u
+    return step * u
+
+
+def _lr_next(learning_rate: Any, lr_state: Any) -> Any:
+    if callable(learning_rate):
+        return optax.ScaleByScheduleState(count=optax.safe_increment(lr_state.count))
+    return lr_state
+
+
+# ---------------------------------------------------------------------------
+# The decay stages, as decaytx's transforms compute them (same scalars, same
+# casts), with the state they advance.
+
+
+class _Decay:
+    """One decay stage of a chain: its coefficients, mask and anchor."""
+
+    def __init__(self, coefficients: dict[str, Any], mask: Any, combine: Callable[[dict[str, Any]], Any]) -> None:
+        self.coefficients = coefficients
+        self.mask = mask
+        self.combine = combine
+        self.needs_count = any(coef.is_schedule(v) for v in coefficients.values())
+
+    def scalar(self, state: Any) -> jax.Array:
+        count = state.count if isinstance(state, _base.DecayState) else None
+        values = {k: coef.value_at(v, count) for k, v in self.coefficients.items()}
+        return self.combine(values)
+
+    def next_state(self, state: Any) -> Any:
+        if isinstance(state, _base.DecayState) and state.count is not None:
+            return state._replace(count=jnp.asarray(optax.safe_increment(state.count)))
+        return state
+
+    def anchors(self, state: Any, params: PyTree) -> list[Any]:
+        leaves = jax.tree_util.tree_leaves(params)
+        if isinstance(state, _base.DecayState) and state.anchor is not None:
+            flat = jax.tree_util.tree_leaves(state.anchor, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+            return [None if isinstance(a, optax.MaskedNode) else a for a in flat]
+        return [None] * len(leaves)
+
+    def mask_leaves(self, params: PyTree) -> list[bool]:
+        return jax.tree_util.tree_leaves(_base.resolve_mask(self.mask, params))
+
+
+def _decay_state_ok(state: Any) -> bool:
+    return isinstance(state, (optax.EmptyState, _base.DecayState))
+
+
+def _leaves_ok(updates: PyTree, params: PyTree) -> bool:
+    """Whether every leaf is a real float array whose update has its dtype and shape.
+
+    Anything else (None or masked leaves, integers, complex numbers, f32
+    updates for bf16 params) takes the plain program, which handles it.
+    """
+    try:
+        u_leaves, u_def = jax.tree_util.tree_flatten(updates, is_leaf=_base._is_leaf)
+        p_leaves, p_def = jax.tree_util.tree_flatten(params, is_leaf=_base._is_leaf)
+    except TypeError:
+        return False
+    if u_def != p_def:
+        return False
+    for u, p in zip(u_leaves, p_leaves, strict=True):
+        if _base._is_leaf(u) or _base._is_leaf(p) or not hasattr(p, "dtype") or not hasattr(u, "dtype"):
+            return False
+        if not jnp.issubdtype(p.dtype, jnp.floating) or u.dtype != p.dtype or u.shape != p.shape:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# The wrapper every fused step shares.
+
+
+def _check_formulation(formulation: Any) -> Formulation:
+    if formulation not in ("auto", "sibling", "plain"):
+        raise ValueError(
+            f"formulation={formulation!r} is not understood; pass 'auto' (fused "
+            "when XLA:CPU multi-output fusion is on, else the plain recipe), "
+            "'sibling' (always the fused formulation) or 'plain' (always the "
+            "recipe's program)."
+        )
+    return formulation
+
+
+def _fused_transform(
+    name: str,
+    plain: optax.GradientTransformation,
+    sibling: Callable[[PyTree, Any, PyTree], tuple[PyTree, Any] | None],
+    formulation: Formulation,
+) -> optax.GradientTransformation:
+    """``plain.init`` and an update that picks the formulation at trace time.
+
+    ``sibling(updates, state, params)`` returns ``None`` when it does not
+    recognise the state (then the plain update runs).
+    """
+
+    def update_fn(updates: optax.Updates, state: Any, params: optax.Params | None = None) -> tuple[optax.Updates, Any]:
+        use = formulation == "sibling" or (formulation == "auto" and multi_output_fusion_active())
+        if use and params is not None and _leaves_ok(updates, params):
+            _base.check_leaves(params, name)
+            out = sibling(updates, state, params)
+            if out is not None:
+                return out
+        return plain.update(updates, state, params)
+
+    return optax.GradientTransformation(plain.init, update_fn)
+
+
+def _map_leaves(fn: Callable[..., tuple[Any, ...]], n_out: int, treedef: Any, *columns: list[Any]) -> list[PyTree]:
+    """Applies ``fn`` leaf by leaf over flat columns; unflattens each output."""
+    rows = [fn(*xs) for xs in zip(*columns, strict=True)]
+    return [jax.tree_util.tree_unflatten(treedef, [r[i] for r in rows]) for i in range(n_out)]
+
+
+# ---------------------------------------------------------------------------
+# Public steps
+
+
+def fused_adamw(
+    learning_rate: optax.ScalarOrSchedule,
+    weight_decay: Coefficient,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    mask: Any = None,
+    decay_scaling: DecayScaling = "lr",
+    cautious: bool = False,
+    anchor: Any = None,
+    formulation: Formulation = "auto",
+) -> optax.GradientTransformation:
+    r""":func:`decaytx.adamw` as one kernel per leaf (with XLA:CPU multi-output fusion).
+
+    .. math::
+      \theta_{t+1} = \theta_t - \eta_t \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
+        - m_t \lambda (\theta_t - a)
+
+    The same maths, arguments, state and values as :func:`decaytx.adamw`
+    (bitwise on XLA:CPU, see ``tests/test_fused.py``), written so that the
+    moments and the update are sibling computations over
+    :math:`(\theta, g, m, v)`. With
+    ``XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion``
+    each leaf compiles to one kernel moving 28 bytes per f32 parameter (40 for
+    ``optax.adamw``); without it (or off CPU) the update is exactly
+    :func:`decaytx.adamw`'s program. See :func:`multi_output_fusion_active`.
+
+    Args:
+      learning_rate: :math:`\eta`, a float or a schedule of the step count.
+      weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a schedule.
+      b1: decay of the first moment.
+      b2: decay of the second moment.
+      eps: :math:`\epsilon`, added to :math:`\sqrt{\hat v_t}`.
+      mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
+      decay_scaling: ``"lr"``, ``"schedule"``, ``"none"`` or ``"corrected"``
+        (see :func:`decaytx.adamw`).
+      cautious: decay only the coordinates the step moves toward the anchor.
+      anchor: ``None`` (toward 0), ``"init"`` or a pytree like params, as in
+        :func:`decaytx.add_decoupled_decay` (read once more per step: +4 B/param).
+      formulation: ``"auto"`` (fused exactly when multi-output fusion is
+        active), ``"sibling"`` (always the fused formulation: for
+        measurements) or ``"plain"`` (always the recipe's program).
+
+    Returns:
+      An ``optax.GradientTransformation`` whose state is :func:`decaytx.adamw`'s.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, decaytx
+      >>> opt = decaytx.fused_adamw(0.1, 0.01)
+      >>> params = jnp.array([1.0, -2.0])
+      >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
+      >>> updates  # eta * lambda * theta, as decaytx.adamw
+      Array([-0.001,  0.002], dtype=float32)
+
+    References:
+      Loshchilov & Hutter, `Decoupled Weight Decay Regularization
+      <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
+      `XLA flags <https://openxla.org/xla/flags_guidance>`_.
+    """
+    formulation = _check_formulation(formulation)
+    m = decay_multiplier(learning_rate, decay_scaling)
+    if anchor is None:
+        plain = adamw(learning_rate, weight_decay, b1=b1, b2=b2, eps=eps, mask=mask,
+                      decay_scaling=decay_scaling, cautious=cautious)
+    else:
+        plain = optax.chain(
+            optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+            optax.scale_by_learning_rate(learning_rate),
+            add_decoupled_decay(weight_decay, learning_rate=m, mask=mask, anchor=anchor, cautious=cautious),
+        )
+    mult = _update_side.multiplier(m, "fused_adamw")
+    decays = not (coef.is_zero(weight_decay) or coef.is_zero(mult))
+    decay = _Decay({"weight_decay": weight_decay, "learning_rate": mult}, mask,
+                   lambda v: v["learning_rate"] * v["weight_decay"])
+
+    from decaytx._decoupled import _decoupled_term
+
+    def sibling(updates: PyTree, state: Any, params: PyTree) -> tuple[PyTree, Any] | None:
+        if not (isinstance(state, tuple) and len(state) == 3):
+            return None
+        adam_s, lr_s, dec_s = state
+        if not isinstance(adam_s, optax.ScaleByAdamState) or not _decay_state_ok(dec_s):
+            return None
+        g_leaves, treedef = jax.tree_util.tree_flatten(updates)
+        p_leaves = treedef.flatten_up_to(params)
+        count = optax.safe_increment(adam_s.count)
+        rate = decay.scalar(dec_s) if decays else None
+        bc1, bc2, step = 1 - b1**count, 1 - b2**count, _lr_value(learning_rate, lr_s)
+        masks = decay.mask_leaves(params) if decays else [False] * len(p_leaves)
+        anchors = decay.anchors(dec_s, params) if decays else [None] * len(p_leaves)
+
+        def leaf(g: Any, p: Any, m_: Any, v_: Any, keep: bool, a: Any) -> tuple[Any, Any, Any]:
+            m1, v1, m2, v2 = _adam_pair(g, g, m_, v_, b1, b2)
+            u = (m2 / jnp.asarray(bc1).astype(m2.dtype)) / (jnp.sqrt(v2 / jnp.asarray(bc2).astype(v2.dtype) + 0.0) + eps)
+            u = _lr_scale(u, learning_rate, step)
+            if keep and rate is not None:
+                a_ = None if a is None else a.astype(u.dtype)
+                u = _decoupled_term(u, p.astype(u.dtype), a_, coef.cast_for(rate, u), cautious).astype(u.dtype)
+            return u, m1, v1.astype(v_.dtype)
+
+        u, mu, nu = _map_leaves(leaf, 3, treedef, g_leaves, p_leaves,
+                                treedef.flatten_up_to(adam_s.mu), treedef.flatten_up_to(adam_s.nu),
+                                masks, anchors)
+        new = (adam_s._replace(count=count, mu=mu, nu=nu), _lr_next(learning_rate, lr_s),
+               decay.next_state(dec_s) if decays else dec_s)
+        return u, new
+
+    return _fused_transform("fused_adamw", plain, sibling, formulation)
+
+
+def fused_adam_l2(
+    learning_rate: optax.ScalarOrSchedule,
+    weight_decay: Coefficient,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    mask: Any = None,
+    anchor: Any = None,
+    formulation: Formulation = "auto",
+) -> optax.GradientTransformation:
+    r""":func:`decaytx.adam_l2` as one kernel per leaf (with XLA:CPU multi-output fusion).
+
+    .. math::
+      g_t \leftarrow g_t + \lambda(\theta_t - a), \qquad
+      \theta_{t+1} = \theta_t - \eta_t \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
+
+    The same maths, arguments, state and values as :func:`decaytx.adam_l2`
+    (bitwise on XLA:CPU), written as sibling computations: with
+    ``XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion``
+    one kernel per leaf at 28 B/param (the plain chain: 48); otherwise exactly
+    :func:`decaytx.adam_l2`'s program. See :func:`fused_adamw`.
+
+    Args:
+      learning_rate: :math:`\eta`, a float or a schedule of the step count.
+      weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a schedule.
+      b1: decay of the first moment.
+      b2: decay of the second moment.
+      eps: :math:`\epsilon`, added to :math:`\sqrt{\hat v_t}`.
+      mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
+      anchor: ``None``, ``"init"`` or a pytree like params (as
+        :func:`decaytx.add_l2_grad`).
+      formulation: ``"auto"``, ``"sibling"`` or ``"plain"`` (see :func:`fused_adamw`).
+
+    Returns:
+      An ``optax.GradientTransformation`` whose state is :func:`decaytx.adam_l2`'s.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, decaytx
+      >>> opt = decaytx.fused_adam_l2(0.1, 0.01)
+      >>> params = jnp.array([1.0, -2.0])
+      >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
+      >>> [round(float(u), 4) for u in updates]
+      [-0.1, 0.1]
+
+    References:
+      Kingma & Ba, `Adam: A Method for Stochastic Optimization
+      <https://arxiv.org/abs/1412.6980>`_, ICLR 2015.
+    """
+    formulation = _check_formulation(formulation)
+    if anchor is None:
+        plain = adam_l2(learning_rate, weight_decay, b1=b1, b2=b2, eps=eps, mask=mask)
+    else:
+        coef.check("learning_rate", learning_rate)
+        plain = optax.chain(
+            add_l2_grad(weight_decay, mask=mask, anchor=anchor),
+            optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+            optax.scale_by_learning_rate(learning_rate),
+        )
+    decays = not coef.is_zero(weight_decay)
+    decay = _Decay({"weight_decay": weight_decay}, mask, lambda v: v["weight_decay"])
+
+    def sibling(updates: PyTree, state: Any, params: PyTree) -> tuple[PyTree, Any] | None:
+        if not (isinstance(state, tuple) and len(state) == 3):
+            return None
+        dec_s, adam_s, lr_s = state
+        if not isinstance(adam_s, optax.ScaleByAdamState) or not _decay_state_ok(dec_s):
+            return None
+        g_leaves, treedef = jax.tree_util.tree_flatten(updates)
+        p_leaves = treedef.flatten_up_to(params)
+        count = optax.safe_increment(adam_s.count)
+        wd = decay.scalar(dec_s) if decays else None
+        bc1, bc2, step = 1 - b1**count, 1 - b2**count, _lr_value(learning_rate, lr_s)
+        masks = decay.mask_leaves(params) if decays else [False] * len(p_leaves)
+        anchors = decay.anchors(dec_s, params) if decays else [None] * len(p_leaves)
+
+        def leaf(g: Any, p: Any, m_: Any, v_: Any, keep: bool, a: Any) -> tuple[Any, Any, Any]:
+            if keep and wd is not None:
+                gm, gu, gv = _l2_triple(g, p.astype(g.dtype), None if a is None else a.astype(g.dtype),
+                                        coef.cast_for(wd, g))
+            else:
+                gm = gu = gv = g
+            m1, v1, m2, v2 = _adam_pair(gm, gu, m_, v_, b1, b2, gv)
+            u = (m2 / jnp.asarray(bc1).astype(m2.dtype)) / (jnp.sqrt(v2 / jnp.asarray(bc2).astype(v2.dtype) + 0.0) + eps)
+            return _lr_scale(u, learning_rate, step), m1, v1.astype(v_.dtype)
+
+        u, mu, nu = _map_leaves(leaf, 3, treedef, g_leaves, p_leaves,
+                                treedef.flatten_up_to(adam_s.mu), treedef.flatten_up_to(adam_s.nu),
+                                masks, anchors)
+        new = (decay.next_state(dec_s) if decays else dec_s,
+               adam_s._replace(count=count, mu=mu, nu=nu), _lr_next(learning_rate, lr_s))
+        return u, new
+
+    return _fused_transform("fused_adam_l2", plain, sibling, formulation)
+
+
+def fused_sgdw(
+    learning_rate: optax.ScalarOrSchedule,
+    weight_decay: Coefficient,
+    *,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    mask: Any = None,
+    decay_scaling: DecayScaling = "lr",
+    anchor: Any = None,
+    formulation: Formulation = "auto",
+) -> optax.GradientTransformation:
+    r""":func:`decaytx.sgdw` as one kernel per leaf (with XLA:CPU multi-output fusion).
+
+    .. math::
+      b_t = \mu b_{t-1} + g_t, \qquad
+      \theta_{t+1} = \theta_t - \eta_t \,(b_t \text{ or } g_t + \mu b_t)
+        - m_t \lambda (\theta_t - a)
+
+    The same maths, arguments, state and values as :func:`decaytx.sgdw`
+    (bitwise on XLA:CPU). With momentum and
+    ``XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion``
+    each leaf is one kernel at 20 B/param (read :math:`\theta, g, b`; write
+    :math:`\theta, b`); otherwise exactly :func:`decaytx.sgdw`'s program
+    (without momentum that is one kernel per leaf already).
+
+    Args:
+      learning_rate: :math:`\eta`, a float or a schedule of the step count.
+      weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a schedule.
+      momentum: :math:`\mu \in [0, 1)` (PyTorch convention), or ``None``.
+      nesterov: Nesterov momentum (needs ``momentum``).
+      mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
+      decay_scaling: ``"lr"``, ``"schedule"``, ``"none"`` or ``"corrected"``.
+      anchor: ``None``, ``"init"`` or a pytree like params.
+      formulation: ``"auto"``, ``"sibling"`` or ``"plain"`` (see :func:`fused_adamw`).
+
+    Returns:
+      An ``optax.GradientTransformation`` whose state is :func:`decaytx.sgdw`'s.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, decaytx
+      >>> opt = decaytx.fused_sgdw(0.1, 0.01, momentum=0.9, decay_scaling="none")
+      >>> params = jnp.array([1.0, -2.0])
+      >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
+      >>> updates
+      Array([-0.01,  0.02], dtype=float32)
+
+    References:
+      Loshchilov & Hutter, `Decoupled Weight Decay Regularization
+      <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
+    """
+    formulation = _check_formulation(formulation)
+    m = decay_multiplier(learning_rate, decay_scaling)
+    if anchor is None:
+        plain = sgdw(learning_rate, weight_decay, momentum=momentum, nesterov=nesterov, mask=mask,
+                     decay_scaling=decay_scaling)
+    else:
+        plain = optax.chain(
+            _momentum(momentum, nesterov),
+            optax.scale_by_learning_rate(learning_rate),
+            add_decoupled_decay(weight_decay, learning_rate=m, mask=mask, anchor=anchor),
+        )
+    mult = _update_side.multiplier(m, "fused_sgdw")
+    decays = not (coef.is_zero(weight_decay) or coef.is_zero(mult))
+    decay = _Decay({"weight_decay": weight_decay, "learning_rate": mult}, mask,
+                   lambda v: v["learning_rate"] * v["weight_decay"])
+
+    from decaytx._decoupled import _decoupled_term
+
+    def sibling(updates: PyTree, state: Any, params: PyTree) -> tuple[PyTree, Any] | None:
+        if momentum is None or not (isinstance(state, tuple) and len(state) == 3):
+            return None  # plain SGD is one kernel per leaf as it is
+        tr_s, lr_s, dec_s = state
+        if not isinstance(tr_s, optax.TraceState) or not _decay_state_ok(dec_s):
+            return None
+        g_leaves, treedef = jax.tree_util.tree_flatten(updates)
+        p_leaves = treedef.flatten_up_to(params)
+        rate = decay.scalar(dec_s) if decays else None
+        step = _lr_value(learning_rate, lr_s)
+        masks = decay.mask_leaves(params) if decays else [False] * len(p_leaves)
+        anchors = decay.anchors(dec_s, params) if decays else [None] * len(p_leaves)
+
+        def leaf(g: Any, p: Any, t: Any, keep: bool, a: Any) -> tuple[Any, Any]:
+            t1, u = _trace_pair(g, g, t, cast(float, momentum), nesterov)
+            u = _lr_scale(u, learning_rate, step)
+            if keep and rate is not None:
+                a_ = None if a is None else a.astype(u.dtype)
+                u = _decoupled_term(u, p.astype(u.dtype), a_, coef.cast_for(rate, u), False).astype(u.dtype)
+            return u, t1
+
+        u, tr = _map_leaves(leaf, 2, treedef, g_leaves, p_leaves, treedef.flatten_up_to(tr_s.trace),
+                            masks, anchors)
+        new = (optax.TraceState(trace=tr), _lr_next(learning_rate, lr_s),
+               decay.next_state(dec_s) if decays else dec_s)
+        return u, new
+
+    return _fused_transform("fused_sgdw", plain, sibling, formulation)
+
+
+def fused_sgd_l2(
+    learning_rate: optax.ScalarOrSchedule,
+    weight_decay: Coefficient,
+    *,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    mask: Any = None,
+    anchor: Any = None,
+    formulation: Formulation = "auto",
+) -> optax.GradientTransformation:
+    r""":func:`decaytx.sgd_l2` as one kernel per leaf (with XLA:CPU multi-output fusion).
+
+    .. math::
+      g_t \leftarrow g_t + \lambda(\theta_t - a), \qquad
+      b_t = \mu b_{t-1} + g_t, \qquad
+      \theta_{t+1} = \theta_t - \eta_t \,(b_t \text{ or } g_t + \mu b_t)
+
+    The same maths, arguments, state and values as :func:`decaytx.sgd_l2`
+    (bitwise on XLA:CPU): with momentum and the multi-output-fusion flag one
+    kernel per leaf at 20 B/param; otherwise exactly :func:`decaytx.sgd_l2`'s
+    program.
+
+    Args:
+      learning_rate: :math:`\eta`, a float or a schedule of the step count.
+      weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a schedule.
+      momentum: :math:`\mu \in [0, 1)`, or ``None``.
+      nesterov: Nesterov momentum (needs ``momentum``).
+      mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
+      anchor: ``None``, ``"init"`` or a pytree like params.
+      formulation: ``"auto"``, ``"sibling"`` or ``"plain"`` (see :func:`fused_adamw`).
+
+    Returns:
+      An ``optax.GradientTransformation`` whose state is :func:`decaytx.sgd_l2`'s.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, decaytx
+      >>> opt = decaytx.fused_sgd_l2(0.1, 0.5, momentum=0.9)
+      >>> params = jnp.array([1.0, -2.0])
+      >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
+      >>> updates
+      Array([-0.05,  0.1 ], dtype=float32)
+
+    References:
+      `torch.optim.SGD
+      <https://pytorch.org/docs/stable/generated/torch.optim.SGD.html>`_.
+    """
+    formulation = _check_formulation(formulation)
+    if anchor is None:
+        plain = sgd_l2(learning_rate, weight_decay, momentum=momentum, nesterov=nesterov, mask=mask)
+    else:
+        coef.check("learning_rate", learning_rate)
+        plain = optax.chain(
+            add_l2_grad(weight_decay, mask=mask, anchor=anchor),
+            _momentum(momentum, nesterov),
+            optax.scale_by_learning_rate(learning_rate),
+        )
+    decays = not coef.is_zero(weight_decay)
+    decay = _Decay({"weight_decay": weight_decay}, mask, lambda v: v["weight_decay"])
+
+    def sibling(updates: PyTree, state: Any, params: PyTree) -> tuple[PyTree, Any] | None:
+        if momentum is None or not (isinstance(state, tuple) and len(state) == 3):
+            return None
+        dec_s, tr_s, lr_s = state
+        if not isinstance(tr_s, optax.TraceState) or not _decay_state_ok(dec_s):
+            return None
+        g_leaves, treedef = jax.tree_util.tree_flatten(updates)
+        p_leaves = treedef.flatten_up_to(params)
+        wd = decay.scalar(dec_s) if decays else None
+        step = _lr_value(learning_rate, lr_s)
+        masks = decay.mask_leaves(params) if decays else [False] * len(p_leaves)
+        anchors = decay.anchors(dec_s, params) if decays else [None] * len(p_leaves)
+
+        def leaf(g: Any, p: Any, t: Any, keep: bool, a: Any) -> tuple[Any, Any]:
+            if keep and wd is not None:
+                gm, gu, _ = _l2_triple(g, p.astype(g.dtype), None if a is None else a.astype(g.dtype),
+                                       coef.cast_for(wd, g))
+            else:
+                gm = gu = g
+            t1, u = _trace_pair(gm, gu, t, cast(float, momentum), nesterov)
+            return _lr_scale(u, learning_rate, step), t1
+
+        u, tr = _map_leaves(leaf, 2, treedef, g_leaves, p_leaves, treedef.flatten_up_to(tr_s.trace),
+                            masks, anchors)
+        new = (decay.next_state(dec_s) if decays else dec_s, optax.TraceState(trace=tr),
+               _lr_next(learning_rate, lr_s))
+        return u, new
+
+    return _fused_transform("fused_sgd_l2", plain, sibling, formulation)
