@@ -132,6 +132,10 @@ def _rounded(x: Any) -> Any:
     return x
 
 
+def _fmt_load(x: Any) -> str:
+    return "n/a" if x is None else f"{float(x):.1f}"
+
+
 def write_report(out_dir: pathlib.Path) -> pathlib.Path:
     data = json.loads((out_dir / "results.json").read_text())
     meta = data.get("meta", {})
@@ -141,7 +145,7 @@ def write_report(out_dir: pathlib.Path) -> pathlib.Path:
         f"Mode `{meta.get('mode')}`, seed {meta.get('seed')}, command `{meta.get('command')}`; "
         f"wall time of the last run {meta.get('wall_seconds', 0):.0f} s, CPU time (user + sys) "
         f"{meta.get('cpu_seconds', 0):.0f} s on {meta.get('machine')} (1-min load average at the end: "
-        f"{meta.get('load_average_at_end')}). On 2 idle cores the wall time would be between CPU/2 and CPU.",
+        f"{_fmt_load(meta.get('load_average_at_end'))}). On 2 idle cores the wall time would be between CPU/2 and CPU.",
         "Verdicts are computed from the measured numbers below by the stated criterion; "
         "nothing is hard-coded.",
         "",
