@@ -20,7 +20,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m experiments",
         description="Test the claims of the weight-decay notes with decaytx; writes "
         "results.json, one PNG per claim and report.md into --out.",
-        epilog="studies: all (the nine claims), " + ", ".join(STUDIES) + ", bench (benchmarks)",
+        epilog="studies: all (the ten claims), " + ", ".join(STUDIES) + ", bench (benchmarks)",
     )
     p.add_argument("study", choices=["all", *STUDIES, "bench"], metavar="study",
                    help="'all', one claim id (" + ", ".join(STUDIES) + ") or 'bench'")
@@ -51,9 +51,10 @@ def run_bench(out_dir: pathlib.Path, quick: bool, seed: int) -> int:
 
 def run_study(study_id: str, ctx: Context) -> Claim:
     module = importlib.import_module(f"experiments.{STUDIES[study_id]}")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     claim = module.run(ctx)
     claim.seconds = time.perf_counter() - t0
+    claim.cpu_seconds = time.process_time() - c0  # user + sys of every thread of this process
     assert claim.id == study_id, (claim.id, study_id)
     return claim
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_bench(args.out, mode != "full", args.seed)
     ids = list(STUDIES) if args.study == "all" else [args.study]
     ctx = Context.make(args.out, mode, args.seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     claims = []
     with warnings.catch_warnings():
         # DecayWarnings are part of what some studies show; keep them quiet here.
@@ -73,15 +74,20 @@ def main(argv: list[str] | None = None) -> int:
         for i, study_id in enumerate(ids, 1):
             print(f"[{i}/{len(ids)}] {study_id} ({mode})", flush=True)
             claim = run_study(study_id, ctx)
-            print(f"    {'HOLDS' if claim.holds else 'does not hold'}: {claim.key_number} ({claim.seconds:.0f} s)", flush=True)
+            print(f"    {'HOLDS' if claim.holds else 'does not hold'}: {claim.key_number} ({claim.seconds:.0f} s wall, {claim.cpu_seconds:.0f} s CPU)", flush=True)
             claims.append(claim)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     meta = {
         "mode": mode,
         "seed": args.seed,
         "command": "python -m experiments " + " ".join(sys.argv[1:] if argv is None else argv),
         "wall_seconds": wall,
         "study_seconds": {c.id: c.seconds for c in claims},
+        # CPU time (user + sys) does not grow when other jobs share the machine; wall time does.
+        # On 2 idle cores the wall time is at least cpu/2 (perfect use of both) and at most cpu.
+        "cpu_seconds": cpu,
+        "study_cpu_seconds": {c.id: c.cpu_seconds for c in claims},
+        "load_average_at_end": _load(),
         "machine": f"{platform.machine()}, {_cpus()} CPU cores, {platform.python_implementation()} {platform.python_version()}",
     }
     path = write_results(args.out, claims, meta)
@@ -89,8 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     all_claims = json.loads(path.read_text())["claims"]
     print()
     print(summary_table(all_claims))
-    print(f"\n{len(claims)} studies in {wall:.0f} s ({mode}). Report: {report}  Results: {path}")
+    print(f"\n{len(claims)} studies in {wall:.0f} s wall, {cpu:.0f} s CPU ({mode}). Report: {report}  Results: {path}")
     return 0
+
+
+def _load() -> float | None:
+    import os
+
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def _cpus() -> int:

@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from experiments import mnist1d_data
 from experiments.common import MODES, Digits, Mode, load_digits_split
+from experiments.mnist1d_data import Split
 
 
 @dataclasses.dataclass
@@ -21,12 +23,21 @@ class Context:
     mode: Mode
     seed: int
     _digits: Digits | None = None
+    shared: dict[str, Any] = dataclasses.field(default_factory=dict)  # results one study hands to another
 
     @property
     def digits(self) -> Digits:
         if self._digits is None:
             self._digits = load_digits_split(self.seed)
         return self._digits
+
+    def mnist1d(self, n_train: int, n_val: int, n_test: int, **kw: Any) -> Split:
+        """MNIST-1D generated from this run's seed, cached under ``out_dir/data``."""
+        return mnist1d_data.load(self.out_dir / "data", n_train, n_val, n_test, self.seed, **kw)
+
+    @property
+    def mode_name(self) -> str:
+        return self.mode.name
 
     @classmethod
     def make(cls, out_dir: pathlib.Path, mode: str, seed: int) -> Context:
@@ -47,6 +58,7 @@ class Claim:
     key_number: str  # one line for the summary table
     notes: str = ""
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -77,11 +89,19 @@ def write_results(out_dir: pathlib.Path, claims: list[Claim], meta: dict[str, An
     # Merge with claims already there, so `python -m experiments <one study>`
     # updates its own entry and keeps the others.
     existing: list[dict[str, Any]] = []
+    old_meta: dict[str, Any] = {}
     if path.exists():
         try:
-            existing = json.loads(path.read_text())["claims"]
+            old = json.loads(path.read_text())
+            existing, old_meta = old["claims"], old.get("meta", {})
         except (ValueError, KeyError):
             existing = []
+    if existing and {c.id for c in claims} < {c["id"] for c in existing} and old_meta.get("mode") == meta.get("mode"):
+        # One study re-run into a full report: keep the report's meta, note the update.
+        for k in ("study_seconds", "study_cpu_seconds"):
+            old_meta.setdefault(k, {}).update(meta.get(k, {}))
+        old_meta.setdefault("updated_by", []).append(meta.get("command"))
+        meta = old_meta
     new = {c.id: c.to_json() for c in claims}
     merged = [new.pop(c["id"]) if c["id"] in new else c for c in existing] + list(new.values())
     from experiments import STUDIES
@@ -112,6 +132,10 @@ def _rounded(x: Any) -> Any:
     return x
 
 
+def _fmt_load(x: Any) -> str:
+    return "n/a" if x is None else f"{float(x):.1f}"
+
+
 def write_report(out_dir: pathlib.Path) -> pathlib.Path:
     data = json.loads((out_dir / "results.json").read_text())
     meta = data.get("meta", {})
@@ -119,17 +143,19 @@ def write_report(out_dir: pathlib.Path) -> pathlib.Path:
         "# decaytx experiments: do the weight-decay claims hold?",
         "",
         f"Mode `{meta.get('mode')}`, seed {meta.get('seed')}, command `{meta.get('command')}`; "
-        f"wall time of the last run {meta.get('wall_seconds', 0):.0f} s on {meta.get('machine')}.",
+        f"wall time of the last run {meta.get('wall_seconds', 0):.0f} s, CPU time (user + sys) "
+        f"{meta.get('cpu_seconds', 0):.0f} s on {meta.get('machine')} (1-min load average at the end: "
+        f"{_fmt_load(meta.get('load_average_at_end'))}). On 2 idle cores the wall time would be between CPU/2 and CPU.",
         "Verdicts are computed from the measured numbers below by the stated criterion; "
         "nothing is hard-coded.",
         "",
-        "| claim | verdict | key number | seconds |",
-        "|---|---|---|---|",
+        "| claim | verdict | key number | wall s | CPU s |",
+        "|---|---|---|---|---|",
     ]
     for c in data["claims"]:
         key = c["key_number"].replace("|", "\\|")
         verdict = "holds" if c["holds"] else "**does not hold**"
-        lines.append(f"| [{c['id']}](#{c['id']}) | {verdict} | {key} | {c.get('seconds', 0):.0f} |")
+        lines.append(f"| [{c['id']}](#{c['id']}) | {verdict} | {key} | {c.get('seconds', 0):.0f} | {c.get('cpu_seconds', 0):.0f} |")
     for c in data["claims"]:
         lines += [
             "",

@@ -84,6 +84,9 @@ def run(ctx: Context) -> Claim:
         "adamw_minus_l2_se": float(diff_se),
         "better_generalizer": better,
     }
+    if "landscape" in ctx.shared:  # the MNIST-1D CNN landscape runs, best validation cell per family
+        metrics["mnist1d_generalization"] = ctx.shared["landscape"]["generalization"]
+        metrics["mnist1d_best_val_cell"] = ctx.shared["landscape"]["best_val_cell"]
 
     fig, (ax1, ax2) = new_figure(2)
     for key, label, color in (("test_acc_l2_by_wd", "Adam+L2", "C1"), ("test_acc_adamw_by_wd", "AdamW", "C0")):
@@ -105,6 +108,17 @@ def run(ctx: Context) -> Claim:
     ax2.legend(fontsize=7)
     save_figure(fig, ctx.out_dir / f"{ID}.png")
 
+    notes = (
+        "Adam divides the L2 gradient wd*θ by the running RMS of the gradient, so weights with small "
+        "gradients are decayed much harder: Adam+L2 already moves the weights by "
+        f"{effect_l2[0]:.0%} at wd={WDS[0]:g}, where AdamW moves them by {effect_w[0]:.1e}. The same number "
+        "means very different decay in the two forms, so each is compared at its own validation-chosen wd."
+    )
+    if "mnist1d_generalization" in metrics:
+        notes += (" On MNIST-1D (the landscape study's CNN runs: each family's best validation cell over the whole "
+                  "lr x wd grid, paired bootstrap over seeds and test examples, negative = first better): "
+                  + ", ".join(f"{k} {100 * v['diff']:+.1f} pts [{100 * v['ci'][0]:+.1f}, {100 * v['ci'][1]:+.1f}]"
+                              for k, v in metrics["mnist1d_generalization"].items()) + ".")
     return Claim(
         id=ID,
         statement="With Adam, L2 regularization and decoupled decay (AdamW) differ; which generalizes better on digits?",
@@ -116,10 +130,7 @@ def run(ctx: Context) -> Claim:
         holds=verdict(metrics),
         metrics=metrics,
         figure=f"{ID}.png",
-        notes="Adam divides the L2 gradient wd*θ by the running RMS of the gradient, so weights with small "
-        "gradients are decayed much harder: Adam+L2 already moves the weights by "
-        f"{effect_l2[0]:.0%} at wd={WDS[0]:g}, where AdamW moves them by {effect_w[0]:.1e}. The same number "
-        "means very different decay in the two forms, so each is compared at its own validation-chosen wd.",
+        notes=notes,
         key_number=f"max diff >= {min(maxdiff):.2f} at every wd ({metrics['max_abs_diff_at_reference']:.2f} at "
         f"AdamW's wd={WDS[best_w]:g}); test acc AdamW {metrics['test_acc_adamw_best']:.3f} "
         f"vs Adam+L2 {metrics['test_acc_l2_best']:.3f}: better = {better}",

@@ -1,157 +1,189 @@
-"""decoupled-hyperparameter-landscape: lr x wd grids of test error (Loshchilov & Hutter 2019, Fig. 2)."""
+"""decoupled-hyperparameter-landscape: lr x wd grids of test error on MNIST-1D
+(Loshchilov & Hutter 2019, Fig. 2), five optimizer families, slope of the best wd."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import optax
 
-from experiments import chains
-from experiments.common import grid_runs, new_figure, save_figure, train_mlp
+import decaytx
+from experiments import stats
+from experiments.common import new_figure, save_figure
+from experiments.nets import CNN
 from experiments.report import Claim, Context
+from experiments.train1d import cosine, grid_runs, train
 
 ID = "decoupled-hyperparameter-landscape"
+K = decaytx.masks.ndim_at_least(2)
 MOMENTUM = 0.9
-NEAR_BEST = 0.02  # an lr row counts if its best test error is within 2 points of the grid's best
+SIZES = {  # data (train, val, test), grid, seeds, steps, CNN channels, bootstrap resamples
+    "smoke": dict(data=(600, 200, 600), n_lr=4, n_wd=5, seeds=2, steps=40, channels=4, boot=100),
+    "quick": dict(data=(4000, 1000, 5000), n_lr=7, n_wd=9, seeds=4, steps=600, channels=16, boot=1000),
+    "full": dict(data=(4000, 1000, 5000), n_lr=9, n_wd=11, seeds=6, steps=2000, channels=16, boot=2000),
+}
+ADAM_LR = (-3.0, -1.5)  # log10 range of the peak lr (cosine to 0)
+SGD_LR = (-2.0, -0.5)
+PAIRS = {"Adam": ("Adam+L2", "AdamW, m=η_t/η_max (paper)"), "SGD": ("SGD+L2 (momentum)", "SGDW, m=η_t/η_max (paper)")}
 
 
-def families(n: int) -> dict[str, dict[str, Any]]:
-    """name -> chain builder, lr grid, wd grid (n points each, log-spaced)."""
-    adam_lr = np.logspace(-4, -2, n)
-    sgd_lr = np.logspace(-3, -1, n)
-    return {
-        "Adam+L2": dict(make=lambda h: chains.adam_both(h["lr"], h["wd"], 0.0), lr=adam_lr,
-                        wd=np.logspace(-5, -1, n), pair="Adam", coupled=True),
-        "AdamW, m=1 (paper)": dict(make=lambda h: chains.adam_both(h["lr"], 0.0, h["wd"], multiplier=None),
-                                  lr=adam_lr, wd=np.logspace(-6, -2, n), pair="Adam", coupled=False),
-        "AdamW, m=lr (PyTorch/optax)": dict(make=lambda h: chains.adam_both(h["lr"], 0.0, h["wd"]), lr=adam_lr,
-                                           wd=np.logspace(-3, 1, n), pair="Adam", coupled=None),
-        "SGD+L2 (momentum 0.9)": dict(make=lambda h: chains.sgd_both(h["lr"], h["wd"], 0.0, MOMENTUM), lr=sgd_lr,
-                                      wd=np.logspace(-5, -1, n), pair="SGD", coupled=True),
-        "SGDW, m=1 (paper)": dict(make=lambda h: chains.sgd_both(h["lr"], 0.0, h["wd"], MOMENTUM, multiplier=None),
-                                  lr=sgd_lr, wd=np.logspace(-6, -2, n), pair="SGD", coupled=False),
-        "SGDW, m=lr (PyTorch)": dict(make=lambda h: chains.sgd_both(h["lr"], 0.0, h["wd"], MOMENTUM), lr=sgd_lr,
-                                     wd=np.logspace(-3, 1, n), pair="SGD", coupled=None),
-    }
+@dataclasses.dataclass(frozen=True)
+class Family:
+    make: Callable[[dict[str, Any], optax.Schedule], optax.GradientTransformation]
+    lr: tuple[float, float]  # log10 range
+    wd: tuple[float, float]  # log10 range
 
 
-def best_wd_spread(err: np.ndarray, tol: float, wd: np.ndarray) -> tuple[float, list[float | None]]:
-    """Range (in decades) of the best wd across the lr rows that train well.
+def _peak(h: dict[str, Any], unit: optax.Schedule) -> optax.Schedule:
+    return lambda t: h["lr"] * unit(t)
 
-    The best wd of a row is the centre (mean log10 wd) of the cells within
-    ``tol`` (2 standard errors of a cell's mean over seeds) of the row's lowest
-    error: on a flat row, ties are not broken by noise or by grid order.
-    Rows whose best error is more than NEAR_BEST above the grid's best are
-    left out: there the lr is too small or too large to train in the budget,
-    and the "best" wd is simply the one that interferes least.
-    """
-    best: list[float | None] = []
-    for row in err:
-        if row.min() > err.min() + NEAR_BEST:
-            best.append(None)
-            continue
-        near = np.flatnonzero(row <= row.min() + tol)
-        best.append(float(10 ** np.mean(np.log10(wd[near]))))
-    logs = [np.log10(b) for b in best if b is not None]
-    return (float(max(logs) - min(logs)) if len(logs) >= 2 else float("nan")), best
+
+FAMILIES: dict[str, Family] = {
+    "Adam+L2": Family(lambda h, u: optax.chain(
+        decaytx.add_l2_grad(h["wd"], mask=K), optax.scale_by_adam(), optax.scale_by_learning_rate(_peak(h, u))),
+        ADAM_LR, (-4.5, -0.5)),
+    "AdamW, m=η_t (PyTorch/optax)": Family(lambda h, u: optax.chain(
+        optax.scale_by_adam(), optax.scale_by_learning_rate(_peak(h, u)),
+        decaytx.add_decoupled_decay(h["wd"], learning_rate=_peak(h, u), mask=K)),
+        ADAM_LR, (-1.5, 2.5)),
+    "AdamW, m=η_t/η_max (paper)": Family(lambda h, u: optax.chain(
+        optax.scale_by_adam(), optax.scale_by_learning_rate(_peak(h, u)),
+        decaytx.add_decoupled_decay(h["wd"], learning_rate=decaytx.lr_multiplier(u, peak=1.0), mask=K)),
+        ADAM_LR, (-4.5, -0.5)),
+    "SGD+L2 (momentum)": Family(lambda h, u: optax.chain(
+        decaytx.add_l2_grad(h["wd"], mask=K), optax.trace(MOMENTUM), optax.scale_by_learning_rate(_peak(h, u))),
+        SGD_LR, (-5.0, -1.0)),
+    "SGDW, m=η_t/η_max (paper)": Family(lambda h, u: optax.chain(
+        optax.trace(MOMENTUM), optax.scale_by_learning_rate(_peak(h, u)),
+        decaytx.add_decoupled_decay(h["wd"], learning_rate=decaytx.lr_multiplier(u, peak=1.0), mask=K)),
+        SGD_LR, (-5.0, -1.0)),
+}
 
 
 def verdict(m: dict) -> bool:
-    """For Adam and for SGD: the spread of the best wd across learning rates is
-    smaller with decoupled decay (m=1, the paper's form) than with L2."""
-    s = m["spread_decades"]
-    return bool(s["AdamW, m=1 (paper)"] < s["Adam+L2"] and s["SGDW, m=1 (paper)"] < s["SGD+L2 (momentum 0.9)"])
+    """Criterion fixed before running: for Adam and for SGD, the 95% bootstrap CI of
+    |slope| for the paper's decoupled form lies entirely below that of L2."""
+    f = m["families"]
+    return all(f[dec]["abs_slope_ci"][1] < f[l2]["abs_slope_ci"][0] for l2, dec in PAIRS.values())
 
 
 def run(ctx: Context) -> Claim:
-    mode, data = ctx.mode, ctx.digits
-    n, seeds_n = mode.grid, mode.seeds
-    fams = families(n)
-    errs, spreads, bests, tols, loss_spreads, edge_spreads = {}, {}, {}, {}, {}, {}
-    for name, f in fams.items():
-        hp, seeds = grid_runs({"lr": f["lr"], "wd": f["wd"]}, seeds_n, ctx.seed)
-        h = train_mlp(f["make"], hp, seeds, data, desc=f"{ID}: {name}",
-                      steps=mode.steps, records=min(mode.records, 5), hidden=mode.hidden)
-        per_seed = 1.0 - h.metrics["test_acc"][:, -1].reshape(n, n, seeds_n)
-        err = per_seed.mean(axis=2)
-        # noise level: 2 s.e. of a cell's mean over seeds (median over cells)
-        tol = 2 * float(np.median(per_seed.std(axis=2, ddof=1))) / np.sqrt(seeds_n) if seeds_n > 1 else 0.0
-        errs[name], tols[name] = err, tol
-        spreads[name], bests[name] = best_wd_spread(err, tol, f["wd"])
-        # Edge of the good region: the largest wd within NEAR_BEST of the grid's best, per row.
-        good = [float(f["wd"][np.flatnonzero(r <= err.min() + NEAR_BEST).max()]) if r.min() <= err.min() + NEAR_BEST
-                else None for r in err]
-        logs = [np.log10(g) for g in good if g is not None]
-        edge_spreads[name] = float(max(logs) - min(logs)) if len(logs) >= 2 else float("nan")
-        loss = h.metrics["test_loss"][:, -1].reshape(n, n, seeds_n).mean(axis=2)
-        loss_spreads[name] = best_wd_spread(loss, 0.0, f["wd"])[0]
-    metrics = {
-        "grid_points": n, "seeds": seeds_n, "steps": mode.steps, "momentum": MOMENTUM,
-        "grid_step_decades": float(4 / (n - 1)),
-        "near_best": NEAR_BEST,
-        "spread_decades": spreads,
-        "tie_tolerance": tols,
-        "spread_decades_test_loss": loss_spreads,
-        "largest_good_wd_spread_decades": edge_spreads,
-        "best_wd_per_lr": bests,
-        "lr_grid": {k: f["lr"] for k, f in fams.items()},
-        "wd_grid": {k: f["wd"] for k, f in fams.items()},
-        "test_error": errs,
-        "best_test_error": {k: float(e.min()) for k, e in errs.items()},
+    z = SIZES[ctx.mode.name]
+    data = ctx.mnist1d(*z["data"])
+    model = CNN(channels=z["channels"], batch_norm=True)
+    unit = cosine(z["steps"])
+    fams, corr_val, corr_test, grids = {}, {}, {}, {}
+    for name, f in FAMILIES.items():
+        log_lr, log_wd = np.linspace(*f.lr, z["n_lr"]), np.linspace(*f.wd, z["n_wd"])
+        hp, seeds = grid_runs({"lr": 10**log_lr, "wd": 10**log_wd}, z["seeds"], ctx.seed)
+        r = train(model, lambda h, f=f: f.make(h, unit), hp, seeds, data, steps=z["steps"], batch_size=32,
+                  records=1, chunks=4, desc=f"{ID}: {name}")
+        shape = (z["n_lr"], z["n_wd"], z["seeds"])
+        corr_test[name] = r.correct_test.reshape(*shape, -1)
+        corr_val[name] = r.correct_val.reshape(*shape, -1)
+        fams[name] = stats.landscape_stats(corr_test[name], log_lr, log_wd, z["boot"], ctx.seed)
+        fams[name]["val_error"] = 1.0 - corr_val[name].mean(axis=(2, 3))
+        fams[name]["non_finite_runs"] = int((~np.isfinite(r.metrics["train_loss"][:, -1])).sum())
+        grids[name] = (log_lr, log_wd)
+
+    # Claim 6 on these runs: each family's best VALIDATION cell, paired bootstrap of test error.
+    best_cell = {n: np.unravel_index(int(np.argmin(f["val_error"])), f["val_error"].shape) for n, f in fams.items()}
+    pick = {n: corr_test[n][best_cell[n]] for n in fams}  # [seeds, examples]
+    compare = {"AdamW (paper) - Adam+L2": ("AdamW, m=η_t/η_max (paper)", "Adam+L2"),
+               "AdamW (m=η_t) - Adam+L2": ("AdamW, m=η_t (PyTorch/optax)", "Adam+L2"),
+               "SGDW (paper) - SGD+L2": ("SGDW, m=η_t/η_max (paper)", "SGD+L2 (momentum)")}
+    generalization = {k: stats.paired_bootstrap(pick[a], pick[b], z["boot"], ctx.seed) for k, (a, b) in compare.items()}
+    for n, (i, j) in best_cell.items():
+        fams[n]["best_val_cell"] = {"lr": float(10 ** grids[n][0][i]), "wd": float(10 ** grids[n][1][j]),
+                                    "test_error": float(1 - pick[n].mean())}
+    ctx.shared["landscape"] = {"generalization": generalization, "best_val_cell": {n: fams[n]["best_val_cell"] for n in fams}}
+
+    metrics: dict[str, Any] = {
+        "dataset": "mnist1d", "model": f"1-D CNN, {z['channels']} channels, batch norm (im2col)",
+        "seeds": z["seeds"], "steps": z["steps"], "batch_size": 32, "schedule": "cosine to 0",
+        "train_val_test": list(z["data"]), "grid": [z["n_lr"], z["n_wd"]], "bootstrap": z["boot"],
+        "lr_grid": {n: (10 ** g[0]).tolist() for n, g in grids.items()},
+        "wd_grid": {n: (10 ** g[1]).tolist() for n, g in grids.items()},
+        "families": fams, "generalization": generalization,
     }
-
-    fig, axes = new_figure(3, width=4.3, height=3.8)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)  # new_figure selected the Agg backend; this study needs a 2x3 grid
-    fig, axes = plt.subplots(2, 3, figsize=(13, 8))
-    vmin = min(float(e.min()) for e in errs.values())
-    vmax = vmin + 0.04  # clip: the interesting structure is within a few points of the best
-    for ax, (name, f) in zip(axes.ravel(), fams.items()):
-        im = ax.imshow(errs[name], origin="lower", cmap="viridis_r", vmin=vmin, vmax=vmax, aspect="auto")
-        ax.set_xticks(range(n), [f"{w:.0e}" for w in f["wd"]], rotation=45, fontsize=7)
-        ax.set_yticks(range(n), [f"{lr:.0e}" for lr in f["lr"]], fontsize=7)
-        ax.set_xlabel("weight decay wd")
-        ax.set_ylabel("learning rate")
-        for i, b in enumerate(bests[name]):
-            if b is not None:
-                ax.plot(np.interp(np.log10(b), np.log10(f["wd"]), np.arange(n)), i, "r*", ms=10,
-                        label="best wd (centre of ties)")
-        ax.set_title(f"{name}\nbest-wd spread {spreads[name]:.1f} decades", fontsize=9)
-        handles, labels = ax.get_legend_handles_labels()
-        if handles:
-            ax.legend(handles[:1], labels[:1], fontsize=6, loc="upper right")
-        fig.colorbar(im, ax=ax, label="test error (clipped)", extend="max")
-    save_figure(fig, ctx.out_dir / f"{ID}.png")
-
-    s = spreads
+    _figure(ctx, fams, grids)
+    f = fams
+    key = "; ".join(f"{n.split(',')[0].split(' (')[0]}{' ' + n.split(', ')[1].split(' ')[0] if ', ' in n else ''} "
+                    f"{f[n]['slope']:.2f} [{f[n]['slope_ci'][0]:.2f}, {f[n]['slope_ci'][1]:.2f}]" for n in f)
     return Claim(
         id=ID,
-        statement="With decoupled weight decay the best weight decay depends less on the learning rate "
-        "than with L2 regularization (Loshchilov & Hutter 2019, Fig. 2), for Adam and for SGD with momentum.",
-        criterion=f"{n}x{n} grids of learning rate x weight decay ({seeds_n} seeds each, digits MLP): for each "
-        f"learning rate that trains well (its best test error within {NEAR_BEST:.2f} of the grid's best), the best "
-        "wd is the centre (mean log10) of the wd values whose mean test error is within 2 s.e. (seed noise) of "
-        "that row's lowest; the spread is max - min of log10(best wd) across learning rates. Holds if the spread is smaller for "
-        "AdamW than for Adam+L2 AND smaller for SGDW than for SGD+L2, using the paper's decoupled form "
-        "(decay multiplier m=1, i.e. not scaled by the lr). The PyTorch/optax form (m=lr) is shown too. "
-        f"Grid resolution: {4 / (n - 1):.2f} decades.",
+        statement="With decoupled weight decay whose multiplier does not follow the base lr (the paper's "
+        "m_t = η_t/η_max), the best weight decay depends much less on the learning rate than with L2 "
+        "regularization (Loshchilov & Hutter 2019, Fig. 2), for Adam and for SGD with momentum.",
+        criterion=f"MNIST-1D, 1-D CNN with batch norm, cosine lr to 0, {z['n_lr']} (lr) x {z['n_wd']} (wd) log grid, "
+        f"{z['seeds']} seeds per cell. Best wd per lr row = argmin of the mean test error, refined by a parabola "
+        "through its neighbours; an argmin on the first or last wd column is censored (row left out). Statistic: "
+        "OLS slope of log10(best wd) on log10(lr), with a 95% bootstrap CI resampling seeds and test examples "
+        f"({z['boot']} resamples). Holds if, for Adam and for SGD, the CI of |slope| of the paper's decoupled form "
+        "lies entirely below the CI of |slope| of L2. Fixed before running.",
         holds=verdict(metrics),
         metrics=metrics,
         figure=f"{ID}.png",
-        key_number=f"best-wd spread (decades): Adam+L2 {s['Adam+L2']:.1f} vs AdamW {s['AdamW, m=1 (paper)']:.1f}; "
-        f"SGD+L2 {s['SGD+L2 (momentum 0.9)']:.1f} vs SGDW {s['SGDW, m=1 (paper)']:.1f}",
-        notes="Spreads on test cross-entropy instead of test error (argmin, no ties): "
-        + ", ".join(f"{k} {v:.1f}" for k, v in loss_spreads.items())
-        + ". Spread of the largest wd that still trains within "
-        f"{NEAR_BEST:.2f} of the best (the edge of the good region): "
-        + ", ".join(f"{k} {v:.1f}" for k, v in edge_spreads.items())
-        + ". On this small task the test error is flat in wd to within seed noise over most of each grid, "
-        "so the best-wd location is weakly determined; the edge of the good region is the sharper feature. "
-        "A possible reading (not measured here): trained close to convergence, the L2-regularized optimum "
-        "does not depend on the lr, while decoupled decay with m=1 balances lr-sized steps against wd, so "
-        "its good region moves with the lr; the paper's setting (CIFAR-10, fixed epoch budgets) is "
-        "far from convergence. With the PyTorch/optax convention (decay multiplied by the lr), the per-step decay is lr*wd, "
-        "so the best wd moves with the lr again; the paper's separability needs m independent of the base lr "
-        "(decaytx: learning_rate=None, or lr_multiplier(schedule)).",
+        key_number="slope [95% CI]: " + key,
+        notes="Regret = mean over lr rows of the test-error cost of keeping the wd tuned at the best lr: "
+        + ", ".join(f"{n} {100 * v['regret']:.1f} pts [{100 * v['regret_ci'][0]:.1f}, {100 * v['regret_ci'][1]:.1f}]"
+                    for n, v in fams.items())
+        + ". Censored rows (optimum on a grid edge): "
+        + ", ".join(f"{n} {v['censored_rows']}" for n, v in fams.items())
+        + ". With m=η_t the per-step decay is η·λ, so the optimum should follow the equal-ηλ diagonal "
+        "(slope -1, dotted in its panel). Best validation cell per family, paired bootstrap of the test-error "
+        "difference (negative = first is better): "
+        + ", ".join(f"{k} {100 * v['diff']:+.1f} pts [{100 * v['ci'][0]:+.1f}, {100 * v['ci'][1]:+.1f}]"
+                    for k, v in generalization.items()) + ".",
     )
+
+
+def _figure(ctx: Context, fams: dict, grids: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(new_figure()[0])  # selects the Agg backend
+    fig, axes = plt.subplots(2, 3, figsize=(14, 8.5))
+    for ax, (name, f) in zip(axes.ravel(), fams.items()):
+        err = np.asarray(f["test_error"])
+        log_lr, log_wd = grids[name]
+        lo = float(err.min())
+        im = ax.imshow(err, origin="lower", cmap="viridis_r", vmin=lo, vmax=lo + 0.15, aspect="auto")
+        ax.set_xticks(range(len(log_wd)), [f"{10**w:.0e}" for w in log_wd], rotation=60, fontsize=7)
+        ax.set_yticks(range(len(log_lr)), [f"{10**v:.0e}" for v in log_lr], fontsize=7)
+        ax.set_xlabel("weight decay λ")
+        ax.set_ylabel("peak learning rate η")
+        step = log_wd[1] - log_wd[0]
+        xs = [None if b is None else (math.log10(b) - log_wd[0]) / step for b in f["best_wd_by_lr"]]
+        ax.plot([x for x in xs if x is not None], [i for i, x in enumerate(xs) if x is not None], "r*-", ms=9,
+                label="best λ per η")
+        cens = [i for i, x in enumerate(xs) if x is None]
+        if cens:
+            ax.plot([int(np.argmin(err[i])) for i in cens], cens, "wx", ms=9, mew=2, label="censored (grid edge)")
+        if "m=η_t (" in name:  # equal ηλ through the best cell
+            i, j = np.unravel_index(int(np.argmin(err)), err.shape)
+            c = log_lr[i] + log_wd[j]
+            ax.plot([(c - v - log_wd[0]) / step for v in log_lr], np.arange(len(log_lr)), "w:", lw=2,
+                    label="equal ηλ")
+            ax.set_xlim(-0.5, len(log_wd) - 0.5)
+        ax.set_title(f"{name}\nslope {f['slope']:.2f} [{f['slope_ci'][0]:.2f}, {f['slope_ci'][1]:.2f}]", fontsize=9)
+        ax.legend(fontsize=6, loc="upper right")
+        fig.colorbar(im, ax=ax, label="test error (clipped at best + 0.15)", extend="max")
+    ax = axes.ravel()[-1]
+    for k, (name, f) in enumerate(fams.items()):
+        log_lr, _ = grids[name]
+        pts = [(10 ** v, b) for v, b in zip(log_lr, f["best_wd_by_lr"]) if b is not None]
+        if pts:
+            x, y = zip(*pts)
+            ax.plot(np.asarray(x) / x[0], np.asarray(y) / y[0], "o-", color=f"C{k}",
+                    label=f"{name}: {f['slope']:.2f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("η / smallest uncensored η")
+    ax.set_ylabel("best λ / its value there")
+    ax.set_title("best λ vs η (log-log; slope 0 = separable)", fontsize=9)
+    ax.legend(fontsize=6)
+    save_figure(fig, ctx.out_dir / f"{ID}.png")
