@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from decaytx import _coefficients as coef
+from decaytx import _hook  # PROVISIONAL(audit)
 
 PyTree = Any
 MaskOrFn = Any  # a pytree of bools, a prefix of params, or a callable of params
@@ -226,6 +227,10 @@ def decay_transform(
     anchor: Any = None,
     combine: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     on_init: Callable[[PyTree, PyTree], None] | None = None,
+    # PROVISIONAL(audit): what the init-time plan needs; coreA's _base replaces this.
+    side: str = "gradient",
+    multiplier: Any = None,
+    cautious: bool = False,
 ) -> optax.GradientTransformation:
     """Builds a decay transform from the maths of one leaf.
 
@@ -255,8 +260,12 @@ def decay_transform(
     def init_fn(params: PyTree) -> Any:  # DecayState | optax.EmptyState
         check_leaves(params, name)
         mask_tree = resolve_mask(mask, params)
+        if _hook.active():  # PROVISIONAL(audit): coreA's init emits the plan it decides.
+            _hook.emit(_provisional_plan(
+                name, side, multiplier, cautious, coefficients, anchor, params, mask_tree))
         if not initialised:
-            initialised.append(True)
+            if not _hook.active():  # PROVISIONAL(audit): an audit leaves the once-only warnings to the user's init
+                initialised.append(True)
             for k, v in coefficients.items():
                 if coef.is_schedule(v):
                     coef.check_schedule(k, v)
@@ -327,6 +336,36 @@ def decay_transform(
         return new_updates, DecayState(count=new_count, anchor=state.anchor)
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+# PROVISIONAL(audit): begin. coreA's _base builds the plan from its own per-leaf
+# decisions and uses masks.path_of; this mirrors today's scalar coefficients.
+def _provisional_path(keypath: Any) -> str:
+    names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in keypath]
+    if len(names) > 1 and isinstance(keypath[-1], jax.tree_util.GetAttrKey) and names[-1] == "value":
+        names = names[:-1]  # a Flax NNX Variable's value
+    return "/".join(names)
+
+
+def _provisional_plan(
+    name: str, side: Any, multiplier: Any, cautious: bool,
+    coefficients: dict[str, Any], anchor: Any, params: PyTree, mask_tree: PyTree,
+) -> _hook.TransformPlan:
+    kind = "zero" if anchor is None else ("init" if isinstance(anchor, str) else "tree")
+    lams = {k: 0.0 if v is None else v for k, v in coefficients.items() if k != "learning_rate"}
+    flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_leaf)[0]
+    masks_ = jax.tree_util.tree_leaves(mask_tree, is_leaf=_is_leaf)
+    leaves = tuple(
+        _hook.LeafPlan(
+            path=_provisional_path(path), shape=tuple(p.shape), dtype=str(jnp.dtype(p.dtype)),
+            decayed=bool(m and is_decayable(p)),
+            coefficients=dict(lams) if m and is_decayable(p) else {}, anchor=kind,
+        )
+        for (path, p), m in zip(flat, masks_, strict=True)
+        if not _is_leaf(p) and hasattr(p, "dtype")
+    )
+    return _hook.TransformPlan(name, side, multiplier, cautious, leaves)  # type: ignore[arg-type]
+# PROVISIONAL(audit): end.
 
 
 class DecayWarning(UserWarning):

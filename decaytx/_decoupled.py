@@ -94,6 +94,7 @@ def add_decoupled_decay(
         anchor=anchor,
         combine=lambda v: {"rate": v["learning_rate"] * v["weight_decay"]},
         on_init=_update_side.warner("add_decoupled_decay", m, weight_decay),
+        side="update", multiplier=m, cautious=cautious,  # PROVISIONAL(audit)
     )
 
 

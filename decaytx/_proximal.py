@@ -184,4 +184,5 @@ def _prox(name: str, l1: Any, l2: Any, learning_rate: Any, mask: Any) -> optax.G
             "t1": None if v["l1"] is None else v["learning_rate"] * v["l1"],
             "t2": None if v["l2"] is None else v["learning_rate"] * v["l2"],
         },
+        side="update", multiplier=m,  # PROVISIONAL(audit)
     )
