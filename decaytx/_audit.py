@@ -222,7 +222,11 @@ def _step0(v: Any) -> Value:
     if coef.is_traced(v):
         return "traced"
     try:
-        return float(np.real(np.asarray(coef.value_at(v, jnp.zeros([], jnp.int32)))))
+        if not coef.is_schedule(v):
+            return float(np.real(np.asarray(v)))
+        # Eager even under an outer jit: a schedule of constants has a value.
+        with jax.ensure_compile_time_eval():
+            return float(np.real(np.asarray(v(jnp.zeros([], jnp.int32)))))
     except coef.TRACED_VALUE_ERRORS:
         return "traced"
 
@@ -278,9 +282,10 @@ def _looks_undecayable(path: str, shape: tuple[int, ...], has_matrices: bool) ->
         return "a norm scale"
     if _BIAS.search(last):
         return "a bias"
-    if vector and has_matrices:
-        # Beside matrices, a vector (or an Equinox (C, 1, 1) conv bias) is a
-        # bias or a scale; alone (a linear model's weights) it is not flagged.
+    if vector and has_matrices and last.lower() not in ("kernel", "weight", "weights", "w"):
+        # Beside matrices, an unnamed vector is a bias or a scale; alone (a
+        # linear model's weights), or named as a weight (a (d, 1) output
+        # kernel), it is not flagged.
         return "a vector beside the model's matrices (a bias or scale)"
     return None
 
@@ -373,8 +378,25 @@ def _probe(
              for why, paths in unchecked.items()]
     if not anchor_of:
         return direction, notes
-    for _ in range(max_steps):
+
+    def step(theta: Any, state: Any) -> tuple[Any, Any, Any]:
         updates, state = optimizer.update(zeros, state, theta)
+        return updates, state, optax.apply_updates(theta, updates)
+
+    # The first step eagerly (most chains need only it); later ones (e.g.
+    # MultiSteps' mini-steps, whose lax.cond would trace its branches again
+    # at every eager step) under one compilation.
+    jitted = jax.jit(step)
+    for i in range(max_steps):
+        if i == 0:
+            updates, state, new_theta = step(theta, state)
+        else:
+            try:
+                updates, state, new_theta = jitted(theta, state)
+            except coef.TRACED_VALUE_ERRORS:
+                raise
+            except Exception:  # an update that cannot be jitted: step eagerly
+                updates, state, new_theta = step(theta, state)
         u_leaves = jax.tree_util.tree_leaves(updates, is_leaf=_base._is_leaf)
         if len(u_leaves) != len(flat):
             notes.append("zero-gradient direction not checked: the updates do not have "
@@ -395,7 +417,7 @@ def _probe(
                     "away" if after > before + tol else "toward" if after < before - tol else "still"
                 )
             return direction, notes
-        theta = optax.apply_updates(theta, updates)
+        theta = new_theta
     notes.append(
         f"zero-gradient direction not checked: {max_steps} zero-gradient steps left every "
         "decayed leaf in place (a MultiSteps with more mini-steps, a decay schedule "
@@ -489,7 +511,12 @@ def audit(optimizer: Any, params: Any, *, probe_steps: int = 8) -> Audit:
                     acting.setdefault(leaf.path, [])
                     if (label, plan) not in acting[leaf.path]:
                         acting[leaf.path].append((label, plan))
-        direction, notes = _probe(optimizer, params, state, acting, probe_steps)
+        try:
+            direction, notes = _probe(optimizer, params, state, acting, probe_steps)
+        except coef.TRACED_VALUE_ERRORS:
+            direction, notes = {}, [
+                "zero-gradient direction not checked: params or state are traced "
+                "(audit was called under jit, vmap or grad); call it outside them."]
 
     rows: list[AuditRow] = []
     has_matrices = any(hasattr(x, "shape") and _dims_above_1(tuple(x.shape)) >= 2 for _, x in flat)
@@ -547,6 +574,10 @@ def audit(optimizer: Any, params: Any, *, probe_steps: int = 8) -> Audit:
                                          "below_resolution", "selects_nothing",
                                          "looks_undecayable"))}
     problems.sort(key=lambda p: order[p.kind])
+    traced = sorted({r.path for r in rows if "traced" in r.factor.values()})
+    if traced:
+        notes.append("m*lambda is traced (a schedule closing over traced values), so the "
+                     f"m*lambda >= 1 and resolution checks were skipped for: {_fmt_paths(traced)}.")
     if not plans:
         notes.append("no decaytx transform was found in this optimizer (optax's own "
                      "add_decayed_weights / adamw decay is not seen by the audit).")
