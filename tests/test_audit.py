@@ -401,3 +401,16 @@ def test_docs_page_examples_run(tmp_path, monkeypatch):
     namespace: dict = {"__name__": "docs_audit"}
     for i, block in enumerate(blocks):
         exec(compile(block, f"audit.md[block {i}]", "exec"), namespace)
+
+
+def test_int_none_and_complex_leaves():
+    params = {"w": jnp.ones((2, 2)), "step": jnp.array(3), "none": None,
+              "c": jnp.full((2, 2), 1 + 2j, jnp.complex64)}
+    opt = optax.chain(optax.sgd(0.1), decaytx.add_decoupled_decay(0.1, learning_rate=0.1))
+    report = decaytx.audit(opt, params)
+    # None is not a leaf; the int leaf is never decayed; the complex leaf is,
+    # and u = -0.01 theta shrinks its modulus.
+    assert [(r.path, r.transform) for r in report.rows] == [
+        ("c", "add_decoupled_decay"), ("step", None), ("w", "add_decoupled_decay")]
+    assert _directions(report) == {"c": "toward", "w": "toward"}
+    assert report.problems == ()
