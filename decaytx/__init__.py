@@ -5,6 +5,7 @@ Gradient-side (coupled) forms go FIRST in an ``optax.chain``; update-side
 """
 
 from decaytx import masks
+from decaytx._audit import Audit, AuditProblem, AuditRow, audit
 from decaytx._base import DecayState, DecayWarning
 from decaytx._decoupled import add_decoupled_decay
 from decaytx._fused import (
@@ -31,10 +32,14 @@ from decaytx._scaling import (
 __version__ = "0.2.0"
 
 __all__ = [
+    "Audit",
+    "AuditProblem",
+    "AuditRow",
     "DecayState",
     "DecayWarning",
     "adam_l2",
     "adamw",
+    "audit",
     "add_decoupled_decay",
     "add_elastic_net_grad",
     "add_l1_subgrad",
