@@ -27,6 +27,7 @@ from decaytx._scaling import (
     lr_multiplier,
     normalized_weight_decay,
     weight_decay_for_timescale,
+    with_horizon,
 )
 
 __version__ = "0.2.0"
@@ -66,4 +67,5 @@ __all__ = [
     "sgdw",
     "soft_threshold",
     "weight_decay_for_timescale",
+    "with_horizon",
 ]

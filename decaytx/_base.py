@@ -393,7 +393,11 @@ def decay_transform(
                         checked.add(id(sched))
                 once = WARNED.get()
                 wkey = (name, key)
-                if key not in warned and (once is None or wkey not in once):
+                # An audit's init (a recording) must not use up the user's
+                # once-only warnings: it records nothing as warned.
+                if _hook.active():
+                    pass
+                elif key not in warned and (once is None or wkey not in once):
                     warned.add(key)
                     if once is not None:
                         once.add(wkey)
