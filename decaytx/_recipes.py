@@ -77,7 +77,11 @@ def _momentum(
     if not isinstance(nesterov, bool):
         raise TypeError(f"nesterov={nesterov!r} must be a Python bool.")
     d = coef.concrete_value(dampening)
-    if d is None or not 0.0 <= d <= 1.0:
+    # Under optax.inject_hyperparams dampening arrives traced: its value is
+    # used at run time by the dampened buffer (which equals optax.trace at 0).
+    # An array (concrete at init, traced in update) builds the same chain.
+    traced = isinstance(dampening, jax.Array)
+    if not traced and (d is None or not 0.0 <= d <= 1.0):
         raise ValueError(
             f"dampening={dampening!r} must be a Python float in [0, 1] "
             "(PyTorch's SGD dampening); pass dampening=0.0 for none."
@@ -88,7 +92,7 @@ def _momentum(
                 "nesterov=True needs a momentum; pass momentum=0.9 (for "
                 "example) or nesterov=False."
             )
-        if d != 0.0:
+        if not traced and d != 0.0:
             raise ValueError(
                 f"dampening={dampening!r} needs a momentum; pass momentum=0.9 "
                 "(for example) or dampening=0.0."
@@ -100,6 +104,10 @@ def _momentum(
             f"momentum={momentum!r} must be in [0, 1); pass e.g. momentum=0.9, "
             "or momentum=None for plain SGD."
         )
+    if traced:
+        if nesterov:  # PyTorch defines Nesterov without dampening
+            return optax.trace(decay=momentum, nesterov=True, accumulator_dtype=accumulator_dtype)
+        return _dampened_trace(momentum, dampening, accumulator_dtype)
     if d == 0.0:
         # With a zero buffer, mu * 0 + g_1 = g_1: optax.trace is PyTorch's buffer.
         return optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype)

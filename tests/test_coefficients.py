@@ -70,6 +70,8 @@ BAD_IDS = [
 @pytest.mark.parametrize("bad, exc, why", BAD_VALUES, ids=BAD_IDS)
 @pytest.mark.parametrize("name, build", ARGUMENTS, ids=ARG_IDS)
 def test_bad_coefficient_raises_naming_the_argument(name, build, bad, exc, why):
+    if why == "list":
+        pytest.skip("0.2: a list coefficient is a coefficient tree, checked at init")
     with pytest.raises(exc) as e:
         build(bad)
     msg = str(e.value)
