@@ -253,7 +253,7 @@ def _init_anchor(name: str, anchor: Any, params: PyTree, plan: _plan.Plan) -> Py
                 f"leaf is real ({p.dtype}): its imaginary part would be dropped. Pass a "
                 "real anchor (jnp.real(a) if that is what you mean)."
             )
-        if not coef.is_traced(a) and not bool(np.all(np.isfinite(np.asarray(a)))):
+        if not coef.is_traced(a) and not _all_finite(a):
             raise ValueError(
                 f"{name}: anchor leaf at {where} has non-finite values (NaN or inf); "
                 "every decayed weight would be pulled toward them. Pass a finite anchor."
@@ -277,6 +277,14 @@ def _place_like(a: jax.Array, p: Any) -> jax.Array:
     ):
         a = jax.sharding.reshard(a, sharding.spec)  # pyright: ignore[reportOptionalMemberAccess]
     return a
+
+
+def _all_finite(a: Any) -> bool:
+    """Whether a concrete anchor leaf is finite; a multi-process array is
+    checked on the shards this process holds (each process checks its own)."""
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        return all(bool(np.all(np.isfinite(np.asarray(s.data)))) for s in a.addressable_shards)
+    return bool(np.all(np.isfinite(np.asarray(a))))
 
 
 def check_leaves(params: PyTree, name: str) -> None:
