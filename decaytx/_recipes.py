@@ -116,6 +116,7 @@ def _momentum(
             f"nesterov=True needs dampening=0.0 (got dampening={dampening!r}), "
             "as in PyTorch: Nesterov momentum is defined without dampening."
         )
+    assert d is not None  # concrete here: None was refused above
     return _dampened_trace(momentum, d, accumulator_dtype)
 
 
