@@ -1,10 +1,10 @@
 """Recipes: structure, errors, and parity with the rules other frameworks use.
 
 The references are NumPy float64 loops of each framework's documented rule
-(Keras 3, TF-Addons and Composer are not installable here; their update rules
-were read from their source and are written out below), plus ``optax.adamw``
-itself. PyTorch and scikit-learn parity live in ``test_parity_torch.py`` and
-``test_parity_sklearn.py``. Every parity test prints its max abs difference
+(TF-Addons and Composer are not installable here; their update rules were
+read from their source and are written out below), plus ``optax.adamw``
+itself. PyTorch, scikit-learn and Keras 3 parity (real libraries) live in
+``test_parity_torch.py``, ``test_parity_sklearn.py`` and ``test_parity_keras.py``. Every parity test prints its max abs difference
 (run with ``-s`` to see them).
 """
 
@@ -273,7 +273,7 @@ def _np_keras_sgd(lr: Callable[[int], float], decay: Callable[[int, float], floa
                   momentum: float, nesterov: bool = False) -> dict:
     """Keras SGD (v <- mu v - lr g; w <- w + v) after ``w -= decay(t, lr) * w``.
 
-    Keras 3 ``weight_decay``: decay = wd * lr_t. TF-Addons ``SGDW``: decay = wd.
+    TF-Addons ``SGDW``: decay = wd (Keras 3 itself is tested for real in test_parity_keras.py).
     The gradient is taken before the decay, as both do.
     """
     p = {k: v.copy() for k, v in PARAMS.items()}
@@ -294,43 +294,6 @@ def test_sgdw_none_matches_tf_addons_sgdw(x64: None) -> None:
     theirs = _np_keras_sgd(lambda t: LR, lambda t, eta: 0.01, momentum=0.9)
     ours = _run(decaytx.sgdw(LR, 0.01, momentum=0.9, mask=MASK, decay_scaling="none"))
     _check("sgdw none vs TF-Addons SGDW rule", ours, theirs, 1e-12)
-
-
-@pytest.mark.parametrize("nesterov", [False, True], ids=["momentum", "nesterov"])
-def test_keras3_weight_decay_with_keras_sgd(nesterov: bool, x64: None) -> None:
-    # Keras 3 BaseOptimizer: variable -= variable * wd * lr before update_step.
-    # With a schedule, Keras' momentum holds lr_t * g: scale before trace.
-    theirs = _np_keras_sgd(
-        lambda t: float(_warmup_cosine(t)), lambda t, eta: 0.2 * eta, 0.9, nesterov
-    )
-    ours = _run(optax.chain(
-        optax.scale_by_learning_rate(_warmup_cosine),
-        optax.trace(decay=0.9, nesterov=nesterov),
-        decaytx.add_decoupled_decay(0.2, learning_rate=_warmup_cosine, mask=MASK),
-    ))
-    _check(f"Keras 3 SGD(weight_decay) rule ({'nesterov' if nesterov else 'momentum'})",
-           ours, theirs, 1e-12)
-
-
-def test_keras3_adamw_rule_with_eps_zero(x64: None) -> None:
-    # Keras 3 Adam: alpha = lr sqrt(1 - b2^t) / (1 - b1^t); w -= alpha m / (sqrt(v) + eps):
-    # eps sits before bias correction. With eps = 0 both placements agree exactly.
-    p = {k: v.copy() for k, v in PARAMS.items()}
-    m = {k: np.zeros_like(v) for k, v in PARAMS.items()}
-    v = {k: np.zeros_like(v) for k, v in PARAMS.items()}
-    b1, b2, wd = 0.9, 0.999, 0.3
-    for t in range(STEPS):
-        lr = float(_warmup_cosine(t))
-        g = _np_grad(p)
-        for k in p:
-            if MASK[k]:
-                p[k] = p[k] - p[k] * wd * lr
-            m[k] = m[k] + (g[k] - m[k]) * (1 - b1)
-            v[k] = v[k] + (g[k] ** 2 - v[k]) * (1 - b2)
-            alpha = lr * np.sqrt(1 - b2 ** (t + 1)) / (1 - b1 ** (t + 1))
-            p[k] = p[k] - alpha * m[k] / np.sqrt(v[k])
-    ours = _run(decaytx.adamw(_warmup_cosine, wd, eps=0.0, mask=MASK))
-    _check("Keras 3 AdamW rule (eps=0)", ours, p, 1e-12)
 
 
 def test_sgdw_schedule_matches_composer_decoupled_sgdw(x64: None) -> None:
@@ -358,31 +321,6 @@ def test_sgdw_equals_sgd_l2_without_momentum_only(x64: None) -> None:
     l2m = _run(decaytx.sgd_l2(_warmup_cosine, 0.5, momentum=0.9, mask=MASK))
     wm = _run(decaytx.sgdw(_warmup_cosine, 0.5, momentum=0.9, mask=MASK))
     assert np.max(np.abs(l2m["w"] - wm["w"])) > 1e-4
-
-
-# --------------------------------------------------------------------------
-# Keras regularizers: penalties without the 1/2.
-# --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("kind", ["L2", "L1", "L1L2"])
-def test_keras_regularizers_conversion(kind: str, x64: None) -> None:
-    # keras.regularizers: L1(l1) = l1 sum|w|; L2(l2) = l2 sum w^2; L1L2 both.
-    l1 = 0.05 if kind in ("L1", "L1L2") else 0.0
-    l2 = 0.1 if kind in ("L2", "L1L2") else 0.0
-    p = {k: v.copy() for k, v in PARAMS.items()}
-    for _ in range(STEPS):
-        g = _np_grad(p)
-        for k in p:
-            pen = l1 * np.sign(p[k]) + 2 * l2 * p[k] if MASK[k] else 0.0
-            p[k] = p[k] - LR * (g[k] + pen)
-    if kind == "L2":
-        opt = decaytx.sgd_l2(LR, 2 * l2, mask=MASK)
-    elif kind == "L1":
-        opt = optax.chain(decaytx.add_l1_subgrad(l1, mask=MASK), optax.sgd(LR))
-    else:
-        opt = optax.chain(decaytx.add_elastic_net_grad(l1, 2 * l2, mask=MASK), optax.sgd(LR))
-    _check(f"Keras {kind} regularizer", _run(opt), p, 1e-12)
 
 
 # --------------------------------------------------------------------------
@@ -456,6 +394,9 @@ _EXPLICIT = {
 @pytest.mark.parametrize("state_dtype", _DTYPES)
 @pytest.mark.parametrize("params_dtype", _DTYPES)
 @pytest.mark.parametrize("opt_name", list(_EXPLICIT))
+# complex params with a real state dtype (and back): optax's own tree_cast casts complex to
+# real inside scale_by_adam/trace, which JAX deprecates; that is optax's behaviour, not ours.
+@pytest.mark.filterwarnings("ignore:Casting from complex to real:DeprecationWarning")
 def test_explicit_dtype(params_dtype: Any, state_dtype: Any, opt_name: str) -> None:
     """optax 0.2.8 ``alias_test.py::test_explicit_dtype``, decaytx recipes in place of optax's."""
     factory, attribute_name = _EXPLICIT[opt_name]
