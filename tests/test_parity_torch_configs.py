@@ -19,9 +19,6 @@ scalar array.
 from __future__ import annotations
 
 import functools
-import sys
-import types
-import unittest
 from typing import Any
 
 import jax
@@ -41,18 +38,8 @@ TOL = 1e-12
 
 
 def _common_optimizers() -> Any:
-    """PyTorch's optimizer test database.
-
-    ``torch.testing._internal`` imports ``expecttest`` (a PyTorch test-suite
-    dependency) only for a ``TestCase`` base class; where it is not installed,
-    ``unittest.TestCase`` stands in for it. Nothing numerical comes from it.
-    """
-    try:
-        import expecttest  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("expecttest")
-        stub.TestCase = unittest.TestCase  # type: ignore[attr-defined]
-        sys.modules["expecttest"] = stub
+    """PyTorch's optimizer test database (``torch.testing._internal``; it needs ``expecttest``)."""
+    pytest.importorskip("expecttest", reason="pip install expecttest (the parity extra has it)")
     from torch.testing._internal import common_optimizers
 
     return common_optimizers
