@@ -459,3 +459,32 @@ def test_callable_tree_under_decaytx_inject_hyperparams_stays_a_tree() -> None:
     u, _ = opt.update(zeros, opt.init(params), params)
     np.testing.assert_allclose(np.asarray(u.kernel), 0.2, rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(u.bias), 0.0)
+
+
+@pytest.mark.parametrize("injector", list(INJECTORS))
+def test_changing_an_injected_coefficient_dtype_matched_does_not_retrace(injector: str) -> None:
+    """The docs' runtime change, ``jnp.asarray(0.05, dtype=<the hyperparam's dtype>)``,
+    keeps the jitted step's input types, so it compiles once. A bare
+    ``jnp.asarray(0.05)`` is weakly typed: the same step traces again (issue 12, item 24)."""
+    opt = INJECTORS[injector](decaytx.adamw)(1e-3, 0.1, mask={"w": True, "b": False})
+    params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    traces = []
+
+    @jax.jit
+    def step(p: Any, s: Any) -> tuple[Any, Any]:
+        traces.append(1)  # runs only while tracing
+        u, s = opt.update(jax.tree.map(jnp.zeros_like, p), s, p)
+        return optax.apply_updates(p, u), s
+
+    state = opt.init(params)
+    params, state = step(params, state)
+    state.hyperparams["weight_decay"] = jnp.asarray(0.05, dtype=state.hyperparams["weight_decay"].dtype)
+    params, state = step(params, state)
+    assert len(traces) == 1
+    # the value was used: w decays by lr * 0.05 at the second step
+    w1 = (1 - 1e-3 * 0.1) * 1.0
+    np.testing.assert_allclose(np.asarray(params["w"]), (1 - 1e-3 * 0.05) * w1, rtol=1e-6)
+    # the weakly typed spelling retraces (what the docs no longer teach)
+    state.hyperparams["weight_decay"] = jnp.asarray(0.05)
+    step(params, state)
+    assert len(traces) == 2
