@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _compare import run_jax
 
 import decaytx
 
@@ -83,17 +84,7 @@ def _run_jax(opt: optax.GradientTransformation, params: dict, x: np.ndarray, y: 
         h = jnp.tanh(xj @ p["w1"] + p["b1"])
         return 0.5 * jnp.mean((h @ p["w2"] + p["b2"] - yj) ** 2)
 
-    @jax.jit
-    def step(p: dict, s: Any) -> tuple[dict, Any]:
-        u, s = opt.update(jax.grad(loss)(p), s, p)
-        return optax.apply_updates(p, u), s
-
-    p = {k: jnp.asarray(v) for k, v in params.items()}
-    assert all(v.dtype == jnp.float64 for v in p.values())
-    s = opt.init(p)
-    for _ in range(STEPS):
-        p, s = step(p, s)
-    return {k: np.asarray(v) for k, v in p.items()}
+    return run_jax(opt, params, loss, STEPS, jnp.float64)
 
 
 def _run_torch(
