@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -22,9 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _compare import run_jax
+from _compare import one_torch_thread, run_jax, warmup_cosine
 
 import decaytx
+
+__all__ = ["one_torch_thread"]  # the autouse fixture, imported to apply here
 
 torch = pytest.importorskip(
     "torch", reason="PyTorch is not installed: pip install 'decaytx[parity]' to run these."
@@ -45,14 +48,6 @@ def _per_leaf_rule(path: str, leaf: Any) -> float:
     return 0.05 if path.startswith("conv/") else (0.2 if path.endswith("kernel") else 0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _problem() -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     rng = np.random.default_rng(11)
     params = {
@@ -71,12 +66,7 @@ def _forward(p: Any, x: Any, tanh: Callable[[Any], Any] = jnp.tanh) -> Any:
 
 
 def _warmup_cosine(count: Any) -> Any:
-    """Linear warm-up to LR, cosine to LR/10 at STEPS, in float64 on both sides."""
-    xp = np if isinstance(count, (int, np.integer)) else jnp
-    c = xp.asarray(count, dtype=xp.float64)
-    t = xp.clip((c - WARMUP) / (STEPS - WARMUP), 0.0, 1.0)
-    cosine = LR / 10 + (LR - LR / 10) * 0.5 * (1 + xp.cos(np.pi * t))
-    return xp.where(c < WARMUP, LR * c / WARMUP, cosine)
+    return warmup_cosine(count, lr=LR, warmup=WARMUP, steps=STEPS)
 
 
 def _run_torch(
@@ -414,6 +404,14 @@ def test_per_leaf_fn_reading_values_is_refused() -> None:
 INJECTORS = {"decaytx": decaytx.inject_hyperparams, "optax": optax.inject_hyperparams}
 
 
+@functools.cache
+def _uninjected_runs() -> tuple[Any, Any]:
+    """5 float32 steps of adamw with the three groups, and with two groups swapped."""
+    params, x, y = _problem()
+    swapped = {"conv": 0.2, "dense": {"kernel": 0.05, "bias": 0.0}}
+    return tuple(run_jax(decaytx.adamw(LR, wd), params, _loss(x, y), 5, jnp.float32) for wd in (WD, swapped))
+
+
 @pytest.mark.parametrize("injector", list(INJECTORS))
 @pytest.mark.parametrize("kind", ["tree", "per_leaf"])
 def test_tree_coefficients_are_static_under_inject_hyperparams(injector: str, kind: str) -> None:
@@ -430,9 +428,7 @@ def test_tree_coefficients_are_static_under_inject_hyperparams(injector: str, ki
     state = opt.init(p)
     assert "weight_decay" not in state.hyperparams and "learning_rate" in state.hyperparams
     ours = run_jax(opt, params, _loss(x, y), 5, jnp.float32)
-    plain = run_jax(decaytx.adamw(LR, WD), params, _loss(x, y), 5, jnp.float32)
-    swapped = run_jax(decaytx.adamw(LR, {"conv": 0.2, "dense": {"kernel": 0.05, "bias": 0.0}}),
-                      params, _loss(x, y), 5, jnp.float32)
+    plain, swapped = _uninjected_runs()
     assert _max_diff(ours, plain) < 1e-5
     assert _max_diff(ours, swapped) > 1e-3
 
