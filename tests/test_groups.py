@@ -364,13 +364,11 @@ def test_warnings_apply_per_leaf_and_name_the_path() -> None:
     "_base.warn_step_decay names the dtype, not the leaf: _update_side.warner should pass "
     "each decayed leaf's path (plan.leaves[i].path) and the message list the paths"))
 def test_lost_decay_warning_names_the_leaf_path() -> None:
-    params = {"f32": jnp.ones((2, 2)), "bf16": jnp.ones((2, 2), jnp.bfloat16)}
-    with pytest.warns(decaytx.DecayWarning, match="'bf16'|bf16/|\\bbf16\\b params"):
-        decaytx.add_decoupled_decay({"f32": 1e-4, "bf16": 1e-4}, learning_rate=1e-2).init(params)
+    params = {"body": jnp.ones((2, 2)), "head": {"w": jnp.ones((2, 2), jnp.bfloat16)}}
     with pytest.warns(decaytx.DecayWarning) as record:
-        decaytx.add_decoupled_decay({"f32": 1e-4, "w": 1e-4}, learning_rate=1e-2).init(
-            {"f32": jnp.ones(2), "w": jnp.ones(2, jnp.bfloat16)})
-    assert "'w'" in str(record[0].message) or "w:" in str(record[0].message)
+        decaytx.add_decoupled_decay({"body": 1e-4, "head": 1e-4}, learning_rate=1e-2).init(params)
+    msg = str(record[0].message)
+    assert "head/w" in msg and "body" not in msg
 
 
 @pytest.mark.parametrize(
@@ -446,7 +444,8 @@ def test_callable_tree_under_optax_inject_hyperparams_needs_static_args() -> Non
 
 @pytest.mark.xfail(strict=True, reason=(
     "decaytx.inject_hyperparams passes a callable coefficient tree (an Equinox module) to optax "
-    "as a schedule: optax calls module(count) and the decay silently becomes 0. Fix in "
+    "as a schedule: optax calls module(count) (here a matmul error; a module whose __call__ "
+    "returns its input silently gives weight_decay=0). Fix in "
     "_inject.factory: add every COEFFICIENT_ARGS argument with _groups.is_tree(v) to static_args"))
 def test_callable_tree_under_decaytx_inject_hyperparams_stays_a_tree() -> None:
     params, wd = _eqx_net()
