@@ -79,10 +79,10 @@ class Mask:
         )
 
     def __and__(self, other: Mask) -> Mask:
-        return _And(self, _as_mask(other, "&"))
+        return _Binary("&", self, _as_mask(other, "&"))
 
     def __or__(self, other: Mask) -> Mask:
-        return _Or(self, _as_mask(other, "|"))
+        return _Binary("|", self, _as_mask(other, "|"))
 
     def __invert__(self) -> Mask:
         return _Not(self)
@@ -151,26 +151,20 @@ class _Exclude(_Patterns):
     keep_matches = False
 
 
-class _And(Mask):
-    def __init__(self, a: Mask, b: Mask) -> None:
-        self.a, self.b = a, b
+class _Binary(Mask):
+    """``a & b`` or ``a | b``: the operator is stored by name, so it pickles."""
+
+    OPS = {"&": all, "|": any}
+
+    def __init__(self, op: str, a: Mask, b: Mask) -> None:
+        self.op, self.a, self.b = op, a, b
 
     def leaf(self, path: str, leaf: Any) -> bool:
-        return self.a.leaf(path, leaf) and self.b.leaf(path, leaf)
+        # Short-circuits like ``and``/``or``: b is not asked when a decides.
+        return self.OPS[self.op](m.leaf(path, leaf) for m in (self.a, self.b))
 
     def _describe(self) -> str:
-        return f"({self.a._describe()} & {self.b._describe()})"
-
-
-class _Or(Mask):
-    def __init__(self, a: Mask, b: Mask) -> None:
-        self.a, self.b = a, b
-
-    def leaf(self, path: str, leaf: Any) -> bool:
-        return self.a.leaf(path, leaf) or self.b.leaf(path, leaf)
-
-    def _describe(self) -> str:
-        return f"({self.a._describe()} | {self.b._describe()})"
+        return f"({self.a._describe()} {self.op} {self.b._describe()})"
 
 
 class _Not(Mask):

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _compare import run_jax
 
 import decaytx
 
@@ -79,19 +80,7 @@ def _loss(p: dict, x: jax.Array, y: jax.Array) -> jax.Array:
 
 def _run(opt: optax.GradientTransformation, steps: int = STEPS) -> dict[str, np.ndarray]:
     xj, yj = jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32)
-
-    @jax.jit
-    def step(p: dict, s: Any) -> tuple[dict, Any]:
-        u, s = opt.update(jax.grad(_loss)(p, xj, yj), s, p)
-        return optax.apply_updates(p, u), s
-
-    p = {k: jnp.asarray(v, jnp.float32) for k, v in PARAMS.items()}
-    s = opt.init(p)
-    for _ in range(steps):
-        p, s = step(p, s)
-    out = {k: np.asarray(v, np.float64) for k, v in p.items()}
-    assert all(np.all(np.isfinite(v)) for v in out.values())
-    return out
+    return run_jax(opt, PARAMS, lambda p: _loss(p, xj, yj), steps, jnp.float32)
 
 
 def _rel(a: dict, b: dict) -> float:

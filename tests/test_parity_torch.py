@@ -20,8 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _compare import one_torch_thread, run_jax, warmup_cosine
 
 import decaytx
+
+__all__ = ["one_torch_thread"]  # the autouse fixture, imported to apply here
 
 torch = pytest.importorskip(
     "torch", reason="PyTorch is not installed: pip install 'decaytx[parity]' to run these."
@@ -32,15 +35,6 @@ LR = 0.05
 TOL = 1e-9
 NAMES = ("w1", "b1", "w2", "b2")
 DECAYED = {"w1": True, "b1": False, "w2": True, "b2": False}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    """Intra-op threads only add contention for these tiny tensors."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _problem() -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -60,16 +54,7 @@ WARMUP = 10
 
 
 def _warmup_cosine(count: Any) -> Any:
-    """Linear warm-up to LR over 10 steps, cosine to LR/10 at STEPS, in float64.
-
-    Written out (not optax's schedule, which computes in float32 at an int32
-    count even under x64) so that both sides see the same float64 values.
-    """
-    xp = np if isinstance(count, (int, np.integer)) else jnp
-    c = xp.asarray(count, dtype=xp.float64)
-    t = xp.clip((c - WARMUP) / (STEPS - WARMUP), 0.0, 1.0)
-    cosine = LR / 10 + (LR - LR / 10) * 0.5 * (1 + xp.cos(np.pi * t))
-    return xp.where(c < WARMUP, LR * c / WARMUP, cosine)
+    return warmup_cosine(count, lr=LR, warmup=WARMUP, steps=STEPS)
 
 
 def _schedule(kind: str) -> Any:
@@ -83,17 +68,7 @@ def _run_jax(opt: optax.GradientTransformation, params: dict, x: np.ndarray, y: 
         h = jnp.tanh(xj @ p["w1"] + p["b1"])
         return 0.5 * jnp.mean((h @ p["w2"] + p["b2"] - yj) ** 2)
 
-    @jax.jit
-    def step(p: dict, s: Any) -> tuple[dict, Any]:
-        u, s = opt.update(jax.grad(loss)(p), s, p)
-        return optax.apply_updates(p, u), s
-
-    p = {k: jnp.asarray(v) for k, v in params.items()}
-    assert all(v.dtype == jnp.float64 for v in p.values())
-    s = opt.init(p)
-    for _ in range(STEPS):
-        p, s = step(p, s)
-    return {k: np.asarray(v) for k, v in p.items()}
+    return run_jax(opt, params, loss, STEPS, jnp.float64)
 
 
 def _run_torch(
