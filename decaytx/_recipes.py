@@ -10,6 +10,7 @@ migration table is ``docs/recipes.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -65,6 +66,32 @@ def decay_multiplier(learning_rate: optax.ScalarOrSchedule, decay_scaling: str) 
     if decay_scaling == "schedule":
         return lr_multiplier(learning_rate)
     return corrected_decay(learning_rate)
+
+
+def _l2_chain(
+    learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, mask: Any, anchor: Any,
+    optimizer: Callable[[], optax.GradientTransformation],
+) -> optax.GradientTransformation:
+    """``add_l2_grad``, ``optimizer()``, ``scale_by_learning_rate``: the coupled recipes' chain."""
+    coef.check("learning_rate", learning_rate)
+    return optax.chain(
+        add_l2_grad(weight_decay, mask=mask, anchor=anchor),
+        optimizer(),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def _decoupled_chain(
+    learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, decay_scaling: str, mask: Any,
+    anchor: Any, cautious: bool, optimizer: Callable[[], optax.GradientTransformation],
+) -> optax.GradientTransformation:
+    """``optimizer()``, ``scale_by_learning_rate``, ``add_decoupled_decay``: the decoupled recipes' chain."""
+    m = decay_multiplier(learning_rate, decay_scaling)
+    return optax.chain(
+        optimizer(),
+        optax.scale_by_learning_rate(learning_rate),
+        add_decoupled_decay(weight_decay, learning_rate=m, mask=mask, anchor=anchor, cautious=cautious),
+    )
 
 
 def _momentum(
@@ -288,12 +315,8 @@ def sgd_l2(
       deep learning <https://proceedings.mlr.press/v28/sutskever13.html>`_,
       ICML 2013.
     """
-    coef.check("learning_rate", learning_rate)
-    return optax.chain(
-        add_l2_grad(weight_decay, mask=mask),
-        _momentum(momentum, nesterov, dampening, accumulator_dtype),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    return _l2_chain(learning_rate, weight_decay, mask, None,
+                     lambda: _momentum(momentum, nesterov, dampening, accumulator_dtype))
 
 
 def sgdw(
@@ -366,12 +389,8 @@ def sgdw(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    m = decay_multiplier(learning_rate, decay_scaling)
-    return optax.chain(
-        _momentum(momentum, nesterov, dampening, accumulator_dtype),
-        optax.scale_by_learning_rate(learning_rate),
-        add_decoupled_decay(weight_decay, learning_rate=m, mask=mask),
-    )
+    return _decoupled_chain(learning_rate, weight_decay, decay_scaling, mask, None, False,
+                            lambda: _momentum(momentum, nesterov, dampening, accumulator_dtype))
 
 
 def adam_l2(
@@ -434,12 +453,8 @@ def adam_l2(
       `torch.optim.Adam
       <https://pytorch.org/docs/stable/generated/torch.optim.Adam.html>`_.
     """
-    coef.check("learning_rate", learning_rate)
-    return optax.chain(
-        add_l2_grad(weight_decay, mask=mask),
-        _adam(b1, b2, eps, 0.0, mu_dtype, False, amsgrad),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    return _l2_chain(learning_rate, weight_decay, mask, None,
+                     lambda: _adam(b1, b2, eps, 0.0, mu_dtype, False, amsgrad))
 
 
 def adamw(
@@ -544,14 +559,8 @@ def adamw(
       <https://arxiv.org/abs/2506.02285>`_, 2025.
       Chen et al., `Cautious Weight Decay <https://arxiv.org/abs/2510.12402>`_, 2025.
     """
-    m = decay_multiplier(learning_rate, decay_scaling)
-    return optax.chain(
-        _adam(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad),
-        optax.scale_by_learning_rate(learning_rate),
-        add_decoupled_decay(
-            weight_decay, learning_rate=m, mask=mask, anchor=anchor, cautious=cautious
-        ),
-    )
+    return _decoupled_chain(learning_rate, weight_decay, decay_scaling, mask, anchor, cautious,
+                            lambda: _adam(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad))
 
 
 def proximal_sgd(
