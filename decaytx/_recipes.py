@@ -104,9 +104,8 @@ def _momentum(
     if not isinstance(nesterov, bool):
         raise TypeError(f"nesterov={nesterov!r} must be a Python bool.")
     d = coef.concrete_value(dampening)
-    # Under optax.inject_hyperparams dampening arrives traced: its value is
-    # used at run time by the dampened buffer (which equals optax.trace at 0).
-    # An array (concrete at init, traced in update) builds the same chain.
+    # Under optax.inject_hyperparams dampening arrives as an array (concrete
+    # at init, traced in update): both must build the same chain.
     traced = isinstance(dampening, jax.Array)
     if not traced and (d is None or not 0.0 <= d <= 1.0):
         raise ValueError(
@@ -131,20 +130,22 @@ def _momentum(
             f"momentum={momentum!r} must be in [0, 1); pass e.g. momentum=0.9, "
             "or momentum=None for plain SGD."
         )
-    if traced:
-        if nesterov:  # PyTorch defines Nesterov without dampening
-            return optax.trace(decay=momentum, nesterov=True, accumulator_dtype=accumulator_dtype)
-        return _dampened_trace(momentum, dampening, accumulator_dtype)
-    if d == 0.0:
-        # With a zero buffer, mu * 0 + g_1 = g_1: optax.trace is PyTorch's buffer.
-        return optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype)
     if nesterov:
-        raise ValueError(
-            f"nesterov=True needs dampening=0.0 (got dampening={dampening!r}), "
-            "as in PyTorch: Nesterov momentum is defined without dampening."
-        )
-    assert d is not None  # concrete here: None was refused above
-    return _dampened_trace(momentum, d, accumulator_dtype)
+        # PyTorch defines Nesterov without dampening. A traced dampening
+        # (optax.inject_hyperparams' update) cannot be seen; its init, where
+        # the value is concrete, is checked here like a float.
+        if d is not None and d != 0.0:
+            raise ValueError(
+                f"nesterov=True needs dampening=0.0 (got dampening={dampening!r}), "
+                "as in PyTorch: Nesterov momentum is defined without dampening."
+            )
+        return optax.trace(decay=momentum, nesterov=True, accumulator_dtype=accumulator_dtype)
+    if not traced and d == 0.0:
+        # With a zero buffer, mu * 0 + g_1 = g_1: optax.trace is PyTorch's buffer.
+        return optax.trace(decay=momentum, nesterov=False, accumulator_dtype=accumulator_dtype)
+    # Any other dampening, an array included (whose value is only known at
+    # run time), takes the dampened buffer, which equals optax.trace at 0.
+    return _dampened_trace(momentum, dampening, accumulator_dtype)
 
 
 class DampenedTraceState(NamedTuple):
