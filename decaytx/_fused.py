@@ -317,21 +317,24 @@ class _Step:
             kind = optax.ScaleByAdamState if self.adam else optax.TraceState
             if not isinstance(opt_s, kind) or not _decay_state_ok(dec_s):
                 return None
+            opt_s = cast(Any, opt_s)
             g_leaves, treedef = jax.tree_util.tree_flatten(updates)
             p_leaves = treedef.flatten_up_to(params)
             n = len(p_leaves)
+            count = None
             if self.adam:
                 count = optax.safe_increment(opt_s.count)
                 bc: tuple[Any, ...] = (1 - b1**count, 1 - b2**count)
                 moments = (opt_s.mu, opt_s.nu)
             else:
                 bc, moments = (), (opt_s.trace,)
-            rate, step = decay.scalar(dec_s) if decay else None, _lr_value(learning_rate, lr_s)
+            rate = decay.scalar(dec_s) if decay else jnp.zeros([])  # unread without a decay
+            step = _lr_value(learning_rate, lr_s)
             masks = decay.mask_leaves(params) if decay else [False] * n
             anchors = decay.anchors(dec_s, params) if decay else [None] * n
 
             def leaf(g: Any, p: Any, keep: bool, a: Any, *moments: Any) -> tuple[Any, ...]:
-                decayed = keep and rate is not None
+                decayed = keep and decay is not None
                 if decayed and self.coupled:
                     a_ = None if a is None else a.astype(g.dtype)
                     gm, gu, gv = _l2_triple(g, p.astype(g.dtype), a_, coef.cast_for(rate, g))
@@ -414,6 +417,9 @@ def fused_adamw(
     each leaf compiles to one kernel moving 28 bytes per f32 parameter (40 for
     ``optax.adamw``); without it (or off CPU) the update is exactly
     :func:`decaytx.adamw`'s program. See :func:`multi_output_fusion_active`.
+    Known limit: a learning-rate schedule with ``decay_scaling`` tied to it
+    and a ``mask`` that decays only some leaves splits each decayed leaf into
+    3 kernels again (docs/performance.md, "Fused steps").
 
     Args:
       learning_rate: :math:`\eta`, a float or a schedule of the step count.
