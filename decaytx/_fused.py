@@ -33,6 +33,7 @@ an unfused optimizer in both directions.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable
@@ -45,9 +46,16 @@ import optax
 from decaytx import _base, _update_side
 from decaytx import _coefficients as coef
 from decaytx._coefficients import Coefficient
-from decaytx._decoupled import add_decoupled_decay
-from decaytx._gradient import add_l2_grad
-from decaytx._recipes import DecayScaling, _momentum, adam_l2, adamw, decay_multiplier, sgd_l2, sgdw
+from decaytx._decoupled import _decoupled_term
+from decaytx._recipes import (
+    DecayScaling,
+    _adam,
+    _decoupled_chain,
+    _l2_chain,
+    _momentum,
+    adamw,
+    decay_multiplier,
+)
 
 PyTree = Any
 Formulation = Literal["auto", "sibling", "plain"]
@@ -273,6 +281,112 @@ def _map_leaves(fn: Callable[..., tuple[Any, ...]], n_out: int, treedef: Any, *c
 
 
 # ---------------------------------------------------------------------------
+# The one sibling step both families share.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """What a fused step computes per leaf.
+
+    ``adam``: Adam's two moments (``optax.ScaleByAdamState``), else SGD's
+    momentum buffer (``optax.TraceState``). ``coupled``: the decay is L2 on
+    the gradient (state ``(decay, moments, lr)``), else decoupled after the
+    learning rate (state ``(moments, lr, decay)``).
+    """
+
+    adam: bool
+    coupled: bool
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    momentum: float | None = None
+    nesterov: bool = False
+    cautious: bool = False
+
+    def sibling(
+        self, learning_rate: Any, decay: _Decay | None
+    ) -> Callable[[PyTree, Any, PyTree], tuple[PyTree, Any] | None]:
+        b1, b2, eps = self.b1, self.b2, self.eps
+
+        def sibling(updates: PyTree, state: Any, params: PyTree) -> tuple[PyTree, Any] | None:
+            if not self.adam and self.momentum is None:
+                return None  # plain SGD is one kernel per leaf as it is
+            if not (isinstance(state, tuple) and len(state) == 3):
+                return None
+            dec_s, opt_s, lr_s = state if self.coupled else (state[2], state[0], state[1])
+            kind = optax.ScaleByAdamState if self.adam else optax.TraceState
+            if not isinstance(opt_s, kind) or not _decay_state_ok(dec_s):
+                return None
+            opt_s = cast(Any, opt_s)
+            g_leaves, treedef = jax.tree_util.tree_flatten(updates)
+            p_leaves = treedef.flatten_up_to(params)
+            n = len(p_leaves)
+            count = None
+            if self.adam:
+                count = optax.safe_increment(opt_s.count)
+                bc: tuple[Any, ...] = (1 - b1**count, 1 - b2**count)
+                moments = (opt_s.mu, opt_s.nu)
+            else:
+                bc, moments = (), (opt_s.trace,)
+            rate = decay.scalar(dec_s) if decay else jnp.zeros([])  # unread without a decay
+            step = _lr_value(learning_rate, lr_s)
+            masks = decay.mask_leaves(params) if decay else [False] * n
+            anchors = decay.anchors(dec_s, params) if decay else [None] * n
+
+            def leaf(g: Any, p: Any, keep: bool, a: Any, *moments: Any) -> tuple[Any, ...]:
+                decayed = keep and decay is not None
+                if decayed and self.coupled:
+                    a_ = None if a is None else a.astype(g.dtype)
+                    gm, gu, gv = _l2_triple(g, p.astype(g.dtype), a_, coef.cast_for(rate, g))
+                else:
+                    gm = gu = gv = g
+                if self.adam:
+                    m_, v_ = moments
+                    m1, v1, m2, v2 = _adam_pair(gm, gu, m_, v_, b1, b2, gv)
+                    u = (m2 / jnp.asarray(bc[0]).astype(m2.dtype)) / (
+                        jnp.sqrt(v2 / jnp.asarray(bc[1]).astype(v2.dtype) + 0.0) + eps)
+                    new: tuple[Any, ...] = (m1, v1.astype(v_.dtype))
+                else:
+                    t1, u = _trace_pair(gm, gu, moments[0], cast(float, self.momentum), self.nesterov)
+                    new = (t1,)
+                u = _lr_scale(u, learning_rate, step)
+                if decayed and not self.coupled:
+                    a_ = None if a is None else a.astype(u.dtype)
+                    u = _decoupled_term(u, p.astype(u.dtype), a_, coef.cast_for(rate, u), self.cautious).astype(u.dtype)
+                return (u, *new)
+
+            outs = _map_leaves(
+                leaf, 1 + len(moments), treedef,
+                g_leaves, p_leaves, masks, anchors, *[treedef.flatten_up_to(m) for m in moments])
+            if self.adam:
+                opt_new: Any = opt_s._replace(count=count, mu=outs[1], nu=outs[2])
+            else:
+                opt_new = optax.TraceState(trace=outs[1])
+            dec_new = decay.next_state(dec_s) if decay else dec_s
+            lr_new = _lr_next(learning_rate, lr_s)
+            return outs[0], ((dec_new, opt_new, lr_new) if self.coupled else (opt_new, lr_new, dec_new))
+
+        return sibling
+
+
+def _decoupled(learning_rate: Any, weight_decay: Coefficient, decay_scaling: str, mask: Any,
+               name: str) -> _Decay | None:
+    """The decoupled stage ``u - m_t lambda_t (theta - a)``, or None when it is zero."""
+    mult = _update_side.multiplier(decay_multiplier(learning_rate, decay_scaling), name)
+    if coef.is_zero(weight_decay) or coef.is_zero(mult):
+        return None
+    return _Decay({"weight_decay": weight_decay, "learning_rate": mult}, mask,
+                  lambda v: v["learning_rate"] * v["weight_decay"])
+
+
+def _coupled(weight_decay: Coefficient, mask: Any) -> _Decay | None:
+    """The L2 stage ``g + lambda_t (theta - a)``, or None when it is zero."""
+    if coef.is_zero(weight_decay):
+        return None
+    return _Decay({"weight_decay": weight_decay}, mask, lambda v: v["weight_decay"])
+
+
+# ---------------------------------------------------------------------------
 # Public steps
 
 
@@ -303,6 +417,9 @@ def fused_adamw(
     each leaf compiles to one kernel moving 28 bytes per f32 parameter (40 for
     ``optax.adamw``); without it (or off CPU) the update is exactly
     :func:`decaytx.adamw`'s program. See :func:`multi_output_fusion_active`.
+    Known limit: a learning-rate schedule with ``decay_scaling`` tied to it
+    and a ``mask`` that decays only some leaves splits each decayed leaf into
+    3 kernels again (docs/performance.md, "Fused steps").
 
     Args:
       learning_rate: :math:`\eta`, a float or a schedule of the step count.
@@ -337,54 +454,11 @@ def fused_adamw(
       `XLA flags <https://openxla.org/xla/flags_guidance>`_.
     """
     formulation = _check_formulation(formulation)
-    m = decay_multiplier(learning_rate, decay_scaling)
-    if anchor is None:
-        plain = adamw(learning_rate, weight_decay, b1=b1, b2=b2, eps=eps, mask=mask,
-                      decay_scaling=decay_scaling, cautious=cautious)
-    else:
-        plain = optax.chain(
-            optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-            optax.scale_by_learning_rate(learning_rate),
-            add_decoupled_decay(weight_decay, learning_rate=m, mask=mask, anchor=anchor, cautious=cautious),
-        )
-    mult = _update_side.multiplier(m, "fused_adamw")
-    decays = not (coef.is_zero(weight_decay) or coef.is_zero(mult))
-    decay = _Decay({"weight_decay": weight_decay, "learning_rate": mult}, mask,
-                   lambda v: v["learning_rate"] * v["weight_decay"])
-
-    from decaytx._decoupled import _decoupled_term
-
-    def sibling(updates: PyTree, state: Any, params: PyTree) -> tuple[PyTree, Any] | None:
-        if not (isinstance(state, tuple) and len(state) == 3):
-            return None
-        adam_s, lr_s, dec_s = state
-        if not isinstance(adam_s, optax.ScaleByAdamState) or not _decay_state_ok(dec_s):
-            return None
-        g_leaves, treedef = jax.tree_util.tree_flatten(updates)
-        p_leaves = treedef.flatten_up_to(params)
-        count = optax.safe_increment(adam_s.count)
-        rate = decay.scalar(dec_s) if decays else None
-        bc1, bc2, step = 1 - b1**count, 1 - b2**count, _lr_value(learning_rate, lr_s)
-        masks = decay.mask_leaves(params) if decays else [False] * len(p_leaves)
-        anchors = decay.anchors(dec_s, params) if decays else [None] * len(p_leaves)
-
-        def leaf(g: Any, p: Any, m_: Any, v_: Any, keep: bool, a: Any) -> tuple[Any, Any, Any]:
-            m1, v1, m2, v2 = _adam_pair(g, g, m_, v_, b1, b2)
-            u = (m2 / jnp.asarray(bc1).astype(m2.dtype)) / (jnp.sqrt(v2 / jnp.asarray(bc2).astype(v2.dtype) + 0.0) + eps)
-            u = _lr_scale(u, learning_rate, step)
-            if keep and rate is not None:
-                a_ = None if a is None else a.astype(u.dtype)
-                u = _decoupled_term(u, p.astype(u.dtype), a_, coef.cast_for(rate, u), cautious).astype(u.dtype)
-            return u, m1, v1.astype(v_.dtype)
-
-        u, mu, nu = _map_leaves(leaf, 3, treedef, g_leaves, p_leaves,
-                                treedef.flatten_up_to(adam_s.mu), treedef.flatten_up_to(adam_s.nu),
-                                masks, anchors)
-        new = (adam_s._replace(count=count, mu=mu, nu=nu), _lr_next(learning_rate, lr_s),
-               decay.next_state(dec_s) if decays else dec_s)
-        return u, new
-
-    return _fused_transform("fused_adamw", plain, sibling, formulation)
+    plain = adamw(learning_rate, weight_decay, b1=b1, b2=b2, eps=eps, mask=mask, anchor=anchor,
+                  decay_scaling=decay_scaling, cautious=cautious)
+    decay = _decoupled(learning_rate, weight_decay, decay_scaling, mask, "fused_adamw")
+    step = _Step(adam=True, coupled=False, b1=b1, b2=b2, eps=eps, cautious=cautious)
+    return _fused_transform("fused_adamw", plain, step.sibling(learning_rate, decay), formulation)
 
 
 def fused_adam_l2(
@@ -437,50 +511,11 @@ def fused_adam_l2(
       <https://arxiv.org/abs/1412.6980>`_, ICLR 2015.
     """
     formulation = _check_formulation(formulation)
-    if anchor is None:
-        plain = adam_l2(learning_rate, weight_decay, b1=b1, b2=b2, eps=eps, mask=mask)
-    else:
-        coef.check("learning_rate", learning_rate)
-        plain = optax.chain(
-            add_l2_grad(weight_decay, mask=mask, anchor=anchor),
-            optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-            optax.scale_by_learning_rate(learning_rate),
-        )
-    decays = not coef.is_zero(weight_decay)
-    decay = _Decay({"weight_decay": weight_decay}, mask, lambda v: v["weight_decay"])
-
-    def sibling(updates: PyTree, state: Any, params: PyTree) -> tuple[PyTree, Any] | None:
-        if not (isinstance(state, tuple) and len(state) == 3):
-            return None
-        dec_s, adam_s, lr_s = state
-        if not isinstance(adam_s, optax.ScaleByAdamState) or not _decay_state_ok(dec_s):
-            return None
-        g_leaves, treedef = jax.tree_util.tree_flatten(updates)
-        p_leaves = treedef.flatten_up_to(params)
-        count = optax.safe_increment(adam_s.count)
-        wd = decay.scalar(dec_s) if decays else None
-        bc1, bc2, step = 1 - b1**count, 1 - b2**count, _lr_value(learning_rate, lr_s)
-        masks = decay.mask_leaves(params) if decays else [False] * len(p_leaves)
-        anchors = decay.anchors(dec_s, params) if decays else [None] * len(p_leaves)
-
-        def leaf(g: Any, p: Any, m_: Any, v_: Any, keep: bool, a: Any) -> tuple[Any, Any, Any]:
-            if keep and wd is not None:
-                gm, gu, gv = _l2_triple(g, p.astype(g.dtype), None if a is None else a.astype(g.dtype),
-                                        coef.cast_for(wd, g))
-            else:
-                gm = gu = gv = g
-            m1, v1, m2, v2 = _adam_pair(gm, gu, m_, v_, b1, b2, gv)
-            u = (m2 / jnp.asarray(bc1).astype(m2.dtype)) / (jnp.sqrt(v2 / jnp.asarray(bc2).astype(v2.dtype) + 0.0) + eps)
-            return _lr_scale(u, learning_rate, step), m1, v1.astype(v_.dtype)
-
-        u, mu, nu = _map_leaves(leaf, 3, treedef, g_leaves, p_leaves,
-                                treedef.flatten_up_to(adam_s.mu), treedef.flatten_up_to(adam_s.nu),
-                                masks, anchors)
-        new = (decay.next_state(dec_s) if decays else dec_s,
-               adam_s._replace(count=count, mu=mu, nu=nu), _lr_next(learning_rate, lr_s))
-        return u, new
-
-    return _fused_transform("fused_adam_l2", plain, sibling, formulation)
+    plain = _l2_chain(learning_rate, weight_decay, mask, anchor,
+                      lambda: _adam(b1, b2, eps, 0.0, None, False, False))
+    step = _Step(adam=True, coupled=True, b1=b1, b2=b2, eps=eps)
+    return _fused_transform("fused_adam_l2", plain, step.sibling(learning_rate, _coupled(weight_decay, mask)),
+                            formulation)
 
 
 def fused_sgdw(
@@ -534,51 +569,11 @@ def fused_sgdw(
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
     formulation = _check_formulation(formulation)
-    m = decay_multiplier(learning_rate, decay_scaling)
-    if anchor is None:
-        plain = sgdw(learning_rate, weight_decay, momentum=momentum, nesterov=nesterov, mask=mask,
-                     decay_scaling=decay_scaling)
-    else:
-        plain = optax.chain(
-            _momentum(momentum, nesterov),
-            optax.scale_by_learning_rate(learning_rate),
-            add_decoupled_decay(weight_decay, learning_rate=m, mask=mask, anchor=anchor),
-        )
-    mult = _update_side.multiplier(m, "fused_sgdw")
-    decays = not (coef.is_zero(weight_decay) or coef.is_zero(mult))
-    decay = _Decay({"weight_decay": weight_decay, "learning_rate": mult}, mask,
-                   lambda v: v["learning_rate"] * v["weight_decay"])
-
-    from decaytx._decoupled import _decoupled_term
-
-    def sibling(updates: PyTree, state: Any, params: PyTree) -> tuple[PyTree, Any] | None:
-        if momentum is None or not (isinstance(state, tuple) and len(state) == 3):
-            return None  # plain SGD is one kernel per leaf as it is
-        tr_s, lr_s, dec_s = state
-        if not isinstance(tr_s, optax.TraceState) or not _decay_state_ok(dec_s):
-            return None
-        g_leaves, treedef = jax.tree_util.tree_flatten(updates)
-        p_leaves = treedef.flatten_up_to(params)
-        rate = decay.scalar(dec_s) if decays else None
-        step = _lr_value(learning_rate, lr_s)
-        masks = decay.mask_leaves(params) if decays else [False] * len(p_leaves)
-        anchors = decay.anchors(dec_s, params) if decays else [None] * len(p_leaves)
-
-        def leaf(g: Any, p: Any, t: Any, keep: bool, a: Any) -> tuple[Any, Any]:
-            t1, u = _trace_pair(g, g, t, cast(float, momentum), nesterov)
-            u = _lr_scale(u, learning_rate, step)
-            if keep and rate is not None:
-                a_ = None if a is None else a.astype(u.dtype)
-                u = _decoupled_term(u, p.astype(u.dtype), a_, coef.cast_for(rate, u), False).astype(u.dtype)
-            return u, t1
-
-        u, tr = _map_leaves(leaf, 2, treedef, g_leaves, p_leaves, treedef.flatten_up_to(tr_s.trace),
-                            masks, anchors)
-        new = (optax.TraceState(trace=tr), _lr_next(learning_rate, lr_s),
-               decay.next_state(dec_s) if decays else dec_s)
-        return u, new
-
-    return _fused_transform("fused_sgdw", plain, sibling, formulation)
+    plain = _decoupled_chain(learning_rate, weight_decay, decay_scaling, mask, anchor, False,
+                             lambda: _momentum(momentum, nesterov))
+    decay = _decoupled(learning_rate, weight_decay, decay_scaling, mask, "fused_sgdw")
+    step = _Step(adam=False, coupled=False, momentum=momentum, nesterov=nesterov)
+    return _fused_transform("fused_sgdw", plain, step.sibling(learning_rate, decay), formulation)
 
 
 def fused_sgd_l2(
@@ -628,44 +623,7 @@ def fused_sgd_l2(
       <https://pytorch.org/docs/stable/generated/torch.optim.SGD.html>`_.
     """
     formulation = _check_formulation(formulation)
-    if anchor is None:
-        plain = sgd_l2(learning_rate, weight_decay, momentum=momentum, nesterov=nesterov, mask=mask)
-    else:
-        coef.check("learning_rate", learning_rate)
-        plain = optax.chain(
-            add_l2_grad(weight_decay, mask=mask, anchor=anchor),
-            _momentum(momentum, nesterov),
-            optax.scale_by_learning_rate(learning_rate),
-        )
-    decays = not coef.is_zero(weight_decay)
-    decay = _Decay({"weight_decay": weight_decay}, mask, lambda v: v["weight_decay"])
-
-    def sibling(updates: PyTree, state: Any, params: PyTree) -> tuple[PyTree, Any] | None:
-        if momentum is None or not (isinstance(state, tuple) and len(state) == 3):
-            return None
-        dec_s, tr_s, lr_s = state
-        if not isinstance(tr_s, optax.TraceState) or not _decay_state_ok(dec_s):
-            return None
-        g_leaves, treedef = jax.tree_util.tree_flatten(updates)
-        p_leaves = treedef.flatten_up_to(params)
-        wd = decay.scalar(dec_s) if decays else None
-        step = _lr_value(learning_rate, lr_s)
-        masks = decay.mask_leaves(params) if decays else [False] * len(p_leaves)
-        anchors = decay.anchors(dec_s, params) if decays else [None] * len(p_leaves)
-
-        def leaf(g: Any, p: Any, t: Any, keep: bool, a: Any) -> tuple[Any, Any]:
-            if keep and wd is not None:
-                gm, gu, _ = _l2_triple(g, p.astype(g.dtype), None if a is None else a.astype(g.dtype),
-                                       coef.cast_for(wd, g))
-            else:
-                gm = gu = g
-            t1, u = _trace_pair(gm, gu, t, cast(float, momentum), nesterov)
-            return _lr_scale(u, learning_rate, step), t1
-
-        u, tr = _map_leaves(leaf, 2, treedef, g_leaves, p_leaves, treedef.flatten_up_to(tr_s.trace),
-                            masks, anchors)
-        new = (decay.next_state(dec_s) if decays else dec_s, optax.TraceState(trace=tr),
-               _lr_next(learning_rate, lr_s))
-        return u, new
-
-    return _fused_transform("fused_sgd_l2", plain, sibling, formulation)
+    plain = _l2_chain(learning_rate, weight_decay, mask, anchor, lambda: _momentum(momentum, nesterov))
+    step = _Step(adam=False, coupled=True, momentum=momentum, nesterov=nesterov)
+    return _fused_transform("fused_sgd_l2", plain, step.sibling(learning_rate, _coupled(weight_decay, mask)),
+                            formulation)

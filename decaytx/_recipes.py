@@ -10,6 +10,7 @@ migration table is ``docs/recipes.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -67,6 +68,32 @@ def decay_multiplier(learning_rate: optax.ScalarOrSchedule, decay_scaling: str) 
     return corrected_decay(learning_rate)
 
 
+def _l2_chain(
+    learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, mask: Any, anchor: Any,
+    optimizer: Callable[[], optax.GradientTransformation],
+) -> optax.GradientTransformation:
+    """``add_l2_grad``, ``optimizer()``, ``scale_by_learning_rate``: the coupled recipes' chain."""
+    coef.check("learning_rate", learning_rate)
+    return optax.chain(
+        add_l2_grad(weight_decay, mask=mask, anchor=anchor),
+        optimizer(),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def _decoupled_chain(
+    learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, decay_scaling: str, mask: Any,
+    anchor: Any, cautious: bool, optimizer: Callable[[], optax.GradientTransformation],
+) -> optax.GradientTransformation:
+    """``optimizer()``, ``scale_by_learning_rate``, ``add_decoupled_decay``: the decoupled recipes' chain."""
+    m = decay_multiplier(learning_rate, decay_scaling)
+    return optax.chain(
+        optimizer(),
+        optax.scale_by_learning_rate(learning_rate),
+        add_decoupled_decay(weight_decay, learning_rate=m, mask=mask, anchor=anchor, cautious=cautious),
+    )
+
+
 def _momentum(
     momentum: float | None,
     nesterov: bool,
@@ -77,9 +104,8 @@ def _momentum(
     if not isinstance(nesterov, bool):
         raise TypeError(f"nesterov={nesterov!r} must be a Python bool.")
     d = coef.concrete_value(dampening)
-    # Under optax.inject_hyperparams dampening arrives traced: its value is
-    # used at run time by the dampened buffer (which equals optax.trace at 0).
-    # An array (concrete at init, traced in update) builds the same chain.
+    # Under optax.inject_hyperparams dampening arrives as an array (concrete
+    # at init, traced in update): both must build the same chain.
     traced = isinstance(dampening, jax.Array)
     if not traced and (d is None or not 0.0 <= d <= 1.0):
         raise ValueError(
@@ -104,20 +130,22 @@ def _momentum(
             f"momentum={momentum!r} must be in [0, 1); pass e.g. momentum=0.9, "
             "or momentum=None for plain SGD."
         )
-    if traced:
-        if nesterov:  # PyTorch defines Nesterov without dampening
-            return optax.trace(decay=momentum, nesterov=True, accumulator_dtype=accumulator_dtype)
-        return _dampened_trace(momentum, dampening, accumulator_dtype)
-    if d == 0.0:
-        # With a zero buffer, mu * 0 + g_1 = g_1: optax.trace is PyTorch's buffer.
-        return optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype)
     if nesterov:
-        raise ValueError(
-            f"nesterov=True needs dampening=0.0 (got dampening={dampening!r}), "
-            "as in PyTorch: Nesterov momentum is defined without dampening."
-        )
-    assert d is not None  # concrete here: None was refused above
-    return _dampened_trace(momentum, d, accumulator_dtype)
+        # PyTorch defines Nesterov without dampening. A traced dampening
+        # (optax.inject_hyperparams' update) cannot be seen; its init, where
+        # the value is concrete, is checked here like a float.
+        if d is not None and d != 0.0:
+            raise ValueError(
+                f"nesterov=True needs dampening=0.0 (got dampening={dampening!r}), "
+                "as in PyTorch: Nesterov momentum is defined without dampening."
+            )
+        return optax.trace(decay=momentum, nesterov=True, accumulator_dtype=accumulator_dtype)
+    if not traced and d == 0.0:
+        # With a zero buffer, mu * 0 + g_1 = g_1: optax.trace is PyTorch's buffer.
+        return optax.trace(decay=momentum, nesterov=False, accumulator_dtype=accumulator_dtype)
+    # Any other dampening, an array included (whose value is only known at
+    # run time), takes the dampened buffer, which equals optax.trace at 0.
+    return _dampened_trace(momentum, dampening, accumulator_dtype)
 
 
 class DampenedTraceState(NamedTuple):
@@ -288,12 +316,8 @@ def sgd_l2(
       deep learning <https://proceedings.mlr.press/v28/sutskever13.html>`_,
       ICML 2013.
     """
-    coef.check("learning_rate", learning_rate)
-    return optax.chain(
-        add_l2_grad(weight_decay, mask=mask),
-        _momentum(momentum, nesterov, dampening, accumulator_dtype),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    return _l2_chain(learning_rate, weight_decay, mask, None,
+                     lambda: _momentum(momentum, nesterov, dampening, accumulator_dtype))
 
 
 def sgdw(
@@ -366,12 +390,8 @@ def sgdw(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    m = decay_multiplier(learning_rate, decay_scaling)
-    return optax.chain(
-        _momentum(momentum, nesterov, dampening, accumulator_dtype),
-        optax.scale_by_learning_rate(learning_rate),
-        add_decoupled_decay(weight_decay, learning_rate=m, mask=mask),
-    )
+    return _decoupled_chain(learning_rate, weight_decay, decay_scaling, mask, None, False,
+                            lambda: _momentum(momentum, nesterov, dampening, accumulator_dtype))
 
 
 def adam_l2(
@@ -434,12 +454,8 @@ def adam_l2(
       `torch.optim.Adam
       <https://pytorch.org/docs/stable/generated/torch.optim.Adam.html>`_.
     """
-    coef.check("learning_rate", learning_rate)
-    return optax.chain(
-        add_l2_grad(weight_decay, mask=mask),
-        _adam(b1, b2, eps, 0.0, mu_dtype, False, amsgrad),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    return _l2_chain(learning_rate, weight_decay, mask, None,
+                     lambda: _adam(b1, b2, eps, 0.0, mu_dtype, False, amsgrad))
 
 
 def adamw(
@@ -544,14 +560,8 @@ def adamw(
       <https://arxiv.org/abs/2506.02285>`_, 2025.
       Chen et al., `Cautious Weight Decay <https://arxiv.org/abs/2510.12402>`_, 2025.
     """
-    m = decay_multiplier(learning_rate, decay_scaling)
-    return optax.chain(
-        _adam(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad),
-        optax.scale_by_learning_rate(learning_rate),
-        add_decoupled_decay(
-            weight_decay, learning_rate=m, mask=mask, anchor=anchor, cautious=cautious
-        ),
-    )
+    return _decoupled_chain(learning_rate, weight_decay, decay_scaling, mask, anchor, cautious,
+                            lambda: _adam(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad))
 
 
 def proximal_sgd(

@@ -2,7 +2,7 @@
 
 ``decaytx.fused_*`` promise the recipe's numbers to float32 rounding. The
 bound, measured and asserted here over 100 steps with a warmup-cosine schedule
-and a mask (one leaf decayed, one not): every parameter and moment within
+and a mask (one leaf decayed, one not), with and without an anchor: every parameter and moment within
 ``8 * eps * max|leaf|`` of the recipe's (8 ulps of the leaf's largest value,
 at the leaf dtype's eps; measured: under 1 without the flag, up to 5.1 with
 it, 0 for bfloat16). The SGD forms are bitwise equal. Where
@@ -53,8 +53,16 @@ CASES: dict[str, tuple[Any, Any]] = {
     "sgd_l2-nesterov": (
         lambda fo: decaytx.fused_sgd_l2(SCHEDULE, 0.1, momentum=0.9, nesterov=True, mask=MASK, formulation=fo),
         lambda: decaytx.sgd_l2(SCHEDULE, 0.1, momentum=0.9, nesterov=True, mask=MASK)),
+    # Anchored (decay toward the init): the recipe where it takes anchor=,
+    # else the same chain written out from decaytx's transforms.
+    "adamw-anchor": (lambda fo: decaytx.fused_adamw(SCHEDULE, 0.1, mask=MASK, anchor="init", formulation=fo),
+                     lambda: decaytx.adamw(SCHEDULE, 0.1, mask=MASK, anchor="init")),
+    "sgd_l2-anchor": (
+        lambda fo: decaytx.fused_sgd_l2(SCHEDULE, 0.1, momentum=0.9, mask=MASK, anchor="init", formulation=fo),
+        lambda: optax.chain(decaytx.add_l2_grad(0.1, mask=MASK, anchor="init"), optax.trace(0.9),
+                            optax.scale_by_learning_rate(SCHEDULE))),
 }
-BITWISE = {"sgdw", "sgd_l2-nesterov"}
+BITWISE = {"sgdw", "sgd_l2-nesterov", "sgd_l2-anchor"}
 
 
 def _params(dtype: Any) -> dict[str, jax.Array]:

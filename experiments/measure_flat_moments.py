@@ -1,0 +1,162 @@
+"""Flat moments vs the tree layout for the fused AdamW step (issue 14, item 4).
+
+The question: on a tree of many small leaves, does keeping Adam's moments in
+ONE flat buffer (params and gradients stay a tree; the gradient is
+concatenated once per step and the update split back) beat the per-leaf fused
+step, whose cost there is per-kernel overhead rather than bytes? And what does
+it cost on one large leaf, where the concatenation and split are pure extra
+traffic?
+
+Variants, each one jitted step (``update`` + ``apply_updates``, params and
+state donated), interleaved in every repeat:
+
+- ``optax.adamw``: the reference;
+- ``tree``: ``decaytx.fused_adamw`` (one kernel per leaf with the flag);
+- ``flat``: :func:`flat_adamw` below, the flat-moments variant (same maths).
+
+Trees: 309 leaves of 0.54M params (103 x (64x80 kernel, 80 bias, 80 scale))
+and one 16M-param leaf. Reports the median seconds per step and the ratio of
+medians against ``tree`` and against ``optax.adamw``, plus the median of the
+per-repeat paired ratios.
+
+Run (re-executes itself with the multi-output-fusion flag unless
+``--no-flag``)::
+
+  nice -n 19 .venv/bin/python experiments/measure_flat_moments.py [--repeats 15] [--no-flag] [--json out.json]
+
+Timings are of this machine at that moment; the script prints what it ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, NamedTuple
+
+FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
+
+
+def _is_shape(x: Any) -> bool:
+    return isinstance(x, tuple) and all(isinstance(d, int) for d in x)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--no-flag", action="store_true", help="run without multi-output fusion")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--small-only", action="store_true", help="only the 309-leaf tree (quick)")
+    args = ap.parse_args()
+    want = not args.no_flag
+    if want and "multi_output" not in os.environ.get("XLA_FLAGS", ""):
+        env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + FLAG).strip())
+        sys.exit(subprocess.call([sys.executable, *sys.argv], env=env))
+    run(args)
+
+
+def run(args: Any) -> None:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    import decaytx
+
+    lr, wd = 1e-3, 0.1
+
+    class FlatAdamState(NamedTuple):
+        count: jax.Array
+        mu: jax.Array
+        nu: jax.Array
+
+    def flat_adamw(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
+        """AdamW with m, v as one flat f32 buffer each; params stay a tree."""
+
+        def init(params: Any) -> FlatAdamState:
+            n = sum(x.size for x in jax.tree.leaves(params))
+            return FlatAdamState(jnp.zeros([], jnp.int32), jnp.zeros(n, jnp.float32), jnp.zeros(n, jnp.float32))
+
+        def update(g: Any, s: FlatAdamState, p: Any) -> tuple[Any, FlatAdamState]:
+            leaves, treedef = jax.tree.flatten(g)
+            flat = jnp.concatenate([x.ravel() for x in leaves]) if len(leaves) > 1 else leaves[0].ravel()
+            count = optax.safe_increment(s.count)
+            mu = (1 - b1) * flat + b1 * s.mu
+            nu = (1 - b2) * flat * flat + b2 * s.nu
+            u = -lr * ((mu / (1 - b1**count)) / (jnp.sqrt(nu / (1 - b2**count)) + eps))
+            sizes = np.cumsum([x.size for x in leaves])[:-1]
+            parts = jnp.split(u, sizes) if len(leaves) > 1 else [u]
+            p_leaves = treedef.flatten_up_to(p)
+            out = [part.reshape(x.shape) - (lr * wd) * q for part, x, q in zip(parts, leaves, p_leaves, strict=True)]
+            return jax.tree.unflatten(treedef, out), FlatAdamState(count, mu, nu)
+
+        return optax.GradientTransformation(init, update)
+
+    def step_of(opt: optax.GradientTransformation) -> Any:
+        def step(p: Any, s: Any, g: Any) -> Any:
+            u, s = opt.update(g, s, p)
+            return optax.apply_updates(p, u), s
+        return jax.jit(step, donate_argnums=(0, 1))
+
+    rng = np.random.default_rng(0)
+    trees = {"309 leaves, 0.54M": {f"l{i}": {"kernel": (64, 80), "bias": (80,), "scale": (80,)} for i in range(103)}}
+    if not args.small_only:
+        trees["1 leaf, 16M"] = {"w": (4096, 4096)}
+    variants = {
+        "optax.adamw": lambda: optax.adamw(lr, weight_decay=wd),
+        "tree": lambda: decaytx.fused_adamw(lr, wd),
+        "flat": flat_adamw,
+    }
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, "
+          f"multi_output_fusion_active={decaytx.multi_output_fusion_active()}, repeats={args.repeats}")
+    results: dict[str, Any] = {}
+    for tname, shapes in trees.items():
+        def make(shapes: Any = shapes) -> Any:
+            return jax.tree.map(lambda shape: jnp.asarray(rng.standard_normal(shape), jnp.float32), shapes,
+                                is_leaf=_is_shape)
+
+        grads = make()
+        n = sum(x.size for x in jax.tree.leaves(grads))
+        steps_per_rep = max(1, int(2e7 // n))  # ~20M param-updates per timed call
+        live = {}
+        for vname, factory in variants.items():
+            opt = factory()
+            p = make()
+            live[vname] = [step_of(opt), p, opt.init(p)]
+            fn, p, s = live[vname]
+            p, s = fn(p, s, grads)  # compile + warm
+            jax.block_until_ready(p)
+            live[vname][1:] = [p, s]
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        for _ in range(args.repeats):
+            for vname in variants:
+                fn, p, s = live[vname]
+                t0 = time.perf_counter()
+                for _ in range(steps_per_rep):
+                    p, s = fn(p, s, grads)
+                jax.block_until_ready(p)
+                times[vname].append((time.perf_counter() - t0) / steps_per_rep)
+                live[vname][1:] = [p, s]
+        med = {v: statistics.median(t) for v, t in times.items()}
+        paired = statistics.median(f / t for f, t in zip(times["flat"], times["tree"], strict=True))
+        results[tname] = {"params": n, "leaves": len(jax.tree.leaves(grads)), "median_s": med,
+                          "flat/tree": med["flat"] / med["tree"], "flat/tree paired": paired,
+                          "tree/optax": med["tree"] / med["optax.adamw"],
+                          "flat/optax": med["flat"] / med["optax.adamw"]}
+        print(f"\n{tname} ({n} params, {len(jax.tree.leaves(grads))} leaves, {steps_per_rep} steps per call)")
+        for v, m in med.items():
+            print(f"  {v:12s} median {m * 1e3:9.3f} ms/step")
+        r = results[tname]
+        print(f"  flat / tree  {r['flat/tree']:.3f} (paired median {paired:.3f}); "
+              f"tree / optax {r['tree/optax']:.3f}; flat / optax {r['flat/optax']:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
