@@ -466,3 +466,10 @@ def test_adamw_anchor_decays_toward_it() -> None:
     moved = params + 1.0
     updates, _ = opt.update(jnp.zeros(2), state, moved)
     np.testing.assert_allclose(np.asarray(updates), -0.1 * 0.01 * np.ones(2), rtol=1e-6)
+
+
+def test_nesterov_with_a_nonzero_array_dampening_is_refused() -> None:
+    # PyTorch refuses nesterov with dampening != 0; an array dampening (as inject_hyperparams
+    # passes it) was silently ignored before 0.2.
+    with pytest.raises(ValueError, match="nesterov=True needs dampening=0.0"):
+        decaytx.sgd_l2(0.1, 0.0, momentum=0.9, nesterov=True, dampening=jnp.array(0.5))
