@@ -339,35 +339,33 @@ def test_item22_init_leaves_the_warning_filters_alone() -> None:
 
     t = decaytx.inject_hyperparams(decaytx.add_l2_grad)(0.1, mask=mask)
     before = list(warnings.filters)
-    t.init(_params())
-    assert seen and all(f == before for f in seen)
+    for _ in range(2):  # optax rebuilds the inner transform at every init
+        t.init(_params())
+    assert len(seen) == 2 and all(f == before for f in seen)
 
 
-def test_item22_two_threads_each_get_their_warnings() -> None:
-    p = _params()
-    n = 50
-    barrier = threading.Barrier(2)
+def test_item22_other_threads_keep_their_warnings() -> None:
+    """While one thread is inside ``init``, another thread's DecayWarning
+    gets through (0.1 silenced them process-wide from the second init on),
+    and the initialising thread's own warning comes once."""
+    n = 5
 
-    def emitter() -> None:
-        barrier.wait()
-        for i in range(n):
-            warnings.warn(f"other thread {i}", decaytx.DecayWarning, stacklevel=1)
+    def mask(params):
+        # Another thread warns while this thread is inside init.
+        th = threading.Thread(
+            target=lambda: warnings.warn("other thread", decaytx.DecayWarning, stacklevel=1))
+        th.start()
+        th.join()
+        return jax.tree.map(lambda _: True, params)
 
-    def initer() -> None:
-        barrier.wait()
-        for _ in range(n):
-            _warning_tx().init(p)  # a fresh transform: one warning each
-
+    t = decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(4.0, learning_rate=0.5, mask=mask)
     with warnings.catch_warnings(record=True) as got:
         warnings.simplefilter("always")
-        threads = [threading.Thread(target=emitter), threading.Thread(target=initer)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        for _ in range(n):
+            t.init(_params())
     messages = [str(w.message) for w in got]
-    assert sum(m.startswith("other thread") for m in messages) == n
-    assert sum("flips the sign" in m for m in messages) == n
+    assert messages.count("other thread") == n
+    assert sum("flips the sign" in m for m in messages) == 1  # m * lambda = 2 >= 1
 
 
 def test_item22_inject_hyperparams_warns_once_per_transform() -> None:
