@@ -272,7 +272,9 @@ def _place_like(a: jax.Array, p: Any) -> jax.Array:
     jitted op (inside ``jax.set_mesh`` such an op is refused).
     """
     if isinstance(p, jax.Array) and not coef.is_traced(p):
-        if not coef.is_traced(a):
+        if not coef.is_traced(a) and not (
+            isinstance(a, jax.Array) and a.sharding.is_equivalent_to(p.sharding, p.ndim)
+        ):
             a = jax.device_put(a, p.sharding, may_alias=False)
             return a if a.dtype == p.dtype else a.astype(p.dtype)
         a = jnp.array(a, dtype=p.dtype, copy=True)
