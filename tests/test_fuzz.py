@@ -441,11 +441,13 @@ TREE_FORMS: dict[str, tuple[Callable[..., Any], Callable[..., np.ndarray], bool]
 
 
 def _leaf_values(dtype: np.dtype, shape: tuple[int, ...]) -> st.SearchStrategy:
-    return hnp.arrays(F32, shape, elements=st.floats(-4, 4, width=32)).map(lambda a: a.astype(dtype))
+    # No subnormals: XLA on CPU reads them as zero (DAZ, see tier 3).
+    values = st.floats(-4, 4, width=32).map(lambda x: 0.0 if abs(x) < 2.0**-20 else x)
+    return hnp.arrays(F32, shape, elements=values).map(lambda a: a.astype(dtype))
 
 
 @pytest.mark.parametrize("name", list(TREE_FORMS))
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_fuzz_coefficient_trees_anchors_mixed_dtypes(name: str, data: st.DataObject) -> None:
     build, ref, anchored = TREE_FORMS[name]
