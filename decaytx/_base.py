@@ -259,17 +259,29 @@ def _init_anchor(name: str, anchor: Any, params: PyTree, plan: _plan.Plan) -> Py
                 "every decayed weight would be pulled toward them. Pass a finite anchor."
             )
         # A copy that lives in the state, in the params' dtype and placement.
-        out.append(_place_like(jnp.array(a, dtype=p.dtype, copy=True), p))
+        out.append(_place_like(a, p))
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params, is_leaf=_is_leaf), out)
 
 
 def _place_like(a: jax.Array, p: Any) -> jax.Array:
-    """``a`` with the sharding of ``p`` (no transfer per step, no mismatch on
-    an explicit-axis mesh)."""
+    """A copy of ``a`` in the dtype and sharding of ``p`` (no transfer per
+    step, no mismatch on an explicit-axis mesh).
+
+    Concrete params: moved with ``device_put`` before any computation, so an
+    anchor on another device (or mesh) never meets the params' mesh inside a
+    jitted op (inside ``jax.set_mesh`` such an op is refused).
+    """
     if isinstance(p, jax.Array) and not coef.is_traced(p):
+        if not coef.is_traced(a) and not (
+            isinstance(a, jax.Array) and a.sharding.is_equivalent_to(p.sharding, p.ndim)
+        ):
+            a = jax.device_put(a, p.sharding, may_alias=False)
+            return a if a.dtype == p.dtype else a.astype(p.dtype)
+        a = jnp.array(a, dtype=p.dtype, copy=True)
         if not a.sharding.is_equivalent_to(p.sharding, p.ndim):
             a = jax.device_put(a, p.sharding)
         return a
+    a = jnp.array(a, dtype=p.dtype, copy=True)
     sharding = getattr(jax.typeof(p), "sharding", None)
     mesh = getattr(sharding, "mesh", None)
     if mesh is not None and any(

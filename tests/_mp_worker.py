@@ -19,19 +19,21 @@ WORKDIR.
 from __future__ import annotations
 
 import json
-import re
+import os
 import sys
 from typing import Any
 
 import numpy as np
 
+# The form table is shared with tests/test_sharding.py; this file runs as a
+# script (its directory is then sys.path[0]) and is imported by the test.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _forms import COLLECTIVE, CONTROL, transforms  # noqa: E402
+
 SHAPES = {"w1": (16, 8), "w2": (8, 32), "b": (32,), "scale": (8,)}
 # Over a (2, 2) mesh ("x", "y") whose "x" axis runs across the two processes.
 SPECS = {"w1": ("x", "y"), "w2": (None, ("x", "y")), "b": (("x", "y"),), "scale": ()}
 STEPS, SPLIT = 4, 2  # steps; the checkpoint is saved after SPLIT of them
-CONTROL = "__control__"
-COLLECTIVE = re.compile(
-    r"all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter|collective-broadcast")
 
 
 def params0() -> dict[str, np.ndarray]:
@@ -47,58 +49,6 @@ def user_anchor() -> dict[str, np.ndarray]:
 def grads(t: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(100 + t)
     return {k: rng.normal(size=s).astype(np.float32) for k, s in SHAPES.items()}
-
-
-def transforms(anchor: Any) -> dict[str, Any]:
-    """Every form and recipe; ``anchor`` is a params-like tree (the user anchor)."""
-    import jax.numpy as jnp
-    import optax
-
-    import decaytx
-    from decaytx import masks
-
-    sched = optax.cosine_decay_schedule(1e-2, 100)
-    nd2 = masks.ndim_at_least(2)
-    adam = optax.adam(1e-2)
-    return {
-        "add_l2_grad": optax.chain(decaytx.add_l2_grad(0.1), adam),
-        "add_l2_grad(schedule, anchor=init, mask)": optax.chain(
-            decaytx.add_l2_grad(lambda t: 0.1 * (1 + jnp.minimum(t, 10)), anchor="init",
-                                mask=nd2), adam),
-        "add_l2_grad(user anchor)": optax.chain(decaytx.add_l2_grad(0.1, anchor=anchor), adam),
-        "add_l1_subgrad": optax.chain(decaytx.add_l1_subgrad(0.01), adam),
-        "add_elastic_net_grad": optax.chain(decaytx.add_elastic_net_grad(0.01, 0.1), adam),
-        "add_decoupled_decay": optax.chain(
-            adam, decaytx.add_decoupled_decay(0.1, learning_rate=1e-2)),
-        "add_decoupled_decay(lr_multiplier, anchor=init, cautious)": optax.chain(
-            optax.adam(sched), decaytx.add_decoupled_decay(
-                0.1, learning_rate=decaytx.lr_multiplier(sched, peak=1e-2), anchor="init",
-                cautious=True, mask=nd2)),
-        "add_decoupled_decay(user anchor)": optax.chain(
-            adam, decaytx.add_decoupled_decay(0.1, learning_rate=1e-2, anchor=anchor)),
-        "prox_l1": optax.chain(optax.sgd(0.1), decaytx.prox_l1(0.05, learning_rate=0.1)),
-        "prox_elastic_net": optax.chain(
-            optax.sgd(sched), decaytx.prox_elastic_net(0.05, 0.1, learning_rate=sched)),
-        "sgd_l2": decaytx.sgd_l2(0.1, 1e-2, momentum=0.9, mask=nd2),
-        "sgdw": decaytx.sgdw(0.1, 1e-2, momentum=0.9, nesterov=True),
-        "adam_l2": decaytx.adam_l2(1e-2, 1e-2),
-        "adamw": decaytx.adamw(sched, 0.1, mask=nd2, decay_scaling="corrected"),
-        "adamw(schedule, cautious)": decaytx.adamw(sched, 0.1, decay_scaling="schedule",
-                                                   cautious=True),
-        "proximal_sgd": decaytx.proximal_sgd(0.1, 0.05, 0.1),
-        "inject_hyperparams(adamw)": decaytx.inject_hyperparams(decaytx.adamw)(
-            1e-2, 0.1, mask=nd2),
-        "chain(schedules, user anchor, anchor=init, prox)": optax.chain(
-            decaytx.add_l2_grad(lambda t: 1e-3 * (1 + jnp.minimum(t, 5)), mask=nd2),
-            decaytx.add_l2_grad(1e-3, anchor=anchor),
-            optax.scale_by_adam(),
-            optax.scale_by_learning_rate(sched),
-            decaytx.add_decoupled_decay(0.1, learning_rate=decaytx.lr_multiplier(sched),
-                                        anchor="init", mask=nd2),
-            decaytx.prox_elastic_net(1e-4, 1e-3, learning_rate=sched, mask=nd2)),
-        # Does communicate, so that the detection of collectives is itself tested.
-        CONTROL: optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1)),
-    }
 
 
 def step_all(txs: dict[str, Any]) -> Any:

@@ -377,3 +377,118 @@ def test_fuzz_array_coefficients_against_numpy(name: str, data: st.DataObject) -
     scale = np.abs(u64) + np.abs(p64) * (1 + sum(h64.values())) ** 2 + l1_term
     err = np.abs(np.asarray(out, np.float64) - expected)
     assert (err <= 4 * 2**-23 * scale + tiny).all(), (h, p, u)
+
+
+# --- tier 4: coefficient trees, anchors, mixed param/update dtypes, against NumPy -----
+#
+# One fixed skeleton (a dense layer and a scale); drawn per example: the
+# params' and updates' dtypes (f32/f32, f32 params with bf16 updates -- master
+# weights --, bf16 params with f32 updates), the coefficient as a scalar, a
+# prefix tree (of floats, zeros and a schedule) or per_leaf, the anchor
+# (none, "init", a user tree) and the mask. Run eagerly: every example builds
+# a new transform, and eager ops are cached across examples where a jit is not.
+
+PATHS = ("dense/kernel", "dense/bias", "scale")
+SHAPES4 = {"dense/kernel": (2, 3), "dense/bias": (3,), "scale": ()}
+DTYPE_PAIRS = ((F32, F32), (F32, BF16), (BF16, F32))  # (params, updates)
+LEAF_COEF = st.sampled_from([0.0, 0.25, 1.0, "sched"])
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    return {"dense": {"kernel": flat["dense/kernel"], "bias": flat["dense/bias"]}, "scale": flat["scale"]}
+
+
+def _coef_value(c: Any) -> Any:
+    return SCHED if c == "sched" else c
+
+
+@st.composite
+def coefficient_trees(draw: st.DrawFn) -> tuple[Any, dict[str, float]]:
+    """(the coefficient as given, its float value at step 0 for each path)."""
+    kind = draw(st.sampled_from(["scalar", "prefix", "full", "per_leaf"]), label="coefficient kind")
+    at0 = lambda c: float(np.float32(SCHED(0) if c == "sched" else c))  # noqa: E731
+    if kind == "scalar":
+        c = draw(LEAF_COEF.filter(lambda c: c != 0.0))
+        return _coef_value(c), dict.fromkeys(PATHS, at0(c))
+    if kind == "prefix":
+        dense, scale = draw(LEAF_COEF), draw(LEAF_COEF)
+        return ({"dense": _coef_value(dense), "scale": _coef_value(scale)},
+                {"dense/kernel": at0(dense), "dense/bias": at0(dense), "scale": at0(scale)})
+    flat = {p: draw(LEAF_COEF, label=p) for p in PATHS}
+    values = {p: at0(c) for p, c in flat.items()}
+    if kind == "full":
+        return _nest({p: _coef_value(c) for p, c in flat.items()}), values
+    return decaytx.per_leaf(lambda path, leaf, flat=flat: _coef_value(flat[path])), values
+
+
+def _soft64(x: np.ndarray, tau: float) -> np.ndarray:
+    return np.sign(x) * np.maximum(np.abs(x) - tau, 0.0)
+
+
+# name -> (build(coef, mask, anchor), float64 reference (u, p, a, c), takes an anchor)
+TREE_FORMS: dict[str, tuple[Callable[..., Any], Callable[..., np.ndarray], bool]] = {
+    "add_l2_grad": (lambda c, m, a: decaytx.add_l2_grad(c, mask=m, anchor=a),
+                    lambda u, p, a, c: u + c * (p - a), True),
+    "add_decoupled_decay": (
+        lambda c, m, a: decaytx.add_decoupled_decay(c, learning_rate=0.5, mask=m, anchor=a),
+        lambda u, p, a, c: u - np.float64(np.float32(0.5 * c)) * (p - a), True),
+    "add_elastic_net_grad": (
+        lambda c, m, a: decaytx.add_elastic_net_grad(c, 0.5, mask=m),
+        lambda u, p, a, c: u + c * np.sign(p) + 0.5 * p, False),
+    "prox_l1": (lambda c, m, a: decaytx.prox_l1(c, learning_rate=None, mask=m),
+                lambda u, p, a, c: _soft64(p + u, c) - p, False),
+}
+
+
+def _leaf_values(dtype: np.dtype, shape: tuple[int, ...]) -> st.SearchStrategy:
+    # No subnormals: XLA on CPU reads them as zero (DAZ, see tier 3).
+    values = st.floats(-4, 4, width=32).map(lambda x: 0.0 if abs(x) < 2.0**-20 else x)
+    return hnp.arrays(F32, shape, elements=values).map(lambda a: a.astype(dtype))
+
+
+@pytest.mark.parametrize("name", list(TREE_FORMS))
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzz_coefficient_trees_anchors_mixed_dtypes(name: str, data: st.DataObject) -> None:
+    build, ref, anchored = TREE_FORMS[name]
+    pd, ud = data.draw(st.sampled_from(DTYPE_PAIRS), label="(params, updates) dtypes")
+    given_coef, c_at = data.draw(coefficient_trees(), label="coefficient")
+    mask_name = data.draw(st.sampled_from(["all", "ndim>=2"]), label="mask")
+    draw = lambda dt, label: {p: data.draw(_leaf_values(dt, s), label=f"{label} {p}")  # noqa: E731
+                              for p, s in SHAPES4.items()}
+    p0, p1, u = draw(pd, "params0"), draw(pd, "params"), draw(ud, "updates")
+    anchor_kind = data.draw(st.sampled_from(["none", "init", "tree"] if anchored else ["none"]),
+                            label="anchor")
+    user = draw(F32, "anchor") if anchor_kind == "tree" else None
+    anchor = {"none": None, "init": "init", "tree": None if user is None else _nest(
+        {k: jnp.asarray(v) for k, v in user.items()})}[anchor_kind]
+    j = lambda flat: _nest({k: jnp.asarray(v) for k, v in flat.items()})  # noqa: E731
+    with warnings.catch_warnings():
+        # bf16 leaves with small factors warn by design (test_hardening_precision)
+        warnings.simplefilter("ignore", decaytx.DecayWarning)
+        t = build(given_coef, MASKS[mask_name], anchor)
+        state = t.init(j(p0))
+        state0 = _avals(state)
+        out, state = t.update(j(u), state, j(p1))
+    assert jax.tree.structure(out) == jax.tree.structure(j(u))
+    assert _avals(state) == state0
+    wider_out = name == "prox_l1" and jnp.promote_types(pd, ud) == pd  # theta + u exactly S
+    for path in PATHS:
+        o = out["scale"] if path == "scale" else out["dense"][path.split("/")[1]]
+        uu, pp = u[path].astype(np.float64), p1[path].astype(np.float64)
+        # (the elastic net's l2 = 0.5 decays a leaf whose l1 is zero)
+        decayed = (c_at[path] != 0.0 or name == "add_elastic_net_grad") and (
+            mask_name == "all" or len(SHAPES4[path]) >= 2)
+        assert o.shape == SHAPES4[path]
+        assert o.dtype == (pd if wider_out and decayed else ud), (path, o.dtype)
+        assert _finite(o)
+        if not decayed:  # masked leaves and concrete-zero coefficients: untouched
+            np.testing.assert_array_equal(np.asarray(o), u[path], err_msg=path)
+            continue
+        a = {"none": np.zeros_like(pp), "init": p0[path].astype(np.float64),
+             "tree": None if user is None else user[path].astype(pd).astype(np.float64)}[anchor_kind]
+        expected = ref(uu, pp, a, c_at[path])
+        eps = float(ml_dtypes.finfo(o.dtype).eps)
+        scale = np.abs(uu) + np.abs(pp) * (1 + c_at[path]) + np.abs(a) * c_at[path] + c_at[path]
+        err = np.abs(np.asarray(o, np.float64) - expected)
+        assert (err <= 2 * eps * scale + 1e-30).all(), (path, o, expected)

@@ -21,7 +21,6 @@ SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np, optax
     from jax.sharding import NamedSharding, PartitionSpec as P
     import decaytx
-    from decaytx import masks
 
     assert jax.device_count() == 8, jax.devices()
     mesh = jax.make_mesh((4, 2), ("x", "y"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
@@ -38,37 +37,10 @@ SCRIPT = textwrap.dedent(
         {k: jax.random.normal(jax.random.fold_in(keys[4 + j % 4], j), s) for k, s in shapes.items()}
         for j in range(3)
     ]
-    sched = optax.cosine_decay_schedule(1e-2, 100)
-    nd2 = masks.ndim_at_least(2)
-    adam = optax.adam(1e-2)
-    TX = {
-        "add_l2_grad": optax.chain(decaytx.add_l2_grad(0.1), adam),
-        "add_l2_grad(schedule, anchor=init, mask)": optax.chain(
-            decaytx.add_l2_grad(lambda t: 0.1 * (1 + jnp.minimum(t, 10)), anchor="init", mask=nd2), adam),
-        "add_l1_subgrad": optax.chain(decaytx.add_l1_subgrad(0.01), adam),
-        "add_elastic_net_grad": optax.chain(decaytx.add_elastic_net_grad(0.01, 0.1), adam),
-        "add_decoupled_decay": optax.chain(adam, decaytx.add_decoupled_decay(0.1, learning_rate=1e-2)),
-        "add_decoupled_decay(lr_multiplier, anchor=init, cautious)": optax.chain(
-            optax.adam(sched),
-            decaytx.add_decoupled_decay(
-                0.1, learning_rate=decaytx.lr_multiplier(sched, peak=1e-2),
-                anchor="init", cautious=True, mask=nd2)),
-        "prox_l1": optax.chain(optax.sgd(0.1), decaytx.prox_l1(0.05, learning_rate=0.1)),
-        "prox_elastic_net": optax.chain(
-            optax.sgd(sched), decaytx.prox_elastic_net(0.05, 0.1, learning_rate=sched)),
-        "sgd_l2": decaytx.sgd_l2(0.1, 1e-2, momentum=0.9, mask=nd2),
-        "sgdw": decaytx.sgdw(0.1, 1e-2, momentum=0.9, nesterov=True),
-        "adam_l2": decaytx.adam_l2(1e-2, 1e-2),
-        "adamw": decaytx.adamw(sched, 0.1, mask=nd2, decay_scaling="corrected"),
-        "adamw(schedule, cautious)": decaytx.adamw(sched, 0.1, decay_scaling="schedule", cautious=True),
-        "proximal_sgd": decaytx.proximal_sgd(0.1, 0.05, 0.1),
-        "inject_hyperparams(adamw)": decaytx.inject_hyperparams(decaytx.adamw)(
-            1e-2, 0.1, mask=nd2),
-        # A control that does communicate, so the detection itself is tested.
-        "__control__": optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1)),
-    }
-    COLLECTIVE = re.compile(
-        r"all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter|collective-broadcast")
+    import sys
+    sys.path.insert(0, "tests")
+    from _forms import COLLECTIVE, transforms
+    TX = transforms()  # the shared table (tests/_forms.py), no user anchor
 
     def sharded_like_params(state, params):
         """Every state leaf shaped like a param has that param's sharding."""
