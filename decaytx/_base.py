@@ -601,20 +601,21 @@ def warn_empty_mask(name: str, mask: Any, plan: _plan.Plan, leaves: list[Any]) -
         )
 
 
-def warn_step_decay(name: str, rates: list[tuple[Any, float | None]]) -> None:
+def warn_step_decay(name: str, rates: list[tuple[Any, float | None, str]]) -> None:
     """The two init-time warnings of an update-side form.
 
-    ``rates`` holds ``(dtype, m * lambda)`` for each decayed leaf, the largest
-    per-step factor (``None`` when it is not concrete). A factor >= 1 flips
+    ``rates`` holds ``(dtype, m * lambda, path)`` for each decayed leaf, the
+    largest per-step factor (``None`` when it is not concrete) and the leaf's
+    "/" path, so the warning can name the leaves it is about. A factor >= 1 flips
     the sign of every decayed weight. A factor of at most a quarter of the
     dtype's machine epsilon moves no weight of that dtype at all: for any x,
     ``x - rate * x`` rounds back to ``x`` (half an ulp of x is at least
     ``eps/4 * |x|``), so the decay is silently lost.
     """
-    known = [(d, r) for d, r in rates if r is not None]
+    known = [(d, r, path) for d, r, path in rates if r is not None]
     if not known:
         return
-    top = max(r for _, r in known)
+    top = max(r for _, r, _ in known)
     if top >= 1.0:
         warnings.warn(
             f"{name}: the per-step decay factor m*lambda = {top:g} is >= 1, so "
@@ -623,18 +624,21 @@ def warn_step_decay(name: str, rates: list[tuple[Any, float | None]]) -> None:
             DecayWarning,
             stacklevel=4,
         )
-    lost = sorted({
-        str(jnp.dtype(d)) for d, r in known
-        # The factor as the update computes it: f32, then cast to the leaf's
-        # real dtype (a bf16 factor just above eps/4 rounds down onto it).
+    # The factor as the update computes it: f32, then cast to the leaf's real
+    # dtype (a bf16 factor just above eps/4 rounds down onto it).
+    lost_leaves = [
+        (d, r, path) for d, r, path in known
         if r != 0.0
         and float(np.asarray(np.float32(r), dtype=jnp.finfo(d).dtype)) <= float(jnp.finfo(d).eps) / 4
-    })
+    ]
+    lost = sorted({str(jnp.dtype(d)) for d, _, _ in lost_leaves})
     if lost:
-        low = [r for d, r in known if str(jnp.dtype(d)) in lost]
+        low = [r for _, r, _ in lost_leaves]
+        paths = [path or "<root>" for _, _, path in lost_leaves]
+        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
         warnings.warn(
             f"{name}: the per-step decay factor m*lambda = {max(low):g} is below the "
-            f"resolution of {', '.join(lost)} params: x - m*lambda*x rounds back "
+            f"resolution of {', '.join(lost)} params ({shown}): x - m*lambda*x rounds back "
             "to x, so the decay is silently lost. "
             + (
                 "Keep float32 master weights (apply updates to an f32 copy), or "

@@ -55,7 +55,8 @@ def inject_hyperparams(
       ...     0.1, mask=decaytx.masks.ndim_at_least(2))
       >>> params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
       >>> state = t.init(params)
-      >>> state.hyperparams["weight_decay"] = jnp.asarray(0.5)
+      >>> hp = state.hyperparams
+      >>> hp["weight_decay"] = jnp.asarray(0.5, dtype=hp["weight_decay"].dtype)
       >>> t.update(params, state, params)[0]["w"]
       Array([[1.5, 1.5],
              [1.5, 1.5]], dtype=float32)
@@ -100,7 +101,18 @@ def inject_hyperparams(
             # so check the schedule here, where it is still a schedule.
             if k not in static and v is not None and not _groups.is_tree(v) and coef.is_schedule(v):
                 coef.check_schedule(k, v)
-        if needs_static_lr(args, kwargs):
+        # A coefficient tree that is itself callable (an Equinox module of
+        # floats) would be taken for a schedule by optax: keep it static.
+        trees = {k for k in COEFFICIENT_ARGS if callable(bound.arguments.get(k))
+                 and _groups.is_tree(bound.arguments.get(k))}
+        if trees:
+            lr_static = {"learning_rate"} if needs_static_lr(args, kwargs) else set()
+            tx = optax.inject_hyperparams(
+                inner_factory,
+                static_args=tuple(sorted(static | trees | lr_static)),
+                hyperparam_dtype=hyperparam_dtype,
+            )(*args, **kwargs)
+        elif needs_static_lr(args, kwargs):
             assert injected_static_lr is not None
             tx = injected_static_lr(*args, **kwargs)
         else:

@@ -81,7 +81,7 @@ def warner(name: str, m: Any, *names: str) -> Callable[[Any, Any], None]:
     def on_init(plan: Any, leaves: Any) -> None:
         rates = [peak_rate(m, *(g[k] for k in names)) for g in plan.groups]
         _base.warn_step_decay(name, [
-            (p.dtype, rates[lf.group])
+            (p.dtype, rates[lf.group], lf.path)
             for lf, p in zip(plan.leaves, leaves, strict=True) if lf.decayed
         ])
 

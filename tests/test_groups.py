@@ -360,9 +360,6 @@ def test_warnings_apply_per_leaf_and_name_the_path() -> None:
     decaytx.add_decoupled_decay({"f32": 1e-4, "bf16": 1.0}, learning_rate=1e-2).init(params)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_base.warn_step_decay names the dtype, not the leaf: _update_side.warner should pass "
-    "each decayed leaf's path (plan.leaves[i].path) and the message list the paths"))
 def test_lost_decay_warning_names_the_leaf_path() -> None:
     params = {"body": jnp.ones((2, 2)), "head": {"w": jnp.ones((2, 2), jnp.bfloat16)}}
     with pytest.warns(decaytx.DecayWarning) as record:
@@ -442,11 +439,6 @@ def test_callable_tree_under_optax_inject_hyperparams_needs_static_args() -> Non
     np.testing.assert_array_equal(np.asarray(u.bias), 0.0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "decaytx.inject_hyperparams passes a callable coefficient tree (an Equinox module) to optax "
-    "as a schedule: optax calls module(count) (here a matmul error; a module whose __call__ "
-    "returns its input silently gives weight_decay=0). Fix in "
-    "_inject.factory: add every COEFFICIENT_ARGS argument with _groups.is_tree(v) to static_args"))
 def test_callable_tree_under_decaytx_inject_hyperparams_stays_a_tree() -> None:
     params, wd = _eqx_net()
     opt = decaytx.inject_hyperparams(decaytx.add_l2_grad)(wd)
