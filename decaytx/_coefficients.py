@@ -374,7 +374,13 @@ class _Vectorised:
 
 def _eval_python(schedule: Any, steps: np.ndarray) -> np.ndarray:
     """One call per step with a Python int (schedules with Python control flow)."""
-    values = [schedule(int(s)) for s in steps]
+    values = []
+    for s in steps:
+        values.append(schedule(int(s)))
+        if is_traced(values[-1]):
+            # Closes over a traced value: stop at once (every further call
+            # would only add operations to the outer trace).
+            raise jax.errors.TracerArrayConversionError(values[-1])  # pyright: ignore[reportArgumentType]
     if any(v is None for v in values):
         return np.asarray(values, dtype=object)
     return np.asarray([np.asarray(v) for v in values])
@@ -601,8 +607,15 @@ def check_schedule(name: str, schedule: Any) -> None:
     :func:`survey`), naming the argument, the value, the first bad step and the fix.
 
     Called once, at the first ``init``: a schedule is a callable, so this is
-    the earliest point where its values can be seen. Negatives within
-    floating-point rounding of the values before them are accepted.
+    the earliest point where its values can be seen. The tolerance for
+    rounding is local: a value ``v`` at step ``t`` is bad when it is not finite
+    or when ``v < -rel * max(|v_s|, s <= t)``, with ``rel = max(1e-6, 8 eps)``
+    of the values' dtype (``optax.linear_schedule(eta, 0.0, n)`` ends at about
+    ``-1.5e-8 * eta``), so a schedule that starts negative is bad at step 0
+    whatever it reaches later. The error names the first bad step, refined
+    between grid points, and suggests :func:`decaytx.with_horizon` when every
+    later grid step is bad too (a schedule valid only up to its run's end).
+    A schedule that closes over traced values cannot be checked and passes.
     """
     try:
         s = survey(schedule)
