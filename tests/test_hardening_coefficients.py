@@ -1,9 +1,14 @@
 """Issue 12 ("Hardening 2"), coefficients and schedules: items 2, 3, 9, 10, 11,
 16, 17, 18, 19 and 20, one group of tests per item.
 
-Each test fails on decaytx 0.1 (commit 4fbbf0b) and passes now, except where
-its docstring says it pins behaviour 0.1 already had. References are closed
-forms or NumPy float64, never decaytx's own output.
+Each test fails on decaytx 0.1 (commit 4fbbf0b) and passes now, except the
+pins of behaviour 0.1 already had: a traced scalar coefficient, the decoupled
+f16 case whose factor m*lambda is below f16's range, a peak= at or above the
+maximum, and the inject_hyperparams trap message. Tests of
+``decaytx.with_horizon`` (0.2) fail on 0.1 for want of the name; 0.1's
+spelling, the bare schedule, is refused there without suggesting a horizon
+(``test_item17_refusal_suggests_with_horizon``). References are closed forms
+or NumPy float64, never decaytx's own output.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ def test_item03_first_bad_step_past_the_dense_grid_is_exact() -> None:
 
 
 def test_item03_rounding_negative_is_accepted_and_a_real_one_is_not() -> None:
+    """The tolerance kept for rounding (0.1 accepted these too; its message lacked "first bad step")."""
     def rounded(t: Any) -> Any:  # 0.9 - 9 * 0.1 in float32: a rounding negative at t >= 9
         return jnp.float32(0.9) - jnp.float32(0.1) * jnp.minimum(t, 9).astype(jnp.float32)
 
@@ -392,7 +398,7 @@ def test_item18_equinox_module_of_coefficients_is_a_tree() -> None:
 # Item 19: the first init surveys a bounded grid.
 # --------------------------------------------------------------------------
 
-BOUND = coef._DENSE + coef._GEOMETRIC + 1  # dense part, geometric part, last step
+BOUND = 16_384 + 2_048 + 1  # dense part, geometric part, last step (docs/schedules.md)
 
 
 def test_item19_1000_knot_piecewise_grid_is_bounded() -> None:
