@@ -338,6 +338,11 @@ def _eval_array(schedule: Any, steps: np.ndarray) -> np.ndarray:
 
 
 _CHUNK = 4_096
+# Above this many operations, compiling vmap(schedule) costs more than calling
+# the schedule eagerly on an array (XLA takes ~20 s for a 1000-knot
+# optax.piecewise_constant_schedule); below it, compiling is cheaper than
+# the eager dispatch (and per-shape compilation) of each operation.
+_COMPILE_LIMIT = 1_000
 # Grid steps at which an array call's values are confirmed by a second,
 # short array call (see _agrees).
 _SPOT_CHECKS = 9
@@ -353,8 +358,8 @@ class _Vectorised:
 
     def __init__(self, schedule: Any) -> None:
         self.fn = jax.jit(jax.vmap(schedule))
-        # Tracing now raises here for Python control flow on the step.
-        self.fn.trace(jax.ShapeDtypeStruct((_CHUNK,), jnp.int32))
+        traced = self.fn.trace(jax.ShapeDtypeStruct((_CHUNK,), jnp.int32))
+        self.size = len(traced.jaxpr.jaxpr.eqns)
 
     def __call__(self, steps: np.ndarray) -> np.ndarray:
         out = []
@@ -463,23 +468,24 @@ def _survey(schedule: Any) -> Survey:
     # (jax.jit(opt.init)): the grid is a constant, so its values are too.
     with jax.ensure_compile_time_eval():
         steps = _grid(schedule, _DENSE, _GEOMETRIC)
-        # First one eager call on the whole grid: optax's schedules are
-        # elementwise, and this costs one dispatch per operation, where tracing
-        # vmap(schedule) costs as much again (11 s for a 1000-schedule
-        # join_schedules) and compiling it seconds more.
-        try:
-            result = _summarise(functools.partial(_eval_array, schedule), steps)
-            if result.problem is not None or _agrees(schedule, result):
-                return result
-            # Not elementwise after all (other calls disagree with the array
-            # call): survey it the slow, exact way.
-        except _NotElementwise:
-            pass
         try:
             vectorised = _Vectorised(schedule)
         except Exception:  # a schedule written with Python control flow
             steps = _grid(schedule, _PY_DENSE, _PY_GEOMETRIC)
             return _summarise(functools.partial(_eval_python, schedule), steps, refine_points=33)
+        if vectorised.size > _COMPILE_LIMIT:
+            # A large schedule: one eager call on the whole grid (optax's
+            # schedules are elementwise), where compiling vmap(schedule)
+            # takes XLA seconds. Small ones are compiled once: eager calls
+            # would compile each operation for each new shape instead.
+            try:
+                result = _summarise(functools.partial(_eval_array, schedule), steps)
+                if result.problem is not None or _agrees(schedule, result):
+                    return result
+                # Not elementwise after all (another call disagrees with the
+                # array call): survey it the slow, exact way.
+            except _NotElementwise:
+                pass
         return _summarise(vectorised, steps)
 
 
@@ -564,10 +570,11 @@ def survey(schedule: Any) -> Survey:
     The grid: every step below 16,384, 2,048 geometrically spaced steps up to
     ``2**31 - 1`` (or the horizon of :func:`decaytx.with_horizon`) and the
     knots found in the schedule's closure, each with its neighbours. The
-    schedule is called once on the whole grid as an array (optax's schedules
-    are elementwise), its values confirmed by a second, short array call;
-    one that cannot be, or is not confirmed, is vectorised with ``jax.vmap``
-    in chunks (compiled once), and one that cannot be vectorised is called
+    schedule is traced once under ``jax.vmap``; a small one (up to 1,000
+    operations) is compiled and run on the grid in chunks; a larger one is
+    called once, eagerly, on the whole grid as an array (optax's schedules are
+    elementwise), its values confirmed by a second, short array call (else
+    the compiled chunks after all). One that cannot be vectorised is called
     step by step on a smaller grid. The peak and the first bad step are then refined between
     grid points, to the step.
 
