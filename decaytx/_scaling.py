@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from decaytx import _coefficients as coef
+from decaytx._base import DecayWarning
 
 
 def _positive(name: str, value: Any) -> float:
@@ -96,20 +98,62 @@ def weight_decay_for_timescale(
     return 1.0 / (eta * m * tau)
 
 
-def _peak(schedule: Any, peak: Any) -> float:
+# A given peak= below the schedule's largest value by more than this (relative)
+# warns: f32 rounding of the schedule's own values stays well inside it.
+_PEAK_RTOL = 1e-5
+
+
+def _peak(fn: str, schedule: Any, peak: Any) -> Any:
+    """``eta_max`` for ``fn`` (``"lr_multiplier"`` or ``"corrected_decay"``).
+
+    A traced ``peak=`` (``jit``/``vmap``/``grad`` over the learning rate) is
+    used as given, after checking its static shape and dtype. A concrete one
+    must be > 0, and warns when the schedule's largest value (on its grid, see
+    :func:`decaytx._coefficients.survey`) exceeds it. ``peak=None`` searches
+    the schedule, which needs its values: a schedule closing over a traced
+    value raises, asking for ``peak=``.
+    """
     if peak is None:
-        peak = coef.schedule_peak(schedule)
-    else:
-        peak = _positive("peak", peak)
-    if not peak > 0:
-        raise ValueError(
-            f"the schedule's peak is {peak!r} (on the grid of steps searched); "
-            "pass peak= explicitly as the largest learning rate."
+        try:
+            found = coef.schedule_peak(schedule)
+        except coef.TRACED_VALUE_ERRORS:
+            raise ValueError(
+                f"{fn}: the schedule's values depend on a traced value (a "
+                "learning rate under jax.jit, jax.vmap or jax.grad), so its "
+                f"peak cannot be searched. Pass it: decaytx.{fn}(schedule, "
+                "peak=peak_lr), where peak_lr may be traced too. A recipe's "
+                "decay_scaling='schedule' or 'corrected' searches the peak: "
+                "build that chain yourself with decaytx.add_decoupled_decay("
+                f"weight_decay, learning_rate=decaytx.{fn}(schedule, peak=peak_lr))."
+            ) from None
+        if not found > 0:
+            raise ValueError(
+                f"the schedule's peak is {found!r} (on the grid of steps searched); "
+                "pass peak= explicitly as the largest learning rate."
+            )
+        return found
+    if coef.is_traced(peak):
+        # Its value cannot be seen (so neither checked nor compared with the
+        # schedule's); its shape and dtype are static.
+        return coef.check("peak", peak)
+    p = _positive("peak", peak)
+    try:
+        s = coef.survey(schedule)
+    except coef.TRACED_VALUE_ERRORS:
+        return p
+    if s.problem is None and math.isfinite(s.peak) and s.peak > p * (1 + _PEAK_RTOL):
+        warnings.warn(
+            f"{fn}: peak={p!r} is below the schedule's largest value "
+            f"{s.peak!r} (at step {s.peak_step}), so the multiplier exceeds 1 "
+            f"there (m = {s.peak / p:.6g} at that step). Pass the largest "
+            "learning rate as peak=, or peak=None to have it searched.",
+            DecayWarning,
+            stacklevel=3,
         )
-    return peak
+    return p
 
 
-def lr_multiplier(schedule: Any, peak: float | None = None) -> Any:
+def lr_multiplier(schedule: Any, peak: float | jax.Array | None = None) -> Any:
     r"""The decay multiplier :math:`m_t = \eta_t / \eta_{max}`.
 
     Pass it as ``learning_rate=`` of an update-side form so the decay follows
@@ -119,9 +163,18 @@ def lr_multiplier(schedule: Any, peak: float | None = None) -> Any:
     Args:
       schedule: the learning-rate schedule (a callable of the step count), or
         a float (then :math:`m_t = 1`).
-      peak: :math:`\eta_{max}`. ``None``: the largest value of the schedule on
-        a grid of steps (every step below 100,001 and a geometric grid up to
-        2**31 - 1), found once here; pass it to be exact.
+      peak: :math:`\eta_{max}`, a positive float or a scalar array, which may
+        be traced (``jit``, ``vmap`` or ``grad`` over the peak learning rate:
+        used as given). A concrete ``peak`` below the schedule's largest value
+        gives :math:`m_t > 1` there and warns (:class:`decaytx.DecayWarning`).
+        ``None``: the largest value of the schedule, searched once here on a
+        grid of steps: every step below 16,384, 2,048 geometrically spaced
+        steps up to :math:`2^{31}-1` (or the horizon of
+        :func:`decaytx.with_horizon`) and the integers the schedule closes
+        over (optax's boundaries, warm-up and decay steps) with their
+        neighbours, then refined to the step around the best grid point. A
+        schedule that closes over a traced value cannot be searched: pass
+        ``peak=`` (a ``ValueError`` says so). Pass it to be exact.
 
     Returns:
       A schedule ``t -> eta_t / eta_max`` (or ``1.0`` for a float).
@@ -132,6 +185,13 @@ def lr_multiplier(schedule: Any, peak: float | None = None) -> Any:
       >>> float(m(0)), round(float(m(50)), 4), float(m(100))
       (1.0, 0.5, 0.0)
 
+      A traced peak (here ``vmap`` over the peak learning rate) is used as given:
+
+      >>> import jax, jax.numpy as jnp
+      >>> f = lambda p: decaytx.lr_multiplier(optax.cosine_decay_schedule(p, 100), peak=p)(50)
+      >>> [round(float(v), 4) for v in jax.vmap(f)(jnp.array([0.1, 0.2]))]
+      [0.5, 0.5]
+
     References:
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019, Algorithm 2.
@@ -139,7 +199,7 @@ def lr_multiplier(schedule: Any, peak: float | None = None) -> Any:
     if not coef.is_schedule(schedule):
         coef.check("schedule", schedule)
         return 1.0
-    eta_max = _peak(schedule, peak)
+    eta_max = _peak("lr_multiplier", schedule, peak)
 
     def multiplier(count: jax.Array) -> jax.Array:
         return jnp.asarray(schedule(count)) / eta_max
@@ -147,7 +207,7 @@ def lr_multiplier(schedule: Any, peak: float | None = None) -> Any:
     return multiplier
 
 
-def corrected_decay(schedule: Any, peak: float | None = None) -> Any:
+def corrected_decay(schedule: Any, peak: float | jax.Array | None = None) -> Any:
     r"""The AdamC decay multiplier :math:`m_t = \eta_t^2 / \eta_{max}`.
 
     Decay proportional to :math:`\eta_t^2` keeps the steady-state ratio of
@@ -157,7 +217,9 @@ def corrected_decay(schedule: Any, peak: float | None = None) -> Any:
     Args:
       schedule: the learning-rate schedule, or a float :math:`\eta` (then the
         multiplier is the constant :math:`\eta^2/\eta = \eta`).
-      peak: :math:`\eta_{max}`; ``None`` finds it as :func:`lr_multiplier` does.
+      peak: :math:`\eta_{max}`, as for :func:`lr_multiplier` (may be traced;
+        ``None`` searches the schedule's grid; a concrete one below the
+        schedule's largest value warns).
 
     Returns:
       A schedule ``t -> eta_t**2 / eta_max`` (or a float).
@@ -176,7 +238,7 @@ def corrected_decay(schedule: Any, peak: float | None = None) -> Any:
         coef.check("schedule", schedule)
         # Traced under optax.inject_hyperparams: eta**2 / eta is eta itself.
         return schedule if coef.is_traced(schedule) else float(schedule)
-    eta_max = _peak(schedule, peak)
+    eta_max = _peak("corrected_decay", schedule, peak)
 
     def multiplier(count: jax.Array) -> jax.Array:
         eta = jnp.asarray(schedule(count))
