@@ -199,10 +199,13 @@ def resolve_mask(mask: MaskOrFn, params: PyTree) -> PyTree:
     except (ValueError, TypeError) as e:
         from decaytx._groups import prefix_mismatch
 
-        detail = str(_structure_error("mask", mask, params, ""))
+        where = prefix_mismatch(mask, params, _is_bool)
+        if where == "its structure differs from params":
+            # No first differing node to name: show the whole-tree comparison.
+            detail = str(_structure_error("mask", mask, params, ""))
+            where += f" ({detail.split(': ', 1)[1].rstrip('. ')})"
         raise ValueError(
-            f"mask does not match params: {prefix_mismatch(mask, params, _is_bool)} "
-            f"({detail.split(': ', 1)[1].rstrip('. ')}). Pass a "
+            f"mask does not match params: {where}. Pass a "
             "tree with the structure of params (or a prefix of it) whose leaves "
             "are bools, or a callable of params (e.g. decaytx.masks.matrices())."
         ) from e
@@ -626,11 +629,12 @@ def warn_step_decay(name: str, rates: list[tuple[Any, float | None, str]]) -> No
         )
     # The factor as the update computes it: f32, then cast to the leaf's real
     # dtype (a bf16 factor just above eps/4 rounds down onto it).
-    lost_leaves = [
-        (d, r, path) for d, r, path in known
-        if r != 0.0
-        and float(np.asarray(np.float32(r), dtype=jnp.finfo(d).dtype)) <= float(jnp.finfo(d).eps) / 4
-    ]
+    with np.errstate(over="ignore"):  # a factor beyond f16's range casts to inf: not lost
+        lost_leaves = [
+            (d, r, path) for d, r, path in known
+            if r != 0.0
+            and float(np.asarray(np.float32(r), dtype=jnp.finfo(d).dtype)) <= float(jnp.finfo(d).eps) / 4
+        ]
     lost = sorted({str(jnp.dtype(d)) for d, _, _ in lost_leaves})
     if lost:
         low = [r for _, r, _ in lost_leaves]

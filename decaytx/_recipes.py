@@ -61,7 +61,10 @@ def decay_multiplier(learning_rate: optax.ScalarOrSchedule, decay_scaling: str) 
             "optax.inject_hyperparams makes of a schedule. Keep it static: "
             "use decaytx.inject_hyperparams (which does so for this scaling) or "
             "optax.inject_hyperparams(..., static_args=('learning_rate',)), or "
-            "pass a Python float for a constant rate."
+            "pass a Python float for a constant rate. (A traced constant rate, "
+            "under jax.vmap/jit/grad over the learning rate: for a constant rate "
+            "decay_scaling='schedule' is the same as 'none' and 'corrected' the "
+            "same as 'lr'; use those.)"
         )
     if decay_scaling == "schedule":
         return lr_multiplier(learning_rate)

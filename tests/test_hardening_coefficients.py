@@ -373,8 +373,6 @@ def test_item18_prefix_mask_missing_a_key_names_that_key() -> None:
         tx.init(PREFIX_PARAMS)
 
 
-@pytest.mark.xfail(strict=True, reason="decaytx/_groups.py still lists the present prefix 'enc' as "
-                   "missing/extra paths after naming 'dec' (issue 12 item 18, helper 'groups')")
 def test_item18_prefix_mask_does_not_blame_the_keys_present() -> None:
     tx = decaytx.add_l2_grad(0.1, mask={"enc": True})
     with pytest.raises(ValueError, match=r"mask does not match params") as e:

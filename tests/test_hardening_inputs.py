@@ -278,10 +278,11 @@ for _r, _mk in {
 @pytest.mark.parametrize(
     "mask, missing, extra",
     [
-        ({"dense": {"kernel": True}, "head": False}, ["['dense']['bias']"], []),
-        ({"dense": True, "head": False, "embed": True}, [], ["['embed']"]),
-        ([True, False], ["['head']"], ["[0]", "[1]"]),
-        (lambda p: {"w": True}, ["['dense']['kernel']"], ["['w']"]),
+        # The first node where mask and params differ, by key (0.2: not every leaf below it).
+        ({"dense": {"kernel": True}, "head": False}, ["no entry for params keys ['bias'] at 'dense'"], []),
+        ({"dense": True, "head": False, "embed": True}, [], ["its keys ['embed'] are not in params"]),
+        ([True, False], ["a list where params has a dict"], []),
+        (lambda p: {"w": True}, ["no entry for params keys ['dense', 'head']"], ["its keys ['w']"]),
     ],
     ids=["missing-leaf", "extra-key", "list-for-dict", "callable-wrong-tree"],
 )
