@@ -18,7 +18,7 @@ import optax
 import pytest
 
 import decaytx
-from experiments import _hlo
+from experiments.bench import hlo as _hlo
 
 # A small tree of the usual shapes: a dense kernel, its bias, an embedding and
 # a conv kernel (4 leaves, 4 layouts).
