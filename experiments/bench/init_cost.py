@@ -40,9 +40,7 @@ def optimizers() -> dict[str, Callable[[optax.Schedule], optax.GradientTransform
         "optax.adamw": lambda s: optax.adamw(s, weight_decay=wd),
         "decaytx.adamw": lambda s: decaytx.adamw(s, wd),
         "decaytx.fused_adamw": lambda s: decaytx.fused_adamw(s, wd),
-        "optax adam + add_decayed_weights (L2)": lambda s: optax.chain(optax.add_decayed_weights(l2), optax.adam(s)),
         "decaytx.adam_l2": lambda s: decaytx.adam_l2(s, l2),
-        "decaytx.fused_adam_l2": lambda s: decaytx.fused_adam_l2(s, l2),
     }
 
 

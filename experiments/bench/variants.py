@@ -21,11 +21,11 @@ PyTree = Any
 LR, WD, L2 = hlo.LR, hlo.WD, hlo.L2
 REF = "optax.adamw"
 CONTROL = "optax.adamw (A/A control)"
-# Timed in the flag process too (the others only without the option: on this
-# 2-core machine compiling one 309-leaf step with it takes tens of seconds).
-# The option's effect on the SGD forms is in the kernels table (one leaf).
-FLAG_SET = (REF, CONTROL, "decaytx.fused_adamw", "decaytx.fused_adam_l2", "decaytx.adam_l2",
-            "decaytx.fused_adamw (layout=flat)")
+# --quick times these (all of them without --quick): compiling a 309-leaf step
+# takes 10-40 s on a loaded 2-core machine, several times longer with the option.
+QUICK_PLAIN = (REF, CONTROL, "decaytx.adamw", "decaytx.fused_adamw", "optax adam + add_decayed_weights (L2)",
+               "decaytx.adam_l2", "decaytx.fused_adam_l2", "decaytx.fused_adamw (layout=flat)")
+QUICK_FLAG = (REF, CONTROL, "decaytx.fused_adamw", "decaytx.fused_adam_l2", "decaytx.fused_adamw (layout=flat)")
 
 
 def optimizers() -> dict[str, tuple[Callable[[], optax.GradientTransformation], int]]:

@@ -94,10 +94,10 @@ def run(mode: str, seed: int, label: str, log: Callable[[str], None]) -> dict[st
     t0 = time.perf_counter()
     out: dict[str, Any] = {"label": label, "xla_flags": os.environ.get("XLA_FLAGS", ""),
                            "multi_output_fusion_active": active}
-    out["kernels"] = kernels_section(4096 if mode == "tiny" else trees.M)
+    out["kernels"] = kernels_section(4096 if mode == "tiny" else trees.M)  # one leaf: every optimizer
     if label == "plain" and cfg.forms:
         out["forms"] = hlo.forms_table()
-    only = variants.FLAG_SET if label == "flag" else None
+    only = (variants.QUICK_FLAG if label == "flag" else variants.QUICK_PLAIN) if cfg.subset else None
     out["trees"] = [tree_section(t, cfg, rng, log, only) for t in cfg.trees]
     out["train"] = train_section(cfg, rng, log)
     if label == "plain":
