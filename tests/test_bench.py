@@ -108,7 +108,7 @@ def test_worker_env_adds_or_removes_the_flag(monkeypatch):
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     proc = subprocess.run([sys.executable, "-m", "experiments.bench", "--tiny", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return out, json.loads((out / "bench.json").read_text())
 

@@ -145,7 +145,7 @@ def config(mode: str) -> Config:
         return Config(
             "tiny", trees=(flat(4096),), reps=3, warmup=1,
             target_s=0.0, copy_elems=4096, mlp_dims=(16, 32, 4), mlp_batch=8,
-            init_tree=flat(1024), init_repeats=1, init_knots=10, forms=False,
+            init_tree=flat(1024), init_repeats=1, init_knots=10, forms=False, subset=True,
             note="tiny: a smoke run for the test suite; its figures mean nothing.",
         )
     raise ValueError(f"mode={mode!r}; pass 'quick', 'full' or 'tiny'.")
