@@ -24,7 +24,7 @@ import optax
 import pytest
 
 import decaytx
-from experiments import _hlo
+from experiments.bench import hlo as _hlo
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

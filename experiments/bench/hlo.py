@@ -3,9 +3,9 @@
 Everything here is deterministic for a given jax/jaxlib and backend: it reads
 the compiled executable of one jitted step (``update`` + ``optax.apply_updates``
 with params and state donated) and never times anything. The benchmark
-(:mod:`experiments.bench`), the GPU script and ``tests/test_hlo_cost.py`` share
-it, so the figures in BENCHMARKS.md and the equalities the tests assert are
-read the same way.
+(:mod:`experiments.bench`), its GPU script and ``tests/test_hlo_cost.py``
+share it, so the figures in BENCHMARKS.md and the equalities the tests assert
+are read the same way.
 """
 
 from __future__ import annotations
@@ -256,3 +256,85 @@ def nominal_bytes_per_param(opt: str, *, anchor: bool = False, itemsize: int = 4
     """
     words = {"sgd": 3, "sgdm": 5, "adam": 7, "adamw": 7}[opt]
     return (words + int(anchor)) * itemsize
+
+
+# ---------------------------------------------------------------------------
+# Per-kernel traffic
+
+
+_SHAPE_DEF = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(\S+?\[[^\]]*\](?:\{[^}]*\})?)", re.M)
+_FUSION_CALL = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.+?)\s+fusion\((.*?)\),\s*kind=")
+_ITEMSIZE = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s64": 8, "pred": 1, "s8": 1, "u8": 1}
+
+
+def shape_bytes(shape: str) -> int:
+    """Bytes of an HLO shape string (a tuple shape sums its elements)."""
+    total = 0
+    for dtype, dims in re.findall(r"(\w+)\[([^\]]*)\]", shape):
+        n = 1
+        for d in dims.split(","):
+            if d.strip():
+                n *= int(d)
+        total += n * _ITEMSIZE.get(dtype, 4)
+    return total
+
+
+def kernel_table(text: str) -> list[dict[str, Any]]:
+    """Per fused kernel of the ENTRY computation: result shape, array inputs, bytes read + written."""
+    entry = entry_computation(text)
+    shapes = dict(_SHAPE_DEF.findall(entry))
+    out = []
+    for line in entry.splitlines():
+        m = _FUSION_CALL.match(line)
+        if not m:
+            continue
+        name, shape, operands = m.groups()
+        ins = [o for o in re.findall(r"%([\w.\-]+)", operands) if o in shapes]
+        in_bytes = [shape_bytes(shapes[o]) for o in ins]
+        out.append({
+            "name": name,
+            "shape": shape,
+            "array_inputs": sum(b > 8 for b in in_bytes),
+            "bytes": sum(in_bytes) + shape_bytes(shape),
+        })
+    return out
+
+
+def _opt_of(name: str) -> str:
+    head, tail = name.split(">")
+    return tail if head in ("l2", "l1", "elastic_net") else head
+
+
+def forms_table() -> dict[str, Any]:
+    """Compiled cost of every decay form against its optimizer alone, on a small mixed tree."""
+    params = {
+        "dense": {"kernel": jax.ShapeDtypeStruct((512, 256), jnp.float32),
+                  "bias": jax.ShapeDtypeStruct((256,), jnp.float32)},
+        "embed": jax.ShapeDtypeStruct((1000, 64), jnp.float32),
+        "conv": jax.ShapeDtypeStruct((3, 3, 32, 64), jnp.float32),
+    }
+    n = tree_size(params)
+    bases = {"sgd": _sgd, "sgdm": _sgdm, "adam": _adam}
+    base_cost = {k: step_cost(f(), params) for k, f in bases.items()}
+    rows = []
+    for form in forms():
+        b = base_cost[_opt_of(form.name)]
+        c = step_cost(form.decayed(), params)
+        rows.append({
+            "form": form.name, "side": form.side, "anchor": form.anchor,
+            "base": b.as_dict(), "decayed": c.as_dict(),
+            "equal_fusions": c.fusions == b.fusions,
+            "equal_temp_bytes": c.temp_bytes == b.temp_bytes,
+            "extra_state_bytes": c.state_bytes - b.state_bytes,
+        })
+    return {"tree": "dense 512x256 + bias 256, embed 1000x64, conv 3x3x32x64 (4 leaves)",
+            "params": n, "rows": rows}
+
+
+def leaf_kernels(opt: optax.GradientTransformation, n: int) -> list[dict[str, Any]]:
+    """The params-sized kernels of one step of ``opt`` on one ``n``-element f32 leaf, bytes per param."""
+    compiled, _ = compile_step(opt, {"w": jax.ShapeDtypeStruct((n,), jnp.float32)})
+    return [
+        {"name": k["name"], "array_inputs": k["array_inputs"], "bytes_per_param": k["bytes"] / n}
+        for k in kernel_table(compiled.as_text()) if not is_scalar_shape(k["shape"])
+    ]
