@@ -47,6 +47,7 @@ from decaytx import _base, _update_side
 from decaytx import _coefficients as coef
 from decaytx._coefficients import Coefficient
 from decaytx._decoupled import _decoupled_term
+from decaytx._flat import FlatAdamState, group_sizes, is_flat_state, scale_by_adam_flat
 from decaytx._recipes import (
     DecayScaling,
     _adam,
@@ -59,6 +60,12 @@ from decaytx._recipes import (
 
 PyTree = Any
 Formulation = Literal["auto", "sibling", "plain"]
+Layout = Literal["auto", "tree", "flat"]
+
+# layout="auto" takes the flat moments when the float leaves' mean size is
+# below this many elements (measured: docs/performance.md, "Many small leaves:
+# flat moments", experiments/measure_flat_moments.py).
+FLAT_MEAN_LEAF_SIZE = 65536
 
 FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
 _FLAG_NAME = "xla_cpu_use_multi_output_fusion"
@@ -274,6 +281,57 @@ def _fused_transform(
     return optax.GradientTransformation(plain.init, update_fn)
 
 
+def _check_layout(layout: Any) -> Layout:
+    if layout not in ("auto", "tree", "flat"):
+        raise ValueError(
+            f"layout={layout!r} is not understood; pass 'auto' (flat moments "
+            "when multi-output fusion is active and the float leaves average "
+            f"under {FLAT_MEAN_LEAF_SIZE} elements, else the tree), 'tree' "
+            "(the recipe's state, one fused kernel per leaf) or 'flat' (Adam's "
+            "moments in one buffer per dtype; its own state)."
+        )
+    return layout
+
+
+def many_small_leaves(params: PyTree) -> bool:
+    """The ``layout="auto"`` rule: float leaves averaging under ``FLAT_MEAN_LEAF_SIZE`` elements."""
+    sizes = group_sizes(params)
+    return bool(sizes) and sum(sizes) < FLAT_MEAN_LEAF_SIZE * len(sizes)
+
+
+def _with_layout(
+    name: str, tree: optax.GradientTransformation, flat: optax.GradientTransformation,
+    layout: Layout, formulation: Formulation,
+) -> optax.GradientTransformation:
+    """Chooses the layout at ``init`` (the states differ); ``update`` follows the state."""
+    flat_ok = layout != "tree"
+
+    def init_fn(params: optax.Params) -> Any:
+        use = layout == "flat" or (
+            layout == "auto" and formulation != "plain" and multi_output_fusion_active()
+            and many_small_leaves(params))
+        return (flat if use else tree).init(params)
+
+    def update_fn(updates: optax.Updates, state: Any, params: optax.Params | None = None) -> tuple[optax.Updates, Any]:
+        if is_flat_state(state):
+            if not flat_ok:
+                raise ValueError(
+                    f"{name}(layout='tree') got a flat-moments state (a {FlatAdamState.__name__}, "
+                    "made by layout='flat' or 'auto'); a checkpoint does not move between "
+                    "layouts: build the optimizer with layout='flat' (or 'auto') for this state.")
+            return flat.update(updates, state, params)
+        if layout == "flat":
+            kinds = [type(s).__name__ for s in state] if isinstance(state, tuple) else [type(state).__name__]
+            raise ValueError(
+                f"{name}(layout='flat') got a tree-layout state ({', '.join(kinds)}), not its "
+                f"flat-moments state ({FlatAdamState.__name__}); a checkpoint does not move "
+                "between layouts: build the optimizer with layout='tree' for this state, or "
+                "call init of this optimizer.")
+        return tree.update(updates, state, params)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def _map_leaves(fn: Callable[..., tuple[Any, ...]], n_out: int, treedef: Any, *columns: list[Any]) -> list[PyTree]:
     """Applies ``fn`` leaf by leaf over flat columns; unflattens each output."""
     rows = [fn(*xs) for xs in zip(*columns, strict=True)]
@@ -402,6 +460,7 @@ def fused_adamw(
     cautious: bool = False,
     anchor: Any = None,
     formulation: Formulation = "auto",
+    layout: Layout = "auto",
 ) -> optax.GradientTransformation:
     r""":func:`decaytx.adamw` as one kernel per leaf (with XLA:CPU multi-output fusion).
 
@@ -454,11 +513,15 @@ def fused_adamw(
       `XLA flags <https://openxla.org/xla/flags_guidance>`_.
     """
     formulation = _check_formulation(formulation)
+    layout = _check_layout(layout)
     plain = adamw(learning_rate, weight_decay, b1=b1, b2=b2, eps=eps, mask=mask, anchor=anchor,
                   decay_scaling=decay_scaling, cautious=cautious)
     decay = _decoupled(learning_rate, weight_decay, decay_scaling, mask, "fused_adamw")
     step = _Step(adam=True, coupled=False, b1=b1, b2=b2, eps=eps, cautious=cautious)
-    return _fused_transform("fused_adamw", plain, step.sibling(learning_rate, decay), formulation)
+    tree = _fused_transform("fused_adamw", plain, step.sibling(learning_rate, decay), formulation)
+    flat = _decoupled_chain(learning_rate, weight_decay, decay_scaling, mask, anchor, cautious,
+                            lambda: scale_by_adam_flat(b1, b2, eps))
+    return _with_layout("fused_adamw", tree, flat, layout, formulation)
 
 
 def fused_adam_l2(
@@ -471,6 +534,7 @@ def fused_adam_l2(
     mask: Any = None,
     anchor: Any = None,
     formulation: Formulation = "auto",
+    layout: Layout = "auto",
 ) -> optax.GradientTransformation:
     r""":func:`decaytx.adam_l2` as one kernel per leaf (with XLA:CPU multi-output fusion).
 
@@ -511,11 +575,14 @@ def fused_adam_l2(
       <https://arxiv.org/abs/1412.6980>`_, ICLR 2015.
     """
     formulation = _check_formulation(formulation)
+    layout = _check_layout(layout)
     plain = _l2_chain(learning_rate, weight_decay, mask, anchor,
                       lambda: _adam(b1, b2, eps, 0.0, None, False, False))
     step = _Step(adam=True, coupled=True, b1=b1, b2=b2, eps=eps)
-    return _fused_transform("fused_adam_l2", plain, step.sibling(learning_rate, _coupled(weight_decay, mask)),
+    tree = _fused_transform("fused_adam_l2", plain, step.sibling(learning_rate, _coupled(weight_decay, mask)),
                             formulation)
+    flat = _l2_chain(learning_rate, weight_decay, mask, anchor, lambda: scale_by_adam_flat(b1, b2, eps))
+    return _with_layout("fused_adam_l2", tree, flat, layout, formulation)
 
 
 def fused_sgdw(
