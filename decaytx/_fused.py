@@ -29,6 +29,13 @@ program fuses (see docs/performance.md): it is opt-in, never set here.
 State: ``init`` is the plain recipe's ``init``, so the state is the same tree
 (same types, dtypes and structure) and a checkpoint moves between a fused and
 an unfused optimizer in both directions.
+
+Many small leaves: ``fused_adamw`` and ``fused_adam_l2`` take ``layout=``.
+On a tree of many small leaves a step costs per kernel, and ``layout="flat"``
+(:mod:`decaytx._flat`) keeps Adam's moments in one flat buffer per dtype
+instead, with its own state (no checkpoint compatibility with the tree
+layout). ``layout="auto"`` picks it at ``init`` only when multi-output fusion
+is active and the float leaves average under ``FLAT_MEAN_LEAF_SIZE`` elements.
 """
 
 from __future__ import annotations
@@ -43,10 +50,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from decaytx import _base, _update_side
+from decaytx import _base, _groups, _update_side
 from decaytx import _coefficients as coef
 from decaytx._coefficients import Coefficient
 from decaytx._decoupled import _decoupled_term
+from decaytx._flat import FlatAdamState, group_sizes, is_flat_state, scale_by_adam_flat
 from decaytx._recipes import (
     DecayScaling,
     _adam,
@@ -59,6 +67,13 @@ from decaytx._recipes import (
 
 PyTree = Any
 Formulation = Literal["auto", "sibling", "plain"]
+Layout = Literal["auto", "tree", "flat"]
+
+# layout="auto" takes the flat moments when the float leaves' mean size is
+# below this many elements: the measured break-even (flat / tree step time
+# 0.59 at 4K, 0.88-1.02 at 8K, 1.04-1.26 at 16K; docs/performance.md, "Many
+# small leaves: flat moments", experiments/measure_flat_moments.py).
+FLAT_MEAN_LEAF_SIZE = 8192
 
 FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
 _FLAG_NAME = "xla_cpu_use_multi_output_fusion"
@@ -274,6 +289,57 @@ def _fused_transform(
     return optax.GradientTransformation(plain.init, update_fn)
 
 
+def _check_layout(layout: Any) -> Layout:
+    if layout not in ("auto", "tree", "flat"):
+        raise ValueError(
+            f"layout={layout!r} is not understood; pass 'auto' (flat moments "
+            "when multi-output fusion is active and the float leaves average "
+            f"under {FLAT_MEAN_LEAF_SIZE} elements, else the tree), 'tree' "
+            "(the recipe's state, one fused kernel per leaf) or 'flat' (Adam's "
+            "moments in one buffer per dtype; its own state)."
+        )
+    return layout
+
+
+def many_small_leaves(params: PyTree) -> bool:
+    """The ``layout="auto"`` rule: float leaves averaging under ``FLAT_MEAN_LEAF_SIZE`` elements."""
+    sizes = group_sizes(params)
+    return bool(sizes) and sum(sizes) < FLAT_MEAN_LEAF_SIZE * len(sizes)
+
+
+def _with_layout(
+    name: str, tree: optax.GradientTransformation, flat: optax.GradientTransformation,
+    layout: Layout, formulation: Formulation,
+) -> optax.GradientTransformation:
+    """Chooses the layout at ``init`` (the states differ); ``update`` follows the state."""
+    flat_ok = layout != "tree"
+
+    def init_fn(params: optax.Params) -> Any:
+        use = layout == "flat" or (
+            layout == "auto" and formulation != "plain" and multi_output_fusion_active()
+            and many_small_leaves(params))
+        return (flat if use else tree).init(params)
+
+    def update_fn(updates: optax.Updates, state: Any, params: optax.Params | None = None) -> tuple[optax.Updates, Any]:
+        if is_flat_state(state):
+            if not flat_ok:
+                raise ValueError(
+                    f"{name}(layout='tree') got a flat-moments state (a {FlatAdamState.__name__}, "
+                    "made by layout='flat' or 'auto'); a checkpoint does not move between "
+                    "layouts: build the optimizer with layout='flat' (or 'auto') for this state.")
+            return flat.update(updates, state, params)
+        if layout == "flat":
+            kinds = [type(s).__name__ for s in state] if isinstance(state, tuple) else [type(state).__name__]
+            raise ValueError(
+                f"{name}(layout='flat') got a tree-layout state ({', '.join(kinds)}), not its "
+                f"flat-moments state ({FlatAdamState.__name__}); a checkpoint does not move "
+                "between layouts: build the optimizer with layout='tree' for this state, or "
+                "call init of this optimizer.")
+        return tree.update(updates, state, params)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def _map_leaves(fn: Callable[..., tuple[Any, ...]], n_out: int, treedef: Any, *columns: list[Any]) -> list[PyTree]:
     """Applies ``fn`` leaf by leaf over flat columns; unflattens each output."""
     rows = [fn(*xs) for xs in zip(*columns, strict=True)]
@@ -369,9 +435,16 @@ class _Step:
         return sibling
 
 
+def _per_leaf(weight_decay: Any, formulation: Formulation) -> Formulation:
+    """``"plain"`` for a coefficient tree or ``per_leaf`` (the sibling step takes one scalar)."""
+    return "plain" if _groups.is_tree(weight_decay) else formulation
+
+
 def _decoupled(learning_rate: Any, weight_decay: Coefficient, decay_scaling: str, mask: Any,
                name: str) -> _Decay | None:
     """The decoupled stage ``u - m_t lambda_t (theta - a)``, or None when it is zero."""
+    if _groups.is_tree(weight_decay):
+        return None  # unread: _per_leaf makes such a step plain
     mult = _update_side.multiplier(decay_multiplier(learning_rate, decay_scaling), name)
     if coef.is_zero(weight_decay) or coef.is_zero(mult):
         return None
@@ -381,7 +454,7 @@ def _decoupled(learning_rate: Any, weight_decay: Coefficient, decay_scaling: str
 
 def _coupled(weight_decay: Coefficient, mask: Any) -> _Decay | None:
     """The L2 stage ``g + lambda_t (theta - a)``, or None when it is zero."""
-    if coef.is_zero(weight_decay):
+    if _groups.is_tree(weight_decay) or coef.is_zero(weight_decay):
         return None
     return _Decay({"weight_decay": weight_decay}, mask, lambda v: v["weight_decay"])
 
@@ -402,6 +475,7 @@ def fused_adamw(
     cautious: bool = False,
     anchor: Any = None,
     formulation: Formulation = "auto",
+    layout: Layout = "auto",
 ) -> optax.GradientTransformation:
     r""":func:`decaytx.adamw` as one kernel per leaf (with XLA:CPU multi-output fusion).
 
@@ -435,10 +509,30 @@ def fused_adamw(
         :func:`decaytx.add_decoupled_decay` (read once more per step: +4 B/param).
       formulation: ``"auto"`` (fused exactly when multi-output fusion is
         active), ``"sibling"`` (always the fused formulation: for
-        measurements) or ``"plain"`` (always the recipe's program).
+        measurements) or ``"plain"`` (always the recipe's program). A
+        coefficient tree or ``per_leaf`` ``weight_decay`` always takes the
+        recipe's program in the tree layout.
+      layout: where Adam's moments live, chosen at ``init`` from the params
+        (the states differ). ``"tree"``: like params, the recipe's state.
+        ``"flat"``: one flat buffer per dtype (:mod:`decaytx._flat`; the
+        decay stage is still the recipe's per-leaf transform, so masks,
+        coefficient trees, schedules, anchors and ``decay_scaling`` work
+        unchanged); the state is NOT the recipe's, and a checkpoint does not
+        move between layouts (an update with the other layout's state raises
+        a ``ValueError`` naming ``layout=``). ``"auto"`` (default): ``"flat"``
+        exactly when multi-output fusion is active, ``formulation`` is not
+        ``"plain"`` and the params' float leaves average under
+        ``FLAT_MEAN_LEAF_SIZE`` = 8192 elements (measured with the flag,
+        ``experiments/measure_flat_moments.py``: flat / tree step time 0.37
+        on 309 leaves averaging 1.8K elements, 0.59 on 4K leaves, 0.91 on 8K,
+        1.04 on 16K, 1.9 on 64K, 3.0 on 100 leaves of 160K, 1.10 on one 16M
+        leaf; docs/performance.md, "Many small leaves: flat moments");
+        otherwise ``"tree"``, so without the flag ``"auto"`` is exactly the
+        tree layout.
 
     Returns:
-      An ``optax.GradientTransformation`` whose state is :func:`decaytx.adamw`'s.
+      An ``optax.GradientTransformation`` whose state is :func:`decaytx.adamw`'s
+      (in the tree layout).
 
     Examples:
       >>> import jax.numpy as jnp, optax, decaytx
@@ -453,12 +547,16 @@ def fused_adamw(
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
       `XLA flags <https://openxla.org/xla/flags_guidance>`_.
     """
-    formulation = _check_formulation(formulation)
+    formulation = _per_leaf(weight_decay, _check_formulation(formulation))
+    layout = _check_layout(layout)
     plain = adamw(learning_rate, weight_decay, b1=b1, b2=b2, eps=eps, mask=mask, anchor=anchor,
                   decay_scaling=decay_scaling, cautious=cautious)
     decay = _decoupled(learning_rate, weight_decay, decay_scaling, mask, "fused_adamw")
     step = _Step(adam=True, coupled=False, b1=b1, b2=b2, eps=eps, cautious=cautious)
-    return _fused_transform("fused_adamw", plain, step.sibling(learning_rate, decay), formulation)
+    tree = _fused_transform("fused_adamw", plain, step.sibling(learning_rate, decay), formulation)
+    flat = _decoupled_chain(learning_rate, weight_decay, decay_scaling, mask, anchor, cautious,
+                            lambda: scale_by_adam_flat(b1, b2, eps))
+    return _with_layout("fused_adamw", tree, flat, layout, formulation)
 
 
 def fused_adam_l2(
@@ -471,6 +569,7 @@ def fused_adam_l2(
     mask: Any = None,
     anchor: Any = None,
     formulation: Formulation = "auto",
+    layout: Layout = "auto",
 ) -> optax.GradientTransformation:
     r""":func:`decaytx.adam_l2` as one kernel per leaf (with XLA:CPU multi-output fusion).
 
@@ -494,9 +593,13 @@ def fused_adam_l2(
       anchor: ``None``, ``"init"`` or a pytree like params (as
         :func:`decaytx.add_l2_grad`).
       formulation: ``"auto"``, ``"sibling"`` or ``"plain"`` (see :func:`fused_adamw`).
+      layout: ``"auto"``, ``"tree"`` or ``"flat"``: Adam's moments like
+        params or in one flat buffer per dtype, chosen at ``init`` (see
+        :func:`fused_adamw`; the flat state is not the recipe's).
 
     Returns:
-      An ``optax.GradientTransformation`` whose state is :func:`decaytx.adam_l2`'s.
+      An ``optax.GradientTransformation`` whose state is :func:`decaytx.adam_l2`'s
+      (in the tree layout).
 
     Examples:
       >>> import jax.numpy as jnp, optax, decaytx
@@ -510,12 +613,15 @@ def fused_adam_l2(
       Kingma & Ba, `Adam: A Method for Stochastic Optimization
       <https://arxiv.org/abs/1412.6980>`_, ICLR 2015.
     """
-    formulation = _check_formulation(formulation)
+    formulation = _per_leaf(weight_decay, _check_formulation(formulation))
+    layout = _check_layout(layout)
     plain = _l2_chain(learning_rate, weight_decay, mask, anchor,
                       lambda: _adam(b1, b2, eps, 0.0, None, False, False))
     step = _Step(adam=True, coupled=True, b1=b1, b2=b2, eps=eps)
-    return _fused_transform("fused_adam_l2", plain, step.sibling(learning_rate, _coupled(weight_decay, mask)),
+    tree = _fused_transform("fused_adam_l2", plain, step.sibling(learning_rate, _coupled(weight_decay, mask)),
                             formulation)
+    flat = _l2_chain(learning_rate, weight_decay, mask, anchor, lambda: scale_by_adam_flat(b1, b2, eps))
+    return _with_layout("fused_adam_l2", tree, flat, layout, formulation)
 
 
 def fused_sgdw(
@@ -568,7 +674,7 @@ def fused_sgdw(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    formulation = _check_formulation(formulation)
+    formulation = _per_leaf(weight_decay, _check_formulation(formulation))
     plain = _decoupled_chain(learning_rate, weight_decay, decay_scaling, mask, anchor, False,
                              lambda: _momentum(momentum, nesterov))
     decay = _decoupled(learning_rate, weight_decay, decay_scaling, mask, "fused_sgdw")
@@ -622,7 +728,7 @@ def fused_sgd_l2(
       `torch.optim.SGD
       <https://pytorch.org/docs/stable/generated/torch.optim.SGD.html>`_.
     """
-    formulation = _check_formulation(formulation)
+    formulation = _per_leaf(weight_decay, _check_formulation(formulation))
     plain = _l2_chain(learning_rate, weight_decay, mask, anchor, lambda: _momentum(momentum, nesterov))
     step = _Step(adam=False, coupled=True, momentum=momentum, nesterov=nesterov)
     return _fused_transform("fused_sgd_l2", plain, step.sibling(learning_rate, _coupled(weight_decay, mask)),

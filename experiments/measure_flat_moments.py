@@ -12,10 +12,13 @@ state donated), interleaved in every repeat:
 
 - ``optax.adamw``: the reference;
 - ``tree``: ``decaytx.fused_adamw`` (one kernel per leaf with the flag);
-- ``flat``: :func:`flat_adamw` below, the flat-moments variant (same maths).
+- ``flat``: ``decaytx.fused_adamw(..., layout="flat")``, the shipped
+  flat-moments variant (same maths, moments in one buffer).
 
-Trees: 309 leaves of 0.54M params (103 x (64x80 kernel, 80 bias, 80 scale))
-and one 16M-param leaf. Reports the median seconds per step and the ratio of
+Trees (``TREES``): 309 leaves of 0.54M params (103 x (64x80 kernel, 80 bias,
+80 scale)), 1.6M params as 400 leaves of 4K, 200 of 8K and 100 of 16K, 32 of 64K, 100 of 160K and one 16M-param
+leaf: mean float-leaf sizes from 1.7K to 16M elements, which is what
+``layout="auto"`` decides by (``decaytx._fused.FLAT_MEAN_LEAF_SIZE``). Reports the median seconds per step and the ratio of
 medians against ``tree`` and against ``optax.adamw``, plus the median of the
 per-repeat paired ratios.
 
@@ -32,11 +35,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import statistics
 import subprocess
 import sys
 import time
-from typing import Any, NamedTuple
+from typing import Any
+
+# This repository's decaytx, not an installed one (the script runs as a file).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
 
@@ -45,12 +52,26 @@ def _is_shape(x: Any) -> bool:
     return isinstance(x, tuple) and all(isinstance(d, int) for d in x)
 
 
+SMALL = "309 leaves, 0.54M"
+# Tree shapes, spanning mean float-leaf sizes from 1.7K to 16M elements.
+TREES: dict[str, Any] = {
+    SMALL: {f"l{i}": {"kernel": (64, 80), "bias": (80,), "scale": (80,)} for i in range(103)},
+    "400 leaves of 4K, 1.6M": {f"w{i}": (64, 64) for i in range(400)},
+    "200 leaves of 8K, 1.6M": {f"w{i}": (64, 128) for i in range(200)},
+    "100 leaves of 16K, 1.6M": {f"w{i}": (128, 128) for i in range(100)},
+    "32 leaves of 64K, 2.1M": {f"w{i}": (256, 256) for i in range(32)},
+    "100 leaves of 160K, 16M": {f"w{i}": (400, 400) for i in range(100)},
+    "1 leaf, 16M": {"w": (4096, 4096)},
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--no-flag", action="store_true", help="run without multi-output fusion")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--small-only", action="store_true", help="only the 309-leaf tree (quick)")
+    ap.add_argument("--trees", default=None, help="comma-separated indices into TREES (default: all)")
     args = ap.parse_args()
     want = not args.no_flag
     if want and "multi_output" not in os.environ.get("XLA_FLAGS", ""):
@@ -69,33 +90,6 @@ def run(args: Any) -> None:
 
     lr, wd = 1e-3, 0.1
 
-    class FlatAdamState(NamedTuple):
-        count: jax.Array
-        mu: jax.Array
-        nu: jax.Array
-
-    def flat_adamw(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
-        """AdamW with m, v as one flat f32 buffer each; params stay a tree."""
-
-        def init(params: Any) -> FlatAdamState:
-            n = sum(x.size for x in jax.tree.leaves(params))
-            return FlatAdamState(jnp.zeros([], jnp.int32), jnp.zeros(n, jnp.float32), jnp.zeros(n, jnp.float32))
-
-        def update(g: Any, s: FlatAdamState, p: Any) -> tuple[Any, FlatAdamState]:
-            leaves, treedef = jax.tree.flatten(g)
-            flat = jnp.concatenate([x.ravel() for x in leaves]) if len(leaves) > 1 else leaves[0].ravel()
-            count = optax.safe_increment(s.count)
-            mu = (1 - b1) * flat + b1 * s.mu
-            nu = (1 - b2) * flat * flat + b2 * s.nu
-            u = -lr * ((mu / (1 - b1**count)) / (jnp.sqrt(nu / (1 - b2**count)) + eps))
-            sizes = np.cumsum([x.size for x in leaves])[:-1]
-            parts = jnp.split(u, sizes) if len(leaves) > 1 else [u]
-            p_leaves = treedef.flatten_up_to(p)
-            out = [part.reshape(x.shape) - (lr * wd) * q for part, x, q in zip(parts, leaves, p_leaves, strict=True)]
-            return jax.tree.unflatten(treedef, out), FlatAdamState(count, mu, nu)
-
-        return optax.GradientTransformation(init, update)
-
     def step_of(opt: optax.GradientTransformation) -> Any:
         def step(p: Any, s: Any, g: Any) -> Any:
             u, s = opt.update(g, s, p)
@@ -103,13 +97,14 @@ def run(args: Any) -> None:
         return jax.jit(step, donate_argnums=(0, 1))
 
     rng = np.random.default_rng(0)
-    trees = {"309 leaves, 0.54M": {f"l{i}": {"kernel": (64, 80), "bias": (80,), "scale": (80,)} for i in range(103)}}
-    if not args.small_only:
-        trees["1 leaf, 16M"] = {"w": (4096, 4096)}
+    trees = {name: shapes for name, shapes in TREES.items() if not args.small_only or name == SMALL}
+    if args.trees:
+        names = list(TREES)
+        trees = {names[int(i)]: TREES[names[int(i)]] for i in args.trees.split(",")}
     variants = {
         "optax.adamw": lambda: optax.adamw(lr, weight_decay=wd),
-        "tree": lambda: decaytx.fused_adamw(lr, wd),
-        "flat": flat_adamw,
+        "tree": lambda: decaytx.fused_adamw(lr, wd, layout="tree"),
+        "flat": lambda: decaytx.fused_adamw(lr, wd, layout="flat"),
     }
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, "
           f"multi_output_fusion_active={decaytx.multi_output_fusion_active()}, repeats={args.repeats}")
@@ -143,11 +138,13 @@ def run(args: Any) -> None:
                 live[vname][1:] = [p, s]
         med = {v: statistics.median(t) for v, t in times.items()}
         paired = statistics.median(f / t for f, t in zip(times["flat"], times["tree"], strict=True))
-        results[tname] = {"params": n, "leaves": len(jax.tree.leaves(grads)), "median_s": med,
+        results[tname] = {"params": n, "leaves": len(jax.tree.leaves(grads)),
+                          "mean_leaf": n / len(jax.tree.leaves(grads)), "median_s": med,
                           "flat/tree": med["flat"] / med["tree"], "flat/tree paired": paired,
                           "tree/optax": med["tree"] / med["optax.adamw"],
                           "flat/optax": med["flat"] / med["optax.adamw"]}
-        print(f"\n{tname} ({n} params, {len(jax.tree.leaves(grads))} leaves, {steps_per_rep} steps per call)")
+        print(f"\n{tname} ({n} params, {len(jax.tree.leaves(grads))} leaves, mean leaf "
+              f"{n / len(jax.tree.leaves(grads)):.0f}, {steps_per_rep} steps per call)")
         for v, m in med.items():
             print(f"  {v:12s} median {m * 1e3:9.3f} ms/step")
         r = results[tname]
