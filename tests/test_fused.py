@@ -41,12 +41,13 @@ MASK = {"w": True, "b": False}
 
 # name -> (fused factory taking formulation=, recipe factory)
 CASES: dict[str, tuple[Any, Any]] = {
-    "adamw": (lambda fo: decaytx.fused_adamw(SCHEDULE, 0.1, mask=MASK, formulation=fo),
+    "adamw": (lambda fo: decaytx.fused_adamw(SCHEDULE, 0.1, mask=MASK, formulation=fo, layout="tree"),
               lambda: decaytx.adamw(SCHEDULE, 0.1, mask=MASK)),
     "adamw-cautious-schedule": (
-        lambda fo: decaytx.fused_adamw(SCHEDULE, 0.1, cautious=True, decay_scaling="schedule", formulation=fo),
+        lambda fo: decaytx.fused_adamw(SCHEDULE, 0.1, cautious=True, decay_scaling="schedule", formulation=fo,
+                                       layout="tree"),
         lambda: decaytx.adamw(SCHEDULE, 0.1, cautious=True, decay_scaling="schedule")),
-    "adam_l2": (lambda fo: decaytx.fused_adam_l2(SCHEDULE, 0.1, mask=MASK, formulation=fo),
+    "adam_l2": (lambda fo: decaytx.fused_adam_l2(SCHEDULE, 0.1, mask=MASK, formulation=fo, layout="tree"),
                 lambda: decaytx.adam_l2(SCHEDULE, 0.1, mask=MASK)),
     "sgdw": (lambda fo: decaytx.fused_sgdw(SCHEDULE, 0.1, momentum=0.9, mask=MASK, formulation=fo),
              lambda: decaytx.sgdw(SCHEDULE, 0.1, momentum=0.9, mask=MASK)),
@@ -55,7 +56,8 @@ CASES: dict[str, tuple[Any, Any]] = {
         lambda: decaytx.sgd_l2(SCHEDULE, 0.1, momentum=0.9, nesterov=True, mask=MASK)),
     # Anchored (decay toward the init): the recipe where it takes anchor=,
     # else the same chain written out from decaytx's transforms.
-    "adamw-anchor": (lambda fo: decaytx.fused_adamw(SCHEDULE, 0.1, mask=MASK, anchor="init", formulation=fo),
+    "adamw-anchor": (lambda fo: decaytx.fused_adamw(SCHEDULE, 0.1, mask=MASK, anchor="init", formulation=fo,
+                                                          layout="tree"),
                      lambda: decaytx.adamw(SCHEDULE, 0.1, mask=MASK, anchor="init")),
     "sgd_l2-anchor": (
         lambda fo: decaytx.fused_sgd_l2(SCHEDULE, 0.1, momentum=0.9, mask=MASK, anchor="init", formulation=fo),

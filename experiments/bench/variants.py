@@ -6,7 +6,6 @@ place; :mod:`experiments.bench.timing` interleaves them.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -40,11 +39,11 @@ def optimizers() -> dict[str, tuple[Callable[[], optax.GradientTransformation], 
         REF: (lambda: optax.adamw(LR, weight_decay=WD), 28),
         CONTROL: (lambda: optax.adamw(LR, weight_decay=WD), 28),
         "decaytx.adamw": (lambda: decaytx.adamw(LR, WD), 28),
-        "decaytx.fused_adamw": (lambda: decaytx.fused_adamw(LR, WD), 28),
+        "decaytx.fused_adamw": (lambda: decaytx.fused_adamw(LR, WD, layout="tree"), 28),
         "optax adam + add_decayed_weights (L2)": (
             lambda: optax.chain(optax.add_decayed_weights(L2), optax.adam(LR)), 28),
         "decaytx.adam_l2": (lambda: decaytx.adam_l2(LR, L2), 28),
-        "decaytx.fused_adam_l2": (lambda: decaytx.fused_adam_l2(LR, L2), 28),
+        "decaytx.fused_adam_l2": (lambda: decaytx.fused_adam_l2(LR, L2, layout="tree"), 28),
         "optax sgd(momentum) + add_decayed_weights (L2)": (
             lambda: optax.chain(optax.add_decayed_weights(L2), optax.sgd(LR, momentum=0.9)), 20),
         "decaytx.sgd_l2": (lambda: decaytx.sgd_l2(LR, L2, momentum=0.9), 20),
@@ -52,9 +51,9 @@ def optimizers() -> dict[str, tuple[Callable[[], optax.GradientTransformation], 
         "decaytx.sgdw": (lambda: decaytx.sgdw(LR, WD, momentum=0.9), 20),
         "decaytx.fused_sgdw": (lambda: decaytx.fused_sgdw(LR, WD, momentum=0.9), 20),
     }
-    if "layout" in inspect.signature(decaytx.fused_adamw).parameters:  # flat moments, if shipped
-        out["decaytx.fused_adamw (layout=flat)"] = (
-            lambda: decaytx.fused_adamw(LR, WD, layout="flat"), 28)  # type: ignore[call-arg]
+    # Flat moments (one buffer per dtype; params stay a tree): what layout="auto"
+    # picks with the option on for trees of small leaves.
+    out["decaytx.fused_adamw (layout=flat)"] = (lambda: decaytx.fused_adamw(LR, WD, layout="flat"), 28)
     return out
 
 
