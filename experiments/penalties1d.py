@@ -31,7 +31,7 @@ ROWS: dict[str, dict[str, float]] = {
 }
 SIZES = {
     "smoke": dict(data=(600, 200, 600), seeds=2, steps=60, channels=4, boot=100),
-    "quick": dict(data=(4000, 1000, 5000), seeds=4, steps=800, channels=16, boot=1000),
+    "quick": dict(data=(4000, 1000, 5000), seeds=4, steps=800, channels=8, boot=1000),
     "full": dict(data=(4000, 1000, 5000), seeds=6, steps=3000, channels=16, boot=2000),
 }
 

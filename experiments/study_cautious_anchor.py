@@ -8,7 +8,6 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -68,12 +67,12 @@ def run(ctx: Context) -> Claim:
     # A new head for the new classes, initialised at ZERO: anchor="init" then pulls the
     # new head toward 0 (as plain decay does) and only the pretrained layers toward
     # their pretrained values. (A random head init would be anchored to noise.)
-    fresh_head = jax.tree.map(jnp.zeros_like, init_params(model, seeds)["head"])
+    # NumPy, not jnp: every eager jnp op on a new shape compiles a program of its own.
+    fresh_head = jax.tree.map(lambda x: np.zeros(x.shape, np.float32), init_params(model, seeds)["head"])
 
     def start(n_points: int) -> Any:
-        tiled = jax.tree.map(lambda x: jnp.tile(jnp.asarray(x), (n_points,) + (1,) * (x.ndim - 1)),
-                             {**p.final_params, "head": fresh_head})
-        return tiled
+        return jax.tree.map(lambda x: np.tile(np.asarray(x), (n_points,) + (1,) * (x.ndim - 1)),
+                            {**p.final_params, "head": fresh_head})
 
     rows: dict[str, Any] = {}
     corr: dict[str, Any] = {}

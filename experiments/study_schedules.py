@@ -28,7 +28,7 @@ SIZES = {
     "smoke": dict(data=(600, 200, 600), seeds=2, steps=60, records=6, hidden=32,
                   budget_steps=[8, 15, 30, 60], budget_wd=5, budget_hidden=16, boot=100),
     "quick": dict(data=(4000, 1000, 5000), seeds=4, steps=1000, records=20, hidden=64,
-                  budget_steps=[125, 250, 500, 1000], budget_wd=7, budget_hidden=64, boot=1000),
+                  budget_steps=[100, 200, 400, 800], budget_wd=7, budget_hidden=64, boot=1000),
     "full": dict(data=(4000, 1000, 5000), seeds=6, steps=3000, records=30, hidden=128,
                  budget_steps=[250, 500, 1000, 2000], budget_wd=9, budget_hidden=64, boot=2000),
 }

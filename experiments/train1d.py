@@ -132,7 +132,7 @@ def train(
     advance = jax.jit(jax.vmap(chunk_one, in_axes=(0, 0, 0, None)))
     evaluate = jax.jit(lambda ps, data: jax.lax.map(lambda p: evaluate_one(p, data), ps))
 
-    params = init_params(model, seeds) if params0 is None else params0
+    params = init_params(model, seeds) if params0 is None else jax.tree.map(jnp.asarray, params0)
     state = (params, init_opt(hp, params))
     rows = [jax.device_get(evaluate(params, data))]
     snaps = [jax.device_get(params)] if keep_snapshots else None
