@@ -129,7 +129,7 @@ def run(ctx: Context) -> Claim:
         late = int(np.searchsorted(hist.steps, LATE * steps))
         m_fn = mult(1.0)
         ts = t[:: max(1, steps // 200)]
-        m_t = np.ones(len(ts)) if m_fn is None else np.asarray([float(m_fn(i)) for i in ts])
+        m_t = np.ones(len(ts)) if m_fn is None else np.asarray(m_fn(jnp.asarray(ts)), np.float64)  # one call
         per_step = wd * m_t
         curves[name] = (hist.steps, wn, ts, per_step)
         peak_rate = float(per_step.max())
