@@ -76,6 +76,20 @@ def main(argv: list[str] | None = None) -> int:
             claim = run_study(study_id, ctx)
             print(f"    {'HOLDS' if claim.holds else 'does not hold'}: {claim.key_number} ({claim.seconds:.0f} s wall, {claim.cpu_seconds:.0f} s CPU)", flush=True)
             claims.append(claim)
+            # Written after every study, so a crash or a kill keeps the studies already done.
+            write_results(args.out, claims, _meta(args, argv, mode, claims, t0, c0, partial=len(claims) < len(ids)))
+    path = write_results(args.out, claims, _meta(args, argv, mode, claims, t0, c0, partial=False))
+    report = write_report(args.out)
+    all_claims = json.loads(path.read_text())["claims"]
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print()
+    print(summary_table(all_claims))
+    print(f"\n{len(claims)} studies in {wall:.0f} s wall, {cpu:.0f} s CPU ({mode}). Report: {report}  Results: {path}")
+    return 0
+
+
+def _meta(args: argparse.Namespace, argv: list[str] | None, mode: str, claims: list[Claim], t0: float, c0: float,
+          *, partial: bool) -> dict:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     meta = {
         "mode": mode,
@@ -90,13 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_end": _load(),
         "machine": f"{platform.machine()}, {_cpus()} CPU cores, {platform.python_implementation()} {platform.python_version()}",
     }
-    path = write_results(args.out, claims, meta)
-    report = write_report(args.out)
-    all_claims = json.loads(path.read_text())["claims"]
-    print()
-    print(summary_table(all_claims))
-    print(f"\n{len(claims)} studies in {wall:.0f} s wall, {cpu:.0f} s CPU ({mode}). Report: {report}  Results: {path}")
-    return 0
+    if partial:
+        meta["partial"] = True  # a run still going (or killed): only the studies listed are done
+    return meta
 
 
 def _load() -> float | None:

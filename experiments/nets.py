@@ -28,14 +28,17 @@ def _dense_np(rng: np.random.Generator, n_in: int, n_out: int, gain: float = 2.0
 
 
 def conv1d(x: jax.Array, w: jax.Array, k: int, stride: int) -> jax.Array:
-    """'same'-padded strided 1-D convolution as im2col: x [B, L, C_in], w [k*C_in, C_out]."""
+    """'same'-padded strided 1-D convolution as im2col: x [B, L, C_in], w [k*C_in, C_out].
+
+    The k patch columns are strided static slices, concatenated: their gradient
+    is a pad and an add, where a gather's would be a scatter (slow on XLA:CPU).
+    """
     length = x.shape[1]
     pad = k // 2
     xp = jnp.pad(x, ((0, 0), (pad, pad), (0, 0)))
     n_out = (length + 2 * pad - k) // stride + 1
-    idx = stride * np.arange(n_out)[:, None] + np.arange(k)[None, :]
-    patches = xp[:, idx, :]  # [B, L_out, k, C_in]
-    return patches.reshape(x.shape[0], n_out, -1) @ w
+    cols = [jax.lax.slice_in_dim(xp, j, j + stride * (n_out - 1) + 1, stride, axis=1) for j in range(k)]
+    return jnp.concatenate(cols, axis=-1) @ w  # [B, L_out, k*C_in] @ [k*C_in, C_out]
 
 
 @dataclasses.dataclass(frozen=True)

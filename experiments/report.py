@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from experiments import mnist1d_data
-from experiments.common import MODES, Digits, Mode, load_digits_split
+from experiments.common import MODES, Mode
 from experiments.mnist1d_data import Split
 
 
@@ -22,14 +22,7 @@ class Context:
     out_dir: pathlib.Path
     mode: Mode
     seed: int
-    _digits: Digits | None = None
     shared: dict[str, Any] = dataclasses.field(default_factory=dict)  # results one study hands to another
-
-    @property
-    def digits(self) -> Digits:
-        if self._digits is None:
-            self._digits = load_digits_split(self.seed)
-        return self._digits
 
     def mnist1d(self, n_train: int, n_val: int, n_test: int, **kw: Any) -> Split:
         """MNIST-1D generated from this run's seed, cached under ``out_dir/data``."""

@@ -1,18 +1,26 @@
-"""adam-l2-differs-from-adamw: with Adam, L2 and decoupled decay differ; which generalizes better?"""
+"""adam-l2-differs-from-adamw: with Adam, L2 and decoupled decay differ; which generalizes
+better? (MLP on MNIST-1D; the landscape study's CNN runs answer it over a whole lr x wd grid.)"""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
 
-from experiments import chains
-from experiments.common import mean_se, new_figure, save_figure, train_mlp
+from experiments import chains, stats
+from experiments.common import new_figure, save_figure
+from experiments.nets import MLP
 from experiments.report import Claim, Context
+from experiments.train1d import train
 
 ID = "adam-l2-differs-from-adamw"
 LR = 1e-3
 WDS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
 THRESHOLD = 1e-3  # 100x the tolerance under which SGD's two forms agree
+SIZES = {
+    "smoke": dict(data=(600, 200, 600), seeds=2, steps=60, hidden=32, boot=100),
+    "quick": dict(data=(4000, 1000, 5000), seeds=4, steps=1000, hidden=64, boot=1000),
+    "full": dict(data=(4000, 1000, 5000), seeds=6, steps=2000, hidden=128, boot=2000),
+}
 
 
 def verdict(m: dict) -> bool:
@@ -26,12 +34,13 @@ def _flat(params: dict, i: int) -> np.ndarray:
 
 
 def run(ctx: Context) -> Claim:
-    mode, data, s = ctx.mode, ctx.digits, ctx.mode.seeds
+    z = SIZES[ctx.mode.name]
+    data, s = ctx.mnist1d(*z["data"]), z["seeds"]
     rows = [(0.0, 0.0)] + [(w, 0.0) for w in WDS] + [(0.0, w) for w in WDS]
     hp = {"l2": np.repeat([r[0] for r in rows], s), "dec": np.repeat([r[1] for r in rows], s)}
     seeds = np.tile(ctx.seed * 1000 + np.arange(s), len(rows))
-    h = train_mlp(lambda hh: chains.adam_both(LR, hh["l2"], hh["dec"]), hp, seeds, data,
-                  desc=f"{ID}: Adam+L2 and AdamW", steps=mode.steps, records=mode.records, hidden=mode.hidden)
+    h = train(MLP((40, z["hidden"], z["hidden"], 10)), lambda hh: chains.adam_both(LR, hh["l2"], hh["dec"]), hp,
+              seeds, data, steps=z["steps"], batch_size=64, records=1, chunks=4, desc=f"{ID}: Adam+L2 and AdamW")
     final = {k: v[:, -1].reshape(len(rows), s) for k, v in h.metrics.items()}
     n = len(WDS)
     l2_rows, w_rows = range(1, 1 + n), range(1 + n, 1 + 2 * n)
@@ -54,17 +63,19 @@ def run(ctx: Context) -> Claim:
     best_w = int(np.argmax(final["val_acc"][1 + n :].mean(axis=1)))
     acc_l2 = final["test_acc"][1 + best_l2]
     acc_w = final["test_acc"][1 + n + best_w]
-    diff, diff_se = mean_se(acc_w - acc_l2)
-    if diff > 2 * diff_se and diff > 0:
+    corr = h.correct_test.reshape(len(rows), s, -1)
+    boot = stats.paired_bootstrap(corr[1 + n + best_w], corr[1 + best_l2], z["boot"], ctx.seed)  # err(AdamW) - err(L2)
+    if boot["ci"][1] < 0:
         better = "AdamW"
-    elif -diff > 2 * diff_se and diff < 0:
+    elif boot["ci"][0] > 0:
         better = "Adam+L2"
     else:
-        better = "neither (difference within 2 s.e.)"
+        better = "neither (the 95% CI contains 0)"
     metrics = {
+        "dataset": "mnist1d", "model": f"MLP 40-{z['hidden']}-{z['hidden']}-10, ReLU, no normalisation",
         "chains": f"Adam+L2: chain(add_l2_grad(wd), scale_by_adam(), scale_by_learning_rate({LR})); AdamW: "
         f"chain(scale_by_adam(), scale_by_learning_rate({LR}), add_decoupled_decay(wd, learning_rate={LR})); kernels only",
-        "wd_grid": WDS, "steps": mode.steps, "seeds": s,
+        "wd_grid": WDS, "steps": z["steps"], "seeds": s, "train_val_test": list(z["data"]),
         "max_abs_diff_by_wd": maxdiff,
         "relative_distance_by_wd": reldist,
         "decay_effect_l2_by_wd": effect_l2,
@@ -80,8 +91,8 @@ def run(ctx: Context) -> Claim:
         "wd_adamw_chosen_on_val": WDS[best_w],
         "test_acc_l2_best": float(acc_l2.mean()),
         "test_acc_adamw_best": float(acc_w.mean()),
-        "adamw_minus_l2": float(diff),
-        "adamw_minus_l2_se": float(diff_se),
+        "adamw_minus_l2": float(acc_w.mean() - acc_l2.mean()),
+        "test_error_adamw_minus_l2": boot["diff"], "test_error_adamw_minus_l2_ci": boot["ci"],
         "better_generalizer": better,
     }
     if "landscape" in ctx.shared:  # the MNIST-1D CNN landscape runs, best validation cell per family
@@ -95,7 +106,7 @@ def run(ctx: Context) -> Claim:
     ax1.set_xscale("log")
     ax1.set_xlabel("weight decay wd (same number passed to both)")
     ax1.set_ylabel("test accuracy (final, mean over seeds)")
-    ax1.set_title(f"digits MLP, Adam lr={LR:g}")
+    ax1.set_title(f"MNIST-1D MLP, Adam lr={LR:g}", fontsize=9)
     ax1.legend(fontsize=8)
     ax2.plot(WDS, reldist, "o-", color="C3", label="||θ(Adam+L2) − θ(AdamW)|| / ||θ(AdamW)||")
     ax2.plot(WDS, effect_l2, "s--", color="C1", label="Adam+L2 vs no decay")
@@ -121,17 +132,18 @@ def run(ctx: Context) -> Claim:
                               for k, v in metrics["mnist1d_generalization"].items()) + ".")
     return Claim(
         id=ID,
-        statement="With Adam, L2 regularization and decoupled decay (AdamW) differ; which generalizes better on digits?",
-        criterion=f"Same seeds and minibatches, Adam lr={LR:g}, the same wd passed to add_l2_grad (first) and "
+        statement="With Adam, L2 regularization and decoupled decay (AdamW) differ; which generalizes better?",
+        criterion=f"MNIST-1D, {metrics['model']}, {z['steps']} steps, {s} seeds; same seeds and minibatches, Adam lr={LR:g}, the same wd passed to add_l2_grad (first) and "
         "add_decoupled_decay(learning_rate=lr) (last): holds if, at every wd of the grid "
         f"({WDS[0]:g} to {WDS[-1]:g}), the final weights differ by more than {THRESHOLD:g} (max abs, mean over "
         "seeds; SGD's two forms agree to 1e-5). Generalization: each form's wd chosen on validation, test accuracy compared (paired over "
-        "seeds, 2 s.e.).",
+        "seeds and test examples, paired 95% bootstrap of the test-error difference; reported, not part of the verdict).",
         holds=verdict(metrics),
         metrics=metrics,
         figure=f"{ID}.png",
         notes=notes,
         key_number=f"max diff >= {min(maxdiff):.2f} at every wd ({metrics['max_abs_diff_at_reference']:.2f} at "
         f"AdamW's wd={WDS[best_w]:g}); test acc AdamW {metrics['test_acc_adamw_best']:.3f} "
-        f"vs Adam+L2 {metrics['test_acc_l2_best']:.3f}: better = {better}",
+        f"vs Adam+L2 {metrics['test_acc_l2_best']:.3f} (error diff {100 * boot['diff']:+.1f} pts "
+        f"[{100 * boot['ci'][0]:+.1f}, {100 * boot['ci'][1]:+.1f}]): better = {better}",
     )

@@ -23,8 +23,8 @@ K = decaytx.masks.ndim_at_least(2)
 MOMENTUM = 0.9
 SIZES = {  # data (train, val, test), grid, seeds, steps, CNN channels, bootstrap resamples
     "smoke": dict(data=(600, 200, 600), n_lr=4, n_wd=5, seeds=2, steps=40, channels=4, boot=100),
-    "quick": dict(data=(4000, 1000, 5000), n_lr=7, n_wd=9, seeds=4, steps=600, channels=16, boot=1000),
-    "full": dict(data=(4000, 1000, 5000), n_lr=9, n_wd=11, seeds=6, steps=2000, channels=16, boot=2000),
+    "quick": dict(data=(4000, 1000, 5000), n_lr=7, n_wd=9, seeds=4, steps=500, channels=16, boot=1000),
+    "full": dict(data=(4000, 1000, 5000), n_lr=7, n_wd=9, seeds=6, steps=1000, channels=16, boot=2000),
 }
 ADAM_LR = (-3.0, -1.5)  # log10 range of the peak lr (cosine to 0)
 SGD_LR = (-2.0, -0.5)
@@ -33,35 +33,41 @@ PAIRS = {"Adam": ("Adam+L2", "AdamW, m=η_t/η_max (paper)"), "SGD": ("SGD+L2 (m
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    make: Callable[[dict[str, Any], optax.Schedule], optax.GradientTransformation]
+    base: str  # "adam" or "sgd" (momentum): the families of one base train as ONE vmapped program
+    penalty: str  # "l2" (add_l2_grad first) or "lr" (decoupled, m_t = η_t) or "unit" (decoupled, m_t = η_t/η_max)
     lr: tuple[float, float]  # log10 range
     wd: tuple[float, float]  # log10 range
+
+
+FAMILIES: dict[str, Family] = {
+    "Adam+L2": Family("adam", "l2", ADAM_LR, (-4.5, -0.5)),
+    "AdamW, m=η_t (PyTorch/optax)": Family("adam", "lr", ADAM_LR, (-1.5, 2.5)),
+    "AdamW, m=η_t/η_max (paper)": Family("adam", "unit", ADAM_LR, (-4.5, -0.5)),
+    "SGD+L2 (momentum)": Family("sgd", "l2", SGD_LR, (-5.0, -1.0)),
+    "SGDW, m=η_t/η_max (paper)": Family("sgd", "unit", SGD_LR, (-5.0, -1.0)),
+}
 
 
 def _peak(h: dict[str, Any], unit: optax.Schedule) -> optax.Schedule:
     return lambda t: h["lr"] * unit(t)
 
 
-FAMILIES: dict[str, Family] = {
-    "Adam+L2": Family(lambda h, u: optax.chain(
-        decaytx.add_l2_grad(h["wd"], mask=K), optax.scale_by_adam(), optax.scale_by_learning_rate(_peak(h, u))),
-        ADAM_LR, (-4.5, -0.5)),
-    "AdamW, m=η_t (PyTorch/optax)": Family(lambda h, u: optax.chain(
-        optax.scale_by_adam(), optax.scale_by_learning_rate(_peak(h, u)),
-        decaytx.add_decoupled_decay(h["wd"], learning_rate=_peak(h, u), mask=K)),
-        ADAM_LR, (-1.5, 2.5)),
-    "AdamW, m=η_t/η_max (paper)": Family(lambda h, u: optax.chain(
-        optax.scale_by_adam(), optax.scale_by_learning_rate(_peak(h, u)),
-        decaytx.add_decoupled_decay(h["wd"], learning_rate=decaytx.lr_multiplier(u, peak=1.0), mask=K)),
-        ADAM_LR, (-4.5, -0.5)),
-    "SGD+L2 (momentum)": Family(lambda h, u: optax.chain(
-        decaytx.add_l2_grad(h["wd"], mask=K), optax.trace(MOMENTUM), optax.scale_by_learning_rate(_peak(h, u))),
-        SGD_LR, (-5.0, -1.0)),
-    "SGDW, m=η_t/η_max (paper)": Family(lambda h, u: optax.chain(
-        optax.trace(MOMENTUM), optax.scale_by_learning_rate(_peak(h, u)),
-        decaytx.add_decoupled_decay(h["wd"], learning_rate=decaytx.lr_multiplier(u, peak=1.0), mask=K)),
-        SGD_LR, (-5.0, -1.0)),
-}
+def make_opt(base: str, unit: optax.Schedule) -> Callable[[dict[str, Any]], optax.GradientTransformation]:
+    """One chain for every family of ``base``; per run, ``l2``, ``dec`` and ``m_lr`` select the family:
+    add_l2_grad(l2) -> scale_by_adam() | trace(0.9) -> scale_by_learning_rate(lr·u_t) ->
+    add_decoupled_decay(dec, learning_rate=m_t) with m_t = lr·u_t (m_lr = 1) or u_t (m_lr = 0,
+    ``lr_multiplier(u, peak=1.0)``). A zero coefficient changes nothing bit for bit (see chains.py), so
+    each run is exactly its family's own chain."""
+    paper = decaytx.lr_multiplier(unit, peak=1.0)
+
+    def make(h: dict[str, Any]) -> optax.GradientTransformation:
+        peak = _peak(h, unit)
+        m = lambda t: h["m_lr"] * peak(t) + (1.0 - h["m_lr"]) * paper(t)  # noqa: E731
+        return optax.chain(decaytx.add_l2_grad(h["l2"], mask=K),
+                           optax.scale_by_adam() if base == "adam" else optax.trace(MOMENTUM),
+                           optax.scale_by_learning_rate(peak),
+                           decaytx.add_decoupled_decay(h["dec"], learning_rate=m, mask=K))
+    return make
 
 
 def verdict(m: dict) -> bool:
@@ -77,18 +83,32 @@ def run(ctx: Context) -> Claim:
     model = CNN(channels=z["channels"], batch_norm=True)
     unit = cosine(z["steps"])
     fams, corr_val, corr_test, grids = {}, {}, {}, {}
-    for name, f in FAMILIES.items():
-        log_lr, log_wd = np.linspace(*f.lr, z["n_lr"]), np.linspace(*f.wd, z["n_wd"])
-        hp, seeds = grid_runs({"lr": 10**log_lr, "wd": 10**log_wd}, z["seeds"], ctx.seed)
-        r = train(model, lambda h, f=f: f.make(h, unit), hp, seeds, data, steps=z["steps"], batch_size=32,
-                  records=1, chunks=4, desc=f"{ID}: {name}")
-        shape = (z["n_lr"], z["n_wd"], z["seeds"])
-        corr_test[name] = r.correct_test.reshape(*shape, -1)
-        corr_val[name] = r.correct_val.reshape(*shape, -1)
-        fams[name] = stats.landscape_stats(corr_test[name], log_lr, log_wd, z["boot"], ctx.seed)
-        fams[name]["val_error"] = 1.0 - corr_val[name].mean(axis=(2, 3))
-        fams[name]["non_finite_runs"] = int((~np.isfinite(r.metrics["train_loss"][:, -1])).sum())
-        grids[name] = (log_lr, log_wd)
+    shape = (z["n_lr"], z["n_wd"], z["seeds"])
+    for base in ("adam", "sgd"):  # one compiled program per base optimizer, its families side by side
+        names = [n for n, f in FAMILIES.items() if f.base == base]
+        hps, seeds = [], []
+        for name in names:
+            f = FAMILIES[name]
+            grids[name] = (np.linspace(*f.lr, z["n_lr"]), np.linspace(*f.wd, z["n_wd"]))
+            hp, sd = grid_runs({"lr": 10 ** grids[name][0], "wd": 10 ** grids[name][1]}, z["seeds"], ctx.seed)
+            zero = np.zeros_like(hp["wd"])
+            hps.append({"lr": hp["lr"], "l2": hp["wd"] if f.penalty == "l2" else zero,
+                        "dec": zero if f.penalty == "l2" else hp["wd"],
+                        "m_lr": np.full_like(zero, 1.0 if f.penalty == "lr" else 0.0)})
+            seeds.append(sd)
+        r = train(model, make_opt(base, unit), {k: np.concatenate([h[k] for h in hps]) for k in hps[0]},
+                  np.concatenate(seeds), data, steps=z["steps"], batch_size=32, records=1, chunks=4,
+                  desc=f"{ID}: {base} families")
+        n = int(np.prod(shape))
+        for b, name in enumerate(names):
+            block = slice(b * n, (b + 1) * n)
+            log_lr, log_wd = grids[name]
+            corr_test[name] = r.correct_test[block].reshape(*shape, -1)
+            corr_val[name] = r.correct_val[block].reshape(*shape, -1)
+            fams[name] = stats.landscape_stats(corr_test[name], log_lr, log_wd, z["boot"], ctx.seed)
+            fams[name]["val_error"] = 1.0 - corr_val[name].mean(axis=(2, 3))
+            fams[name]["non_finite_runs"] = int((~np.isfinite(r.metrics["train_loss"][block, -1])).sum())
+    fams = {n: fams[n] for n in FAMILIES}
 
     # Claim 6 on these runs: each family's best VALIDATION cell, paired bootstrap of test error.
     best_cell = {n: np.unravel_index(int(np.argmin(f["val_error"])), f["val_error"].shape) for n, f in fams.items()}
@@ -104,6 +124,8 @@ def run(ctx: Context) -> Claim:
 
     metrics: dict[str, Any] = {
         "dataset": "mnist1d", "model": f"1-D CNN, {z['channels']} channels, batch norm (im2col)",
+        "optimizer": "per base (Adam, SGD momentum 0.9) one chain add_l2_grad(l2) -> base -> scale_by_learning_rate -> "
+        "add_decoupled_decay(dec, learning_rate=m_t); each family sets the others' coefficients to 0",
         "seeds": z["seeds"], "steps": z["steps"], "batch_size": 32, "schedule": "cosine to 0",
         "train_val_test": list(z["data"]), "grid": [z["n_lr"], z["n_wd"]], "bootstrap": z["boot"],
         "lr_grid": {n: (10 ** g[0]).tolist() for n, g in grids.items()},

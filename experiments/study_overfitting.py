@@ -20,7 +20,7 @@ K = decaytx.masks.ndim_at_least(2)
 LR = 1e-3  # Adam, constant
 WDS = [0.0, 0.03, 0.1, 0.3, 1.0, 3.0]  # AdamW λ with m_t = η (per-step decay 1e-3·λ)
 SIZES = {  # label-noise settings run; steps; records along training
-    "smoke": dict(data=(400, 200, 400), noise=[0.0], seeds=2, steps=60, records=3, hidden=32, boot=100),
+    "smoke": dict(data=(600, 200, 600), noise=[0.0], seeds=2, steps=60, records=3, hidden=32, boot=100),
     "quick": dict(data=(4000, 1000, 5000), noise=[0.0], seeds=4, steps=2000, records=10, hidden=128, boot=1000),
     "full": dict(data=(4000, 1000, 5000), noise=[0.0, 0.25], seeds=6, steps=6000, records=20, hidden=128, boot=2000),
 }

@@ -25,7 +25,7 @@ HIGH_LRS = [0.1, 0.2, 0.3]  # where the prototype saw runs blow up
 L2 = 1e-3
 COLLAPSED = 0.2  # final test accuracy below this (chance = 0.1) counts as collapsed
 SIZES = {
-    "smoke": dict(data=(400, 200, 400), seeds=2, steps=60, chunks=6, depth=3, hidden=32),
+    "smoke": dict(data=(600, 200, 600), seeds=2, steps=60, chunks=6, depth=3, hidden=32),
     "quick": dict(data=(4000, 1000, 5000), seeds=4, steps=800, chunks=16, depth=6, hidden=128),
     "full": dict(data=(4000, 1000, 5000), seeds=6, steps=3000, chunks=30, depth=6, hidden=128),
 }

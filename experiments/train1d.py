@@ -43,6 +43,7 @@ class Runs:
     correct_val: np.ndarray  # bool [runs, n_val], final weights
     correct_test: np.ndarray  # bool [runs, n_test], final weights
     final_params: PyTree
+    snapshots: list[PyTree] | None = None  # params at each record point (incl. init), if asked for
 
 
 def kernels(params: PyTree) -> list[jax.Array]:
@@ -72,13 +73,15 @@ def train(
     records: int = 1,
     chunks: int | None = None,
     params0: PyTree | None = None,
+    keep_snapshots: bool = False,
     desc: str = "train",
 ) -> Runs:
     """Trains ``len(seeds)`` runs; evaluates ``records`` times (plus at init).
 
     ``chunks`` (default ``records``, a multiple of it) sets the progress-bar
     granularity. ``params0`` (leading [runs] axis) replaces the seeded
-    initialisation, e.g. pretrained weights for fine-tuning.
+    initialisation, e.g. pretrained weights for fine-tuning. ``keep_snapshots``:
+    also return the parameters at every record point.
     """
     hp = {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
     seeds = np.asarray(seeds)
@@ -129,9 +132,10 @@ def train(
     advance = jax.jit(jax.vmap(chunk_one, in_axes=(0, 0, 0, None)))
     evaluate = jax.jit(lambda ps, data: jax.lax.map(lambda p: evaluate_one(p, data), ps))
 
-    params = init_params(model, seeds) if params0 is None else params0
+    params = init_params(model, seeds) if params0 is None else jax.tree.map(jnp.asarray, params0)
     state = (params, init_opt(hp, params))
     rows = [jax.device_get(evaluate(params, data))]
+    snaps = [jax.device_get(params)] if keep_snapshots else None
     gmax = []
     for c in tqdm(range(chunks), desc=desc, unit="chunk", leave=False):
         idx = jnp.asarray(batches[seed_of_run, c * per_chunk : (c + 1) * per_chunk])
@@ -139,6 +143,8 @@ def train(
         gmax.append(np.asarray(g))
         if (c + 1) % (chunks // records) == 0:
             rows.append(jax.device_get(evaluate(state[0], data)))
+            if snaps is not None:
+                snaps.append(jax.device_get(state[0]))
     scalar = [k for k in rows[0] if not k.startswith("correct_")]
     return Runs(
         steps=np.arange(records + 1) * per_chunk * (chunks // records),
@@ -147,6 +153,7 @@ def train(
         correct_val=np.asarray(rows[-1]["correct_val"]),
         correct_test=np.asarray(rows[-1]["correct_test"]),
         final_params=jax.device_get(state[0]),
+        snapshots=snaps,
     )
 
 

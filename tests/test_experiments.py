@@ -145,7 +145,9 @@ def _slope(err: np.ndarray, lrs: list[float], wds: list[float]) -> float:
     return float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
 
 
-MNIST1D = ["decoupled-hyperparameter-landscape", "prevents-overfitting", "keeps-weights-small", "cautious-and-anchor"]
+MNIST1D = ["decoupled-hyperparameter-landscape", "prevents-overfitting", "keeps-weights-small", "cautious-and-anchor",
+           "l1-sparsity", "elastic-net-both", "sgd-l2-equals-decoupled", "adam-l2-differs-from-adamw",
+           "schedule-coupling"]
 
 
 @pytest.mark.parametrize("cid", MNIST1D)
@@ -201,6 +203,10 @@ def _recompute(cid: str, m: dict) -> bool:
         assert m["max_abs_diff"] == max(plain)
         return m["max_abs_diff"] <= 1e-5
     if cid == "adam-l2-differs-from-adamw":
+        lo, hi = m["test_error_adamw_minus_l2_ci"]
+        assert lo <= m["test_error_adamw_minus_l2"] <= hi or lo == hi
+        better = "AdamW" if hi < 0 else "Adam+L2" if lo > 0 else "neither (the 95% CI contains 0)"
+        assert m["better_generalizer"] == better
         return min(m["max_abs_diff_by_wd"]) > 1e-3
     if cid == "decoupled-hyperparameter-landscape":
         for name, f in m["families"].items():  # the point slope, recomputed from the stored grid
@@ -210,6 +216,11 @@ def _recompute(cid: str, m: dict) -> bool:
         pairs = [("Adam+L2", "AdamW, m=η_t/η_max (paper)"), ("SGD+L2 (momentum)", "SGDW, m=η_t/η_max (paper)")]
         return all(_num(f[d]["abs_slope_ci"][1]) < _num(f[l2]["abs_slope_ci"][0]) for l2, d in pairs)
     if cid == "schedule-coupling":
+        b = m["budget_transfer"]  # the budget-transfer slope, recomputed from its stored grid
+        want = _slope(np.asarray(b["test_error"]), b["lengths"], b["wd_grid"])
+        assert (b["slope"] is None and math.isnan(want)) or _num(b["slope"]) == pytest.approx(want, abs=1e-6)
+        assert b["holds"] == (_num(b["slope_ci"][1]) < 0)
+        assert set(m["variants"]) == {"lr", "schedule", "none", "corrected"}
         s = m["late_shrink"]
         return s["none"] > 2 * s["lr"] and s["corrected"] <= s["lr"] + 1e-3
     if cid == "matches-sklearn-lasso":
