@@ -241,7 +241,7 @@ HLO_PARAMS = {
 
 
 def _cost(opt: optax.GradientTransformation) -> tuple[Any, ...]:
-    from experiments import _hlo
+    from experiments.bench import hlo as _hlo
 
     c = _hlo.step_cost(opt, HLO_PARAMS)
     return (c.fusions, c.array_fusions, c.temp_bytes, c.state_bytes, c.bytes_accessed)
