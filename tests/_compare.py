@@ -45,6 +45,23 @@ def run_jax(
     return out
 
 
+def tanh_regression(seed: int, d_in: int, d_out: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """A two-layer problem ``(params, x, y)``: hidden width 8, 32 examples, ``y = sin(x A)``.
+
+    Params ``w1, b1, w2, b2`` are float64 NumPy arrays; the caller supplies the loss.
+    """
+    rng = np.random.default_rng(seed)
+    params = {
+        "w1": rng.normal(size=(d_in, 8)) / 2,
+        "b1": rng.normal(size=(8,)) / 4,
+        "w2": rng.normal(size=(8, d_out)) / 3,
+        "b2": rng.normal(size=(d_out,)),
+    }
+    x = rng.normal(size=(32, d_in))
+    y = np.sin(x @ rng.normal(size=(d_in, d_out)))
+    return params, x, y
+
+
 def warmup_cosine(count: Any, *, lr: float, warmup: int, steps: int) -> Any:
     """Linear warm-up to ``lr`` over ``warmup`` steps, cosine to ``lr/10`` at ``steps``.
 

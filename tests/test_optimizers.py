@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _compare import run_jax
+from _compare import run_jax, tanh_regression
 
 import decaytx
 
@@ -58,16 +58,7 @@ def _vectors(params: Any) -> Any:
 
 
 def _problem() -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(5)
-    params = {
-        "w1": rng.normal(size=(6, 8)) / 2,
-        "b1": rng.normal(size=(8,)) / 4,
-        "w2": rng.normal(size=(8, 3)) / 3,
-        "b2": rng.normal(size=(3,)),
-    }
-    x = rng.normal(size=(32, 6))
-    y = np.sin(x @ rng.normal(size=(6, 3)))
-    return params, x, y
+    return tanh_regression(seed=5, d_in=6, d_out=3)
 
 
 PARAMS, X, Y = _problem()

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _compare import one_torch_thread, run_jax, warmup_cosine
+from _compare import one_torch_thread, run_jax, tanh_regression, warmup_cosine
 
 import decaytx
 
@@ -38,16 +38,7 @@ DECAYED = {"w1": True, "b1": False, "w2": True, "b2": False}
 
 
 def _problem() -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(3)
-    params = {
-        "w1": rng.normal(size=(4, 8)) / 2,
-        "b1": rng.normal(size=(8,)) / 4,
-        "w2": rng.normal(size=(8, 1)) / 3,
-        "b2": rng.normal(size=(1,)),
-    }
-    x = rng.normal(size=(32, 4))
-    y = np.sin(x @ rng.normal(size=(4, 1)))
-    return params, x, y
+    return tanh_regression(seed=3, d_in=4, d_out=1)
 
 
 WARMUP = 10
