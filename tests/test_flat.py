@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
-import subprocess
 import sys
 import warnings
 from typing import Any
@@ -36,13 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _flagged import run_worker
 
 import decaytx
 from decaytx._flat import FlatAdamState, scale_by_adam_flat
 from decaytx._fused import FLAT_MEAN_LEAF_SIZE, many_small_leaves
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
 STEPS = 50
 SCHEDULE = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 6, STEPS)
 MASK = decaytx.masks.ndim_at_least(2)  # decays w and h/k, not b, h/s (nor the odd leaves)
@@ -293,11 +290,7 @@ def test_bad_layout_is_refused_before_tracing():
 
 
 def test_with_the_flag_auto_picks_flat_on_small_leaves_only():
-    env = dict(os.environ, XLA_FLAGS=FLAG, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, __file__, "--worker"], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    data = run_worker(__file__, "--worker", timeout=300)
     gap = data.pop("gap")
     assert data == {"active": True, "small": True, "large": False, "plain": False}
     assert 0.0 <= gap <= ULPS, gap

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
-import subprocess
 import sys
 from typing import Any
 
@@ -30,11 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _flagged import run_worker
 
 import decaytx
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
 STEPS = 100
 SCHEDULE = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 10, STEPS)
 MASK = {"w": True, "b": False}
@@ -136,11 +133,7 @@ def test_sibling_formulation_matches_recipe_over_100_steps():
 
 
 def test_with_the_flag_auto_takes_the_fused_form_and_matches_recipe():
-    env = dict(os.environ, XLA_FLAGS=FLAG, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, __file__, "--worker"], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    data = run_worker(__file__, "--worker", timeout=600)
     assert data["active"] is True
     _check_gaps(data["gaps"])
 

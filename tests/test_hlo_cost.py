@@ -13,8 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import pathlib
-import subprocess
 import sys
 from typing import Any
 
@@ -22,11 +20,10 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
+from _flagged import run_worker
 
 import decaytx
 from experiments.bench import hlo as _hlo
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # A small tree of the usual shapes: a dense kernel, its bias, an embedding and
 # a conv kernel (4 leaves, 4 layouts).
@@ -145,7 +142,6 @@ def test_fusion_parser_on_a_known_program():
 # buffer included), so "<= 28 B/param" is asserted as
 # bytes <= 28 * params + SLACK with SLACK the scalars' and the tuple's share.
 
-MOF_FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
 SCHED = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 10, 100)
 TWO = {"w": jax.ShapeDtypeStruct((128, 128), jnp.float32), "b": jax.ShapeDtypeStruct((128, 128), jnp.float32)}
 HALF = {"w": True, "b": False}
@@ -185,11 +181,7 @@ def _fused_worker() -> dict[str, Any]:
 
 @functools.cache
 def flagged() -> dict[str, Any]:
-    env = dict(os.environ, XLA_FLAGS=MOF_FLAG, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, __file__, "--fused-worker"], capture_output=True, text=True,
-                          timeout=180, cwd=ROOT, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, "--fused-worker", timeout=180)
 
 
 def slack(c: dict[str, Any]) -> int:
