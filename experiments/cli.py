@@ -11,7 +11,7 @@ import sys
 import time
 import warnings
 
-from experiments import STUDIES
+from experiments import STUDIES, common
 from experiments.report import Claim, Context, summary_table, write_report, write_results
 
 
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.study == "bench":
         return run_bench(args.out, mode != "full", args.seed)
     ids = list(STUDIES) if args.study == "all" else [args.study]
+    common.FAST_FIGURES = mode == "smoke"
     ctx = Context.make(args.out, mode, args.seed)
     t0, c0 = time.perf_counter(), time.process_time()
     claims = []

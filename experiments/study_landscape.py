@@ -22,7 +22,7 @@ ID = "decoupled-hyperparameter-landscape"
 K = decaytx.masks.ndim_at_least(2)
 MOMENTUM = 0.9
 SIZES = {  # data (train, val, test), grid, seeds, steps, CNN channels, bootstrap resamples
-    "smoke": dict(data=(600, 200, 600), n_lr=4, n_wd=5, seeds=2, steps=40, channels=4, boot=100),
+    "smoke": dict(data=(600, 200, 600), n_lr=4, n_wd=5, seeds=2, steps=20, channels=4, boot=100),
     "quick": dict(data=(4000, 1000, 5000), n_lr=7, n_wd=9, seeds=4, steps=500, channels=16, boot=1000),
     "full": dict(data=(4000, 1000, 5000), n_lr=7, n_wd=9, seeds=6, steps=1000, channels=16, boot=2000),
 }
