@@ -4,21 +4,14 @@ Gradient-side (coupled) forms go FIRST in an ``optax.chain``; update-side
 (decoupled and proximal) forms go LAST, after ``optax.scale_by_learning_rate``.
 """
 
-from decaytx import masks
+from decaytx import fused, masks
 from decaytx._audit import Audit, AuditProblem, AuditRow, audit
-from decaytx._base import DecayState, DecayWarning
 from decaytx._decoupled import add_decoupled_decay
-from decaytx._fused import (
-    fused_adam_l2,
-    fused_adamw,
-    fused_sgd_l2,
-    fused_sgdw,
-    multi_output_fusion_active,
-)
+from decaytx._deprecated import fused_adam_l2, fused_adamw, fused_sgd_l2, fused_sgdw
 from decaytx._gradient import add_elastic_net_grad, add_l1_subgrad, add_l2_grad
 from decaytx._groups import per_leaf
 from decaytx._inject import inject_hyperparams
-from decaytx._keras import scale_by_keras_adam
+from decaytx._parity import scale_by_keras_adam
 from decaytx._penalties import elastic_net_penalty, l1_penalty, l2_penalty
 from decaytx._proximal import prox_elastic_net, prox_l1, soft_threshold
 from decaytx._recipes import adam_l2, adamw, proximal_sgd, sgd_l2, sgdw
@@ -29,6 +22,9 @@ from decaytx._scaling import (
     weight_decay_for_timescale,
     with_horizon,
 )
+from decaytx._transform import DecayState
+from decaytx._warnings import DecayWarning
+from decaytx.fused import multi_output_fusion_active
 
 __version__ = "0.2.0"
 
@@ -47,6 +43,7 @@ __all__ = [
     "add_l2_grad",
     "corrected_decay",
     "elastic_net_penalty",
+    "fused",
     "fused_adam_l2",
     "fused_adamw",
     "fused_sgd_l2",

@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from decaytx import _base, _hook
 from decaytx import _coefficients as coef
-from decaytx import masks as _masks
+from decaytx import _hook, _transform, _trees, _warnings
+from decaytx._warnings import below_resolution
 
 Value = float | str  # a number, or "traced" where it cannot be seen
 
@@ -40,29 +40,7 @@ ProblemKind = Literal[
 ]
 
 
-def _private_path_of(keypath: Sequence[Any]) -> str:
-    # The "/"-joined path masks see in decaytx 0.2: dict keys, attribute
-    # names, sequence indices; a Flax NNX Variable's trailing ``value`` dropped.
-    names = []
-    for k in keypath:
-        if isinstance(k, jax.tree_util.DictKey):
-            names.append(str(k.key))
-        elif isinstance(k, jax.tree_util.GetAttrKey):
-            names.append(k.name)
-        elif isinstance(k, jax.tree_util.SequenceKey):
-            names.append(str(k.idx))
-        elif isinstance(k, jax.tree_util.FlattenedIndexKey):
-            names.append(str(k.key))
-        else:
-            names.append(str(k))
-    if len(names) > 1 and isinstance(keypath[-1], jax.tree_util.GetAttrKey) and names[-1] == "value":
-        names.pop()
-    return "/".join(names)
-
-
-# decaytx 0.2's masks.path_of where it exists, so that the audit's paths are
-# exactly those of the plans; the private equivalent until then.
-_path_of: Any = getattr(_masks, "path_of", _private_path_of)
+_path_of = _trees.path_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,22 +180,6 @@ class Audit:
         return "\n".join(lines)
 
 
-def below_resolution(factor: float, dtype: Any) -> bool:
-    """Whether a per-step decay factor is lost in a leaf of ``dtype``.
-
-    The rule :func:`decaytx._base.warn_step_decay` uses: the factor as the
-    update computes it (float32, then cast to the leaf's real dtype) is at
-    most a quarter of the dtype's machine epsilon, so :math:`x - m\\lambda x`
-    rounds back to :math:`x` for every :math:`x` (half an ulp of :math:`x` is
-    at least :math:`\\epsilon/4\\,|x|`). A zero factor is no decay, not a
-    lost one.
-    """
-    if factor <= 0:
-        return False
-    info = jnp.finfo(dtype)
-    return float(np.asarray(np.float32(factor), dtype=info.dtype)) <= float(info.eps) / 4
-
-
 def _step0(v: Any) -> Value:
     if coef.is_traced(v):
         return "traced"
@@ -304,16 +266,16 @@ _PLACE_GRADIENT = (
 
 
 def _flatten(tree: Any) -> tuple[list[tuple[str, Any]], Any]:
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_base._is_leaf)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_trees.is_empty)
     return [(_path_of(k), x) for k, x in leaves], treedef
 
 
 def _state_anchors(state: Any) -> dict[str, list[Any]]:
     """Path -> the anchors kept in the state's ``DecayState`` s for that leaf."""
     found: dict[str, list[Any]] = {}
-    nodes = jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(x, _base.DecayState))
+    nodes = jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(x, _transform.DecayState))
     for node in nodes:
-        if not isinstance(node, _base.DecayState) or node.anchor is None:
+        if not isinstance(node, _transform.DecayState) or node.anchor is None:
             continue
         for path, a in _flatten(node.anchor)[0]:
             if a is not None and not isinstance(a, optax.MaskedNode) and hasattr(a, "shape"):
@@ -372,8 +334,8 @@ def _probe(
             probe_leaves[i] = jnp.asarray(a + 1 + np.abs(a)).astype(x.dtype)
     theta = jax.tree_util.tree_unflatten(treedef, probe_leaves)
     zeros = jax.tree.map(
-        lambda x: x if _base._is_leaf(x) or not hasattr(x, "dtype") else jnp.zeros_like(x),
-        theta, is_leaf=_base._is_leaf)
+        lambda x: x if _trees.is_empty(x) or not hasattr(x, "dtype") else jnp.zeros_like(x),
+        theta, is_leaf=_trees.is_empty)
     notes = [f"zero-gradient direction not checked where {why}: {_fmt_paths(paths)}."
              for why, paths in unchecked.items()]
     if not anchor_of:
@@ -397,12 +359,12 @@ def _probe(
                 raise
             except Exception:  # an update that cannot be jitted: step eagerly
                 updates, state, new_theta = step(theta, state)
-        u_leaves = jax.tree_util.tree_leaves(updates, is_leaf=_base._is_leaf)
+        u_leaves = jax.tree_util.tree_leaves(updates, is_leaf=_trees.is_empty)
         if len(u_leaves) != len(flat):
             notes.append("zero-gradient direction not checked: the updates do not have "
                          "the structure of params.")
             return direction, notes
-        th_leaves = jax.tree_util.tree_leaves(theta, is_leaf=_base._is_leaf)
+        th_leaves = jax.tree_util.tree_leaves(theta, is_leaf=_trees.is_empty)
         moved = [i for i in anchor_of if np.any(_wide(u_leaves[i]) != 0)]
         if moved:
             for i, a in anchor_of.items():
@@ -498,7 +460,7 @@ def audit(optimizer: Any, params: Any, *, probe_steps: int = 8) -> Audit:
         # The audit reports these settings as problems itself; its own init
         # must not warn (and, under recording, leaves the once-only warnings
         # to the user's first init).
-        warnings.simplefilter("ignore", _base.DecayWarning)
+        warnings.simplefilter("ignore", _warnings.DecayWarning)
         with _hook.recording() as recorded:
             state = optimizer.init(params)
         plans = tuple(recorded)
@@ -549,8 +511,9 @@ def audit(optimizer: Any, params: Any, *, probe_steps: int = 8) -> Audit:
                 if why is not None:
                     by_kind.setdefault(("looks_undecayable", label), []).append(path)
                     extra.setdefault(("looks_undecayable", label), why)
-                rate = factor.get("weight_decay")
-                if plan.name == "add_decoupled_decay" and isinstance(rate, float):
+                for rate in (factor.get(k) for k in plan.rates):
+                    if not isinstance(rate, float):
+                        continue
                     if rate >= 1.0:
                         by_kind.setdefault(("factor_at_least_1", label), []).append(path)
                         extra[("factor_at_least_1", label)] = f"{rate:.3g}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -9,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from decaytx import _base, _groups, _update_side
 from decaytx import _coefficients as coef
+from decaytx import _groups, _update_side
 from decaytx._coefficients import Coefficient
+from decaytx._transform import Form, decay_transform
 
 
 def _decoupled_term(
@@ -82,23 +84,28 @@ def add_decoupled_decay(
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
       Chen et al., `Cautious Weight Decay <https://arxiv.org/abs/2510.12402>`_, 2025.
     """
+    form = decoupled_form(weight_decay, learning_rate, cautious, "add_decoupled_decay")
+    if form is None:
+        return optax.identity()
+    return decay_transform(form, mask=mask, anchor=anchor)
+
+
+def _rate(v: dict[str, Any]) -> dict[str, Any]:
+    return {"rate": v["learning_rate"] * v["weight_decay"]}
+
+
+def decoupled_form(weight_decay: Any, learning_rate: Any, cautious: Any, name: str) -> Form | None:
+    """The :class:`Form` of ``u - m_t lambda_t (theta - a)``, or ``None`` when it is zero."""
     _groups.check("weight_decay", weight_decay)
-    m = _update_side.multiplier(learning_rate, "add_decoupled_decay")
+    m = _update_side.multiplier(learning_rate, name)
     cautious = _check_cautious(cautious)
     if _groups.is_zero(weight_decay) or coef.is_zero(m):
-        return _base.identity()
-    return _base.decay_transform(
-        "add_decoupled_decay",
-        lambda u, p, a, rate: _decoupled_term(u, p, a, rate, cautious),
+        return None
+    return Form(
+        name, functools.partial(_decoupled_term, cautious=cautious),
         {"weight_decay": weight_decay, "learning_rate": m},
-        mask=mask,
-        anchor=anchor,
-        combine=lambda v: {"rate": v["learning_rate"] * v["weight_decay"]},
-        on_init=_update_side.warner("add_decoupled_decay", m, "weight_decay"),
-        public=("weight_decay",),
-        side="update",
-        multiplier=m,
-        cautious=cautious,
+        side="update", combine=_rate, decides=("weight_decay",), multiplier=m,
+        rates=("weight_decay",), cautious=cautious,
     )
 
 

@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from decaytx import _base, _groups
+from decaytx import _groups
 from decaytx._coefficients import Coefficient
+from decaytx._transform import Form, decay_transform
 
 
 def sign(x: jax.Array) -> jax.Array:
@@ -34,6 +35,10 @@ def _elastic_term(
     if l2 is not None:
         u = u + l2 * p
     return u
+
+
+def _l1_term(u: jax.Array, p: jax.Array, a: Any, l1: jax.Array) -> jax.Array:
+    return _elastic_term(u, p, a, l1, None)
 
 
 def add_l2_grad(
@@ -73,12 +78,16 @@ def add_l2_grad(
       Krogh & Hertz, `A Simple Weight Decay Can Improve Generalization
       <https://papers.nips.cc/paper/563>`_, NeurIPS 1991.
     """
+    form = l2_form(weight_decay)
+    return optax.identity() if form is None else decay_transform(form, mask=mask, anchor=anchor)
+
+
+def l2_form(weight_decay: Any) -> Form | None:
+    """The :class:`Form` of ``g + lambda_t (theta - a)``, or ``None`` when it is zero."""
     _groups.check("weight_decay", weight_decay)
     if _groups.is_zero(weight_decay):
-        return _base.identity()
-    return _base.decay_transform(
-        "add_l2_grad", _l2_term, {"weight_decay": weight_decay}, mask=mask, anchor=anchor
-    )
+        return None
+    return Form("add_l2_grad", _l2_term, {"weight_decay": weight_decay})
 
 
 def add_l1_subgrad(l1: Coefficient, *, mask: Any = None) -> optax.GradientTransformation:
@@ -113,13 +122,8 @@ def add_l1_subgrad(l1: Coefficient, *, mask: Any = None) -> optax.GradientTransf
     """
     _groups.check("l1", l1)
     if _groups.is_zero(l1):
-        return _base.identity()
-    return _base.decay_transform(
-        "add_l1_subgrad",
-        lambda u, p, a, l1: _elastic_term(u, p, a, l1, None),
-        {"l1": l1},
-        mask=mask,
-    )
+        return optax.identity()
+    return decay_transform(Form("add_l1_subgrad", _l1_term, {"l1": l1}), mask=mask)
 
 
 def add_elastic_net_grad(
@@ -157,10 +161,9 @@ def add_elastic_net_grad(
     _groups.check("l1", l1)
     _groups.check("l2", l2)
     if _groups.is_zero(l1) and _groups.is_zero(l2):
-        return _base.identity()
-    return _base.decay_transform(
-        "add_elastic_net_grad",
-        _elastic_term,
-        {"l1": None if _groups.is_zero(l1) else l1, "l2": None if _groups.is_zero(l2) else l2},
+        return optax.identity()
+    return decay_transform(
+        Form("add_elastic_net_grad", _elastic_term,
+             {"l1": None if _groups.is_zero(l1) else l1, "l2": None if _groups.is_zero(l2) else l2}),
         mask=mask,
     )

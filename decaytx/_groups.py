@@ -4,7 +4,7 @@ Every coefficient argument (``weight_decay``, ``l1``, ``l2``) is a scalar
 (a float, a scalar array, a schedule), a pytree of scalars that is a prefix of
 params, or :func:`per_leaf`. This module checks them at construction and
 resolves them, at ``init``, into one scalar coefficient per params leaf; the
-machinery in ``_base`` then treats each distinct set of coefficients as one
+machinery in ``_transform`` then treats each distinct set of coefficients as one
 group.
 """
 

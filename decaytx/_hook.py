@@ -52,6 +52,9 @@ class TransformPlan:
         schedule, or ``1.0`` for ``learning_rate=None``); ``None`` for the
         gradient side.
       cautious: whether cautious decay is on.
+      rates: the coefficients whose ``m * coefficient`` is the per-step
+        factor checked against 1 and the dtype's resolution (the warnings'
+        rule); empty for forms without such a factor.
       leaves: one :class:`LeafPlan` per params leaf the transform was
         initialised with (``None``/``MaskedNode`` leaves left out).
     """
@@ -61,6 +64,7 @@ class TransformPlan:
     multiplier: Any
     cautious: bool
     leaves: tuple[LeafPlan, ...]
+    rates: tuple[str, ...] = ()
 
 
 _RECORDER: contextvars.ContextVar[list[TransformPlan] | None] = contextvars.ContextVar(

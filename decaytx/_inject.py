@@ -9,8 +9,8 @@ from typing import Any
 
 import optax
 
-from decaytx import _base, _groups
 from decaytx import _coefficients as coef
+from decaytx import _groups, _warnings
 
 # Arguments that are structure, not numbers: optax would turn a callable mask
 # into a "schedule" (optax #57, #1373) and a bool into an array.
@@ -125,11 +125,11 @@ def inject_hyperparams(
         warned: set[Any] = set()
 
         def init_fn(params: Any) -> Any:
-            token = _base.WARNED.set(warned)
+            token = _warnings.WARNED.set(warned)
             try:
                 return tx.init(params)
             finally:
-                _base.WARNED.reset(token)
+                _warnings.WARNED.reset(token)
 
         return tx._replace(init=init_fn)
 

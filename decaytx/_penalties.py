@@ -12,8 +12,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from decaytx import _base
 from decaytx import _coefficients as coef
+from decaytx import _mask_arg, _trees
 
 
 @jax.custom_jvp
@@ -34,14 +34,14 @@ def _abs_jvp(primals: Any, tangents: Any) -> Any:
 
 def _masked_sum(params: Any, mask: Any, fn: Any, anchor: Any = None) -> jax.Array:
     # A Python float or string leaf would otherwise be skipped silently.
-    _base.check_leaves(params, "penalty")
-    mask_tree = _base.resolve_mask(mask, params)
+    _trees.check_leaves(params, "penalty")
+    mask_tree = _mask_arg.resolve(mask, params)
     if anchor is None:
-        anchor = jax.tree.map(lambda _: None, params, is_leaf=_base._is_leaf)
-    elif jax.tree_util.tree_structure(anchor, is_leaf=_base._is_leaf) != jax.tree_util.tree_structure(
-        params, is_leaf=_base._is_leaf
+        anchor = jax.tree.map(lambda _: None, params, is_leaf=_trees.is_empty)
+    elif jax.tree_util.tree_structure(anchor, is_leaf=_trees.is_empty) != jax.tree_util.tree_structure(
+        params, is_leaf=_trees.is_empty
     ):
-        raise _base._structure_error(
+        raise _trees.structure_error(
             "anchor", anchor, params, "Pass a pytree with exactly the structure of params."
         )
     terms = [
@@ -49,12 +49,12 @@ def _masked_sum(params: Any, mask: Any, fn: Any, anchor: Any = None) -> jax.Arra
         if jnp.finfo(p.dtype).bits < 32
         else jnp.sum(fn(p if a is None else p - a))
         for p, m, a in zip(
-            jax.tree_util.tree_leaves(params, is_leaf=_base._is_leaf),
-            jax.tree_util.tree_leaves(mask_tree, is_leaf=_base._is_leaf),
-            jax.tree_util.tree_leaves(anchor, is_leaf=_base._is_leaf),
+            jax.tree_util.tree_leaves(params, is_leaf=_trees.is_empty),
+            jax.tree_util.tree_leaves(mask_tree, is_leaf=_trees.is_empty),
+            jax.tree_util.tree_leaves(anchor, is_leaf=_trees.is_empty),
             strict=True,
         )
-        if m and _base.is_decayable(p)
+        if m and _trees.is_decayable(p)
     ]
     return sum(terms, jnp.zeros([], jnp.float32))
 

@@ -19,23 +19,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from decaytx import _coefficients as coef
 from decaytx import _groups
-from decaytx.masks import path_of
-
-
-def is_leaf(x: Any) -> bool:
-    return x is None or isinstance(x, optax.MaskedNode)
-
-
-def is_decayable(x: Any) -> bool:
-    """Whether a leaf is an inexact (float or complex) array."""
-    if is_leaf(x):
-        return False
-    dtype = getattr(x, "dtype", None)
-    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
+from decaytx._trees import is_decayable, is_empty, path_of
 
 
 def signature(leaves: list[Any]) -> tuple[Any, ...]:
@@ -68,12 +55,14 @@ class Plan:
 
     def scalars(
         self, g: int, dtype: Any, combine: Callable[[dict[str, Any]], dict[str, Any]] | None,
-        count: Any, step: dict[Any, Any],
+        count: Any, step: dict[Any, Any], given: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The scalars of group ``g`` cast to the real dtype of ``dtype``.
 
         Python/NumPy coefficients become NumPy constants once per plan (no
         work per update); others (schedules, arrays) once per step and dtype.
+        ``given``: coefficient values already evaluated for this step (a
+        recipe's eta_t), used instead of evaluating them again.
         """
         key = (g, dtype)
         cache = self.consts if self.static[g] else step
@@ -88,7 +77,7 @@ class Plan:
                     }
             else:
                 if ("values", g) not in step:
-                    step[("values", g)] = _combined(self.groups[g], combine, count)
+                    step[("values", g)] = _combined(self.groups[g], combine, count, given)
                 cache[key] = {
                     k: None if v is None else jnp.asarray(v).astype(real)
                     for k, v in step[("values", g)].items()
@@ -96,8 +85,11 @@ class Plan:
         return cache[key]
 
 
-def _combined(group: dict[str, Any], combine: Any, count: Any) -> dict[str, Any]:
-    values = {k: None if v is None else coef.value_at(v, count) for k, v in group.items()}
+def _combined(group: dict[str, Any], combine: Any, count: Any,
+              given: dict[str, Any] | None = None) -> dict[str, Any]:
+    given = given or {}
+    values = {k: None if v is None else given[k] if k in given else coef.value_at(v, count)
+              for k, v in group.items()}
     return combine(values) if combine is not None else values
 
 
@@ -154,7 +146,7 @@ def build(
     combine: Callable[[dict[str, Any]], dict[str, Any]] | None,
 ) -> Plan:
     """Decides, for every params leaf, what the transform does to it."""
-    flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_leaf)[0]
+    flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_empty)[0]
     per_name = {k: _groups.resolve(k, v, params, flat) for k, v in coefficients.items()}
     groups: list[dict[str, Any]] = []
     index: dict[Any, int] = {}
@@ -193,3 +185,15 @@ def schedules(plan: Plan) -> list[tuple[str, Any, str]]:
                 seen.add(id(v))
                 out.append((k, v, leaf.path))
     return out
+
+
+def any_schedule(coefficients: Any) -> bool:
+    """Whether any coefficient (a scalar or a tree's leaf) is a schedule.
+
+    What ``init`` can say without params (``optax.tree.map_params``'
+    placeholder); a ``per_leaf`` rule cannot be read without params and
+    counts as constant.
+    """
+    leaves = jax.tree_util.tree_leaves(
+        [v for v in coefficients.values() if not isinstance(v, _groups.PerLeaf)])
+    return any(coef.is_schedule(v) for v in leaves)

@@ -12,9 +12,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from decaytx import _base, _groups, _update_side
 from decaytx import _coefficients as coef
+from decaytx import _groups, _update_side
 from decaytx._coefficients import Coefficient
+from decaytx._transform import Form, decay_transform
 
 
 def soft_threshold(x: jax.Array, tau: Any) -> jax.Array:
@@ -170,22 +171,23 @@ def _prox(name: str, l1: Any, l2: Any, learning_rate: Any, mask: Any) -> optax.G
     _groups.check("l2", l2)
     m = _update_side.multiplier(learning_rate, name)
     if (_groups.is_zero(l1) and _groups.is_zero(l2)) or coef.is_zero(m):
-        return _base.identity()
-    return _base.decay_transform(
-        name,
-        _prox_term,
+        return optax.identity()
+    form = Form(
+        name, _prox_term,
         {
             "l1": None if _groups.is_zero(l1) else l1,
             "l2": None if _groups.is_zero(l2) else l2,
             "learning_rate": m,
         },
-        mask=mask,
-        combine=lambda v: {
-            "t1": None if v["l1"] is None else v["learning_rate"] * v["l1"],
-            "t2": None if v["l2"] is None else v["learning_rate"] * v["l2"],
-        },
-        public=("l1", "l2"),
-        side="update",
-        multiplier=m,
+        side="update", combine=_thresholds, decides=("l1", "l2"), multiplier=m,
         params_dtype_out=True,
     )
+    return decay_transform(form, mask=mask)
+
+
+def _thresholds(v: dict[str, Any]) -> dict[str, Any]:
+    """``t1 = m * l1``, ``t2 = m * l2`` (``None`` for a zero coefficient)."""
+    return {
+        "t1": None if v["l1"] is None else v["learning_rate"] * v["l1"],
+        "t2": None if v["l2"] is None else v["learning_rate"] * v["l2"],
+    }

@@ -11,18 +11,20 @@ migration table is ``docs/recipes.md``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from decaytx import _coefficients as coef
+from decaytx import _parity
 from decaytx._coefficients import Coefficient
-from decaytx._decoupled import add_decoupled_decay
-from decaytx._gradient import add_l2_grad
+from decaytx._decoupled import decoupled_form
+from decaytx._gradient import l2_form
 from decaytx._proximal import prox_elastic_net
 from decaytx._scaling import corrected_decay, lr_multiplier
+from decaytx._transform import DecayState, Stage
 
 DecayScaling = Literal["lr", "schedule", "none", "corrected"]
 
@@ -71,188 +73,92 @@ def decay_multiplier(learning_rate: optax.ScalarOrSchedule, decay_scaling: str) 
     return corrected_decay(learning_rate)
 
 
-def _l2_chain(
-    learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, mask: Any, anchor: Any,
-    optimizer: Callable[[], optax.GradientTransformation],
+def l2_stage(weight_decay: Coefficient, mask: Any, anchor: Any) -> Stage | None:
+    """The coupled recipes' decay, ``add_l2_grad``'s stage (``None`` when zero)."""
+    form = l2_form(weight_decay)
+    return None if form is None else Stage(form, mask=mask, anchor=anchor)
+
+
+def decoupled_stage(
+    multiplier: Any, weight_decay: Coefficient, mask: Any, anchor: Any, cautious: bool
+) -> Stage | None:
+    """The decoupled recipes' decay, ``add_decoupled_decay``'s stage (``None`` when zero)."""
+    form = decoupled_form(weight_decay, multiplier, cautious, "add_decoupled_decay")
+    return None if form is None else Stage(form, mask=mask, anchor=anchor)
+
+
+def transform(stage: Stage | None) -> optax.GradientTransformation:
+    """A stage as a transform (``optax.identity()`` for no decay)."""
+    return optax.identity() if stage is None else optax.GradientTransformation(stage.init, stage.update)
+
+
+def l2_chain(
+    learning_rate: optax.ScalarOrSchedule, stage: Stage | None, optimizer: optax.GradientTransformation
 ) -> optax.GradientTransformation:
-    """``add_l2_grad``, ``optimizer()``, ``scale_by_learning_rate``: the coupled recipes' chain."""
-    coef.check("learning_rate", learning_rate)
-    return optax.chain(
-        add_l2_grad(weight_decay, mask=mask, anchor=anchor),
-        optimizer(),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    """``add_l2_grad``, ``optimizer``, ``scale_by_learning_rate``: the coupled recipes' chain."""
+    return optax.chain(transform(stage), optimizer, optax.scale_by_learning_rate(learning_rate))
 
 
-def _decoupled_chain(
-    learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, decay_scaling: str, mask: Any,
-    anchor: Any, cautious: bool, optimizer: Callable[[], optax.GradientTransformation],
-) -> optax.GradientTransformation:
-    """``optimizer()``, ``scale_by_learning_rate``, ``add_decoupled_decay``: the decoupled recipes' chain."""
-    m = decay_multiplier(learning_rate, decay_scaling)
-    return optax.chain(
-        optimizer(),
-        optax.scale_by_learning_rate(learning_rate),
-        add_decoupled_decay(weight_decay, learning_rate=m, mask=mask, anchor=anchor, cautious=cautious),
-    )
+def shared_rate(learning_rate: Any, stage: Stage | None) -> Callable[[Any], dict[str, Any]] | None:
+    """How the decay's multiplier follows from eta_t, when both come from one schedule.
 
-
-def _momentum(
-    momentum: float | None,
-    nesterov: bool,
-    dampening: float = 0.0,
-    accumulator_dtype: Any = None,
-) -> optax.GradientTransformation:
-    """PyTorch's momentum buffer: ``b_1 = g_1``, ``b <- mu b + (1 - dampening) g``."""
-    if not isinstance(nesterov, bool):
-        raise TypeError(f"nesterov={nesterov!r} must be a Python bool.")
-    d = coef.concrete_value(dampening)
-    # Under optax.inject_hyperparams dampening arrives as an array (concrete
-    # at init, traced in update): both must build the same chain.
-    traced = isinstance(dampening, jax.Array)
-    if not traced and (d is None or not 0.0 <= d <= 1.0):
-        raise ValueError(
-            f"dampening={dampening!r} must be a Python float in [0, 1] "
-            "(PyTorch's SGD dampening); pass dampening=0.0 for none."
-        )
-    if momentum is None:
-        if nesterov:
-            raise ValueError(
-                "nesterov=True needs a momentum; pass momentum=0.9 (for "
-                "example) or nesterov=False."
-            )
-        if not traced and d != 0.0:
-            raise ValueError(
-                f"dampening={dampening!r} needs a momentum; pass momentum=0.9 "
-                "(for example) or dampening=0.0."
-            )
-        return optax.identity()
-    v = coef.concrete_value(momentum)
-    if v is not None and not 0.0 <= v < 1.0:
-        raise ValueError(
-            f"momentum={momentum!r} must be in [0, 1); pass e.g. momentum=0.9, "
-            "or momentum=None for plain SGD."
-        )
-    if nesterov:
-        # PyTorch defines Nesterov without dampening. A traced dampening
-        # (optax.inject_hyperparams' update) cannot be seen; its init, where
-        # the value is concrete, is checked here like a float.
-        if d is not None and d != 0.0:
-            raise ValueError(
-                f"nesterov=True needs dampening=0.0 (got dampening={dampening!r}), "
-                "as in PyTorch: Nesterov momentum is defined without dampening."
-            )
-        return optax.trace(decay=momentum, nesterov=True, accumulator_dtype=accumulator_dtype)
-    if not traced and d == 0.0:
-        # With a zero buffer, mu * 0 + g_1 = g_1: optax.trace is PyTorch's buffer.
-        return optax.trace(decay=momentum, nesterov=False, accumulator_dtype=accumulator_dtype)
-    # Any other dampening, an array included (whose value is only known at
-    # run time), takes the dampened buffer, which equals optax.trace at 0.
-    return _dampened_trace(momentum, dampening, accumulator_dtype)
-
-
-class DampenedTraceState(NamedTuple):
-    """State of PyTorch's dampened momentum buffer.
-
-    Attributes:
-      count: int32 number of updates so far (the first buffer is undampened).
-      trace: the momentum buffer, like params.
+    ``None`` when the learning rate is constant or the multiplier does not
+    derive from it (``decay_scaling="none"``): then nothing is shared.
     """
+    if stage is None or not coef.is_schedule(learning_rate):
+        return None
+    m = stage.form.multiplier
+    if m is learning_rate:
+        return lambda eta: {"learning_rate": eta}
+    of_rate = getattr(m, "of_rate", None)
+    return None if of_rate is None else (lambda eta: {"learning_rate": of_rate(eta)})
 
-    count: jax.typing.ArrayLike  # pyright: ignore[reportIncompatibleMethodOverride]
-    trace: Any
 
-
-def _dampened_trace(
-    momentum: float, dampening: float, accumulator_dtype: Any
+def decoupled_chain(
+    learning_rate: optax.ScalarOrSchedule, stage: Stage | None, optimizer: optax.GradientTransformation
 ) -> optax.GradientTransformation:
-    """``b_1 = g_1``, ``b_t = mu b_{t-1} + (1 - dampening) g_t`` (``torch.optim.SGD``)."""
-    acc_dtype = None if accumulator_dtype is None else jnp.dtype(accumulator_dtype)
+    """``optimizer``, ``scale_by_learning_rate``, ``add_decoupled_decay``: the decoupled recipes' chain.
 
-    def init_fn(params: Any) -> DampenedTraceState:
-        return DampenedTraceState(
-            count=jnp.zeros([], jnp.int32),
-            trace=optax.tree.zeros_like(params, dtype=acc_dtype),
-        )
-
-    def update_fn(
-        updates: Any, state: DampenedTraceState, params: Any = None
-    ) -> tuple[Any, DampenedTraceState]:
-        del params
-        first = state.count == 0
-        new = jax.tree.map(
-            lambda g, b: jnp.where(first, g, momentum * b + (1.0 - dampening) * g),
-            updates,
-            state.trace,
-        )
-        out = jax.tree.map(lambda n, g: n.astype(jnp.result_type(g)), new, updates)
-        trace = jax.tree.map(lambda n, b: n.astype(b.dtype), new, state.trace)
-        return out, DampenedTraceState(count=optax.safe_increment(state.count), trace=trace)
-
-    return optax.GradientTransformation(init_fn, update_fn)  # type: ignore[arg-type]
-
-
-def _scale_by_amsgrad_torch(
-    b1: float, b2: float, eps: float, mu_dtype: Any
-) -> optax.GradientTransformation:
-    """PyTorch's AMSGrad: the max of the raw second moments, then bias correction.
-
-    ``torch.optim.Adam(amsgrad=True)`` keeps ``v_max = max(v_max, v_t)`` and
-    divides by ``sqrt(v_max) / sqrt(1 - b2^t) + eps``; ``optax.scale_by_amsgrad``
-    takes the max of the bias-corrected moments instead, a different rule.
+    With a schedule that the decay's multiplier follows, the step evaluates it
+    once (:func:`_scheduled_decoupled`); the state is the chain's either way.
     """
-    mu_dt = None if mu_dtype is None else jnp.dtype(mu_dtype)
-
-    def init_fn(params: Any) -> optax.ScaleByAmsgradState:
-        return optax.ScaleByAmsgradState(
-            count=jnp.zeros([], jnp.int32),
-            mu=optax.tree.zeros_like(params, dtype=mu_dt),
-            nu=optax.tree.zeros_like(params),
-            nu_max=optax.tree.zeros_like(params),
-        )
-
-    def update_fn(
-        updates: Any, state: optax.ScaleByAmsgradState, params: Any = None
-    ) -> tuple[Any, optax.ScaleByAmsgradState]:
-        del params
-        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
-        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
-        count = optax.safe_increment(state.count)
-        nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
-        mu_hat = optax.tree.bias_correction(mu, b1, count)
-        out = jax.tree.map(
-            lambda m, v, g: (
-                m / (jnp.sqrt(v) / jnp.sqrt(1.0 - jnp.asarray(b2, v.dtype) ** count) + eps)
-            ).astype(jnp.result_type(g)),
-            mu_hat,
-            nu_max,
-            updates,
-        )
-        return out, optax.ScaleByAmsgradState(
-            count=count, mu=optax.tree.cast(mu, mu_dt), nu=nu, nu_max=nu_max
-        )
-
-    return optax.GradientTransformation(init_fn, update_fn)  # type: ignore[arg-type]
+    share = shared_rate(learning_rate, stage)
+    if share is None:
+        return optax.chain(optimizer, optax.scale_by_learning_rate(learning_rate), transform(stage))
+    assert stage is not None
+    return _scheduled_decoupled(learning_rate, stage, optimizer, share)
 
 
-def _adam(
-    b1: float, b2: float, eps: float, eps_root: float, mu_dtype: Any, nesterov: bool,
-    amsgrad: bool,
-) -> optax.GradientTransformation:
-    for name, value in (("nesterov", nesterov), ("amsgrad", amsgrad)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{name}={value!r} must be a Python bool.")
-    if not amsgrad:
-        return optax.scale_by_adam(
-            b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov
-        )
-    if nesterov or eps_root != 0.0:
-        raise ValueError(
-            f"amsgrad=True is PyTorch's AMSGrad, which has neither nesterov "
-            f"(got {nesterov!r}) nor eps_root (got {eps_root!r}); pass "
-            "nesterov=False and eps_root=0.0, or amsgrad=False."
-        )
-    return _scale_by_amsgrad_torch(b1, b2, eps, mu_dtype)
+def _scheduled_decoupled(
+    schedule: Any, stage: Stage, optimizer: optax.GradientTransformation,
+    share: Callable[[Any], dict[str, Any]],
+) -> optax.GradientTransformationExtraArgs:
+    """The decoupled chain with eta_t evaluated once per step.
+
+    ``optax.scale_by_learning_rate(schedule)``'s maths and state, and the
+    decay's, with the multiplier computed from the same eta_t instead of a
+    second evaluation of the schedule at the decay's own (equal) count.
+    """
+    inner = optax.with_extra_args_support(optimizer)
+    lr = optax.scale_by_learning_rate(schedule)
+
+    def init_fn(params: Any) -> tuple[Any, Any, Any]:
+        return inner.init(params), lr.init(params), stage.init(params)
+
+    def update_fn(updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
+        opt_s, lr_s, dec_s = state
+        updates, opt_s = inner.update(updates, opt_s, params, **extra)
+        eta = schedule(lr_s.count)
+        step = -1 * eta  # what optax.scale_by_learning_rate multiplies by
+        updates = jax.tree.map(lambda g: jnp.array(step, dtype=g.dtype) * g, updates)
+        lr_s = optax.ScaleByScheduleState(count=optax.safe_increment(lr_s.count))
+        updates, dec_s = stage.update(updates, dec_s, params, given=share(jnp.asarray(eta)))
+        if isinstance(dec_s, DecayState) and dec_s.count is not None:
+            # The two counts advance in lockstep; one increment serves both.
+            dec_s = dec_s._replace(count=lr_s.count)
+        return updates, (opt_s, lr_s, dec_s)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def sgd_l2(
@@ -263,6 +169,7 @@ def sgd_l2(
     nesterov: bool = False,
     dampening: float = 0.0,
     mask: Any = None,
+    anchor: Any = None,
     accumulator_dtype: Any = None,
 ) -> optax.GradientTransformation:
     r"""SGD with coupled L2 regularization: PyTorch ``SGD(weight_decay=)``.
@@ -298,6 +205,8 @@ def sgd_l2(
         first enter the buffer as :math:`(1 - \text{dampening})\,g_t`.
       mask: which leaves to decay: a pytree of bools, a prefix of params, or a
         callable of params (see :mod:`decaytx.masks`).
+      anchor: decay toward this instead of 0: ``None``, ``"init"`` or a
+        pytree like params (see :func:`decaytx.add_l2_grad`, L2-SP).
       accumulator_dtype: dtype of the momentum buffer (``None``: that of
         params), as ``optax.sgd``.
 
@@ -319,8 +228,10 @@ def sgd_l2(
       deep learning <https://proceedings.mlr.press/v28/sutskever13.html>`_,
       ICML 2013.
     """
-    return _l2_chain(learning_rate, weight_decay, mask, None,
-                     lambda: _momentum(momentum, nesterov, dampening, accumulator_dtype))
+    coef.check("learning_rate", learning_rate)
+    stage = l2_stage(weight_decay, mask, anchor)
+    return l2_chain(learning_rate, stage,
+                    _parity.momentum(momentum, nesterov, dampening, accumulator_dtype))
 
 
 def sgdw(
@@ -331,6 +242,7 @@ def sgdw(
     nesterov: bool = False,
     dampening: float = 0.0,
     mask: Any = None,
+    anchor: Any = None,
     decay_scaling: DecayScaling = "lr",
     accumulator_dtype: Any = None,
 ) -> optax.GradientTransformation:
@@ -366,6 +278,8 @@ def sgdw(
       nesterov: Nesterov momentum (needs ``momentum`` and ``dampening=0``).
       dampening: PyTorch's ``dampening`` (see :func:`sgd_l2`).
       mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
+      anchor: decay toward this instead of 0: ``None``, ``"init"`` or a
+        pytree like params (see :func:`decaytx.add_decoupled_decay`).
       decay_scaling: ``"lr"``, ``"schedule"``, ``"none"`` or ``"corrected"``.
         ``"schedule"`` and ``"corrected"`` find :math:`\eta_{max}` as
         :func:`decaytx.lr_multiplier` does.
@@ -393,8 +307,9 @@ def sgdw(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    return _decoupled_chain(learning_rate, weight_decay, decay_scaling, mask, None, False,
-                            lambda: _momentum(momentum, nesterov, dampening, accumulator_dtype))
+    m = decay_multiplier(learning_rate, decay_scaling)
+    opt = _parity.momentum(momentum, nesterov, dampening, accumulator_dtype)
+    return decoupled_chain(learning_rate, decoupled_stage(m, weight_decay, mask, anchor, False), opt)
 
 
 def adam_l2(
@@ -405,6 +320,7 @@ def adam_l2(
     b2: float = 0.999,
     eps: float = 1e-8,
     mask: Any = None,
+    anchor: Any = None,
     mu_dtype: Any = None,
     amsgrad: bool = False,
 ) -> optax.GradientTransformation:
@@ -426,7 +342,7 @@ def adam_l2(
     ``optax.chain(optax.scale(-1.0), adam_l2(...))``.
 
     The chain is ``add_l2_grad(weight_decay, mask=mask)``,
-    ``optax.scale_by_adam(b1, b2, eps, mu_dtype=mu_dtype)`` (PyTorch's AMSGrad
+    ``optax.scale_by_parity.adam(b1, b2, eps, mu_dtype=mu_dtype)`` (PyTorch's AMSGrad
     when ``amsgrad``), ``optax.scale_by_learning_rate(learning_rate)``.
 
     Args:
@@ -436,6 +352,8 @@ def adam_l2(
       b2: decay of the second moment.
       eps: :math:`\epsilon`, added to :math:`\sqrt{\hat v_t}`.
       mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
+      anchor: decay toward this instead of 0: ``None``, ``"init"`` or a
+        pytree like params (see :func:`decaytx.add_l2_grad`, L2-SP).
       mu_dtype: dtype of the first moment (``None``: that of params), as
         ``optax.adam``.
       amsgrad: PyTorch's AMSGrad variant.
@@ -457,8 +375,9 @@ def adam_l2(
       `torch.optim.Adam
       <https://pytorch.org/docs/stable/generated/torch.optim.Adam.html>`_.
     """
-    return _l2_chain(learning_rate, weight_decay, mask, None,
-                     lambda: _adam(b1, b2, eps, 0.0, mu_dtype, False, amsgrad))
+    coef.check("learning_rate", learning_rate)
+    stage = l2_stage(weight_decay, mask, anchor)
+    return l2_chain(learning_rate, stage, _parity.adam(b1, b2, eps, 0.0, mu_dtype, False, amsgrad))
 
 
 def adamw(
@@ -504,7 +423,7 @@ def adamw(
     ``amsgrad=True`` PyTorch's AMSGrad (see :func:`adam_l2`). PyTorch's
     ``maximize=True`` is ``optax.chain(optax.scale(-1.0), adamw(...))``.
 
-    The chain is ``optax.scale_by_adam(b1, b2, eps, eps_root, mu_dtype,
+    The chain is ``optax.scale_by_parity.adam(b1, b2, eps, eps_root, mu_dtype,
     nesterov)``, ``optax.scale_by_learning_rate(learning_rate)``,
     ``add_decoupled_decay(weight_decay, learning_rate=m, mask=mask,
     anchor=anchor, cautious=cautious)``. It matches ``optax.adamw`` (which
@@ -563,8 +482,9 @@ def adamw(
       <https://arxiv.org/abs/2506.02285>`_, 2025.
       Chen et al., `Cautious Weight Decay <https://arxiv.org/abs/2510.12402>`_, 2025.
     """
-    return _decoupled_chain(learning_rate, weight_decay, decay_scaling, mask, anchor, cautious,
-                            lambda: _adam(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad))
+    m = decay_multiplier(learning_rate, decay_scaling)
+    opt = _parity.adam(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad)
+    return decoupled_chain(learning_rate, decoupled_stage(m, weight_decay, mask, anchor, cautious), opt)
 
 
 def proximal_sgd(

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from decaytx import _coefficients as coef
-from decaytx._base import DecayWarning
+from decaytx._warnings import DecayWarning
 
 
 def _positive(name: str, value: Any) -> float:
@@ -204,6 +204,8 @@ def lr_multiplier(schedule: Any, peak: float | jax.Array | None = None) -> Any:
     def multiplier(count: jax.Array) -> jax.Array:
         return jnp.asarray(schedule(count)) / eta_max
 
+    # m from eta_t already evaluated (a recipe evaluates its schedule once per step).
+    multiplier.of_rate = lambda eta: eta / eta_max  # pyright: ignore[reportFunctionMemberAccess]
     return multiplier
 
 
@@ -244,6 +246,8 @@ def corrected_decay(schedule: Any, peak: float | jax.Array | None = None) -> Any
         eta = jnp.asarray(schedule(count))
         return eta * eta / eta_max
 
+    # m from eta_t already evaluated (a recipe evaluates its schedule once per step).
+    multiplier.of_rate = lambda eta: eta * eta / eta_max  # pyright: ignore[reportFunctionMemberAccess]
     return multiplier
 
 

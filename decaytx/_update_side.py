@@ -12,10 +12,8 @@ multiplied by ``m_t``, which comes from ``learning_rate=``:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from decaytx import _base
 from decaytx import _coefficients as coef
 
 
@@ -65,24 +63,3 @@ def peak_rate(m: Any, *lambdas: Any) -> float | None:
         except coef.TRACED_VALUE_ERRORS:  # a schedule closing over traced values
             return None
     return rate
-
-
-def warner(name: str, m: Any, *names: str) -> Callable[[Any, Any], None]:
-    """``on_init`` hook that issues the two init-time warnings.
-
-    Called by the machinery once per params signature, with the plan: each
-    decayed leaf's factor is ``peak(m) * peak(lambda_leaf)`` over the
-    coefficients ``names`` of its group. Peaks are found at ``init``, not at
-    construction, so that building a transform (which
-    ``optax.inject_hyperparams`` does at every step) never evaluates a
-    schedule on its grid.
-    """
-
-    def on_init(plan: Any, leaves: Any) -> None:
-        rates = [peak_rate(m, *(g[k] for k in names)) for g in plan.groups]
-        _base.warn_step_decay(name, [
-            (p.dtype, rates[lf.group], lf.path)
-            for lf, p in zip(plan.leaves, leaves, strict=True) if lf.decayed
-        ])
-
-    return on_init

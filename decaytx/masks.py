@@ -19,48 +19,13 @@ are picklable (they store patterns, not lambdas).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Any
 
 import jax
 
+from decaytx._trees import path_of
+
 __all__ = ["Mask", "exclude", "include", "matrices", "ndim_at_least", "path_of"]
-
-
-def _key_name(key: Any) -> str:
-    for attr in ("key", "name", "idx"):  # DictKey/FlattenedIndexKey, GetAttrKey, SequenceKey
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
-def path_of(keypath: Sequence[Any]) -> str:
-    """The "/"-joined path that masks and ``per_leaf`` see for a key path.
-
-    Dict keys, attribute names and sequence indices are joined with ``/``; a
-    trailing ``value`` attribute (a Flax NNX Variable) is dropped.
-
-    Args:
-      keypath: a key path, as given by ``jax.tree_util.tree_flatten_with_path``.
-
-    Returns:
-      A string such as ``"blocks/0/attn/kernel"`` (``""`` for a bare array).
-
-    Examples:
-      >>> import jax, jax.numpy as jnp, decaytx
-      >>> params = {"blocks": [{"kernel": jnp.ones((2, 2))}]}
-      >>> [decaytx.masks.path_of(k)
-      ...  for k, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-      ['blocks/0/kernel']
-
-    References:
-      ``jax.tree_util.keystr``, whose ``"['blocks'][0]['kernel']"`` this
-      writes as the names people type.
-    """
-    keys = list(keypath)
-    if keys and isinstance(keys[-1], jax.tree_util.GetAttrKey) and keys[-1].name == "value":
-        keys = keys[:-1]
-    return "/".join(_key_name(k) for k in keys)
 
 
 class Mask:

@@ -11,14 +11,14 @@ Variants, each one jitted step (``update`` + ``apply_updates``, params and
 state donated), interleaved in every repeat:
 
 - ``optax.adamw``: the reference;
-- ``tree``: ``decaytx.fused_adamw`` (one kernel per leaf with the flag);
-- ``flat``: ``decaytx.fused_adamw(..., layout="flat")``, the shipped
+- ``tree``: ``decaytx.fused.adamw`` (one kernel per leaf with the flag);
+- ``flat``: ``decaytx.fused.adamw(..., layout="flat")``, the shipped
   flat-moments variant (same maths, moments in one buffer).
 
 Trees (``TREES``): 309 leaves of 0.54M params (103 x (64x80 kernel, 80 bias,
 80 scale)), 1.6M params as 400 leaves of 4K, 200 of 8K and 100 of 16K, 32 of 64K, 100 of 160K and one 16M-param
 leaf: mean float-leaf sizes from 1.7K to 16M elements, which is what
-``layout="auto"`` decides by (``decaytx._fused.FLAT_MEAN_LEAF_SIZE``). Reports the median seconds per step and the ratio of
+``layout="auto"`` decides by (``decaytx.fused.FLAT_MEAN_LEAF_SIZE``). Reports the median seconds per step and the ratio of
 medians against ``tree`` and against ``optax.adamw``, plus the median of the
 per-repeat paired ratios.
 
@@ -103,11 +103,11 @@ def run(args: Any) -> None:
         trees = {names[int(i)]: TREES[names[int(i)]] for i in args.trees.split(",")}
     variants = {
         "optax.adamw": lambda: optax.adamw(lr, weight_decay=wd),
-        "tree": lambda: decaytx.fused_adamw(lr, wd, layout="tree"),
-        "flat": lambda: decaytx.fused_adamw(lr, wd, layout="flat"),
+        "tree": lambda: decaytx.fused.adamw(lr, wd, layout="tree"),
+        "flat": lambda: decaytx.fused.adamw(lr, wd, layout="flat"),
     }
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, "
-          f"multi_output_fusion_active={decaytx.multi_output_fusion_active()}, repeats={args.repeats}")
+          f"multi_output_fusion_active={decaytx.fused.multi_output_fusion_active()}, repeats={args.repeats}")
     results: dict[str, Any] = {}
     for tname, shapes in trees.items():
         def make(shapes: Any = shapes) -> Any:

@@ -120,8 +120,8 @@ def test_tiny_run_has_both_processes_and_every_section(tiny_run):
     assert flag["multi_output_fusion_active"] and FLAG in flag["xla_flags"]
     for w in (plain, flag):
         names = set(w["trees"][0]["variants"])
-        assert {"optax.adamw", "decaytx.fused_adamw", "decaytx.fused_adam_l2", "copy (jit x+1, donated)"} <= names
-        assert set(w["train"]["variants"]) == {"optax.adamw", "decaytx.adamw", "decaytx.fused_adamw"}
+        assert {"optax.adamw", "decaytx.fused.adamw", "decaytx.fused.adam_l2", "copy (jit x+1, donated)"} <= names
+        assert set(w["train"]["variants"]) == {"optax.adamw", "decaytx.adamw", "decaytx.fused.adamw"}
         try:
             import torch  # noqa: F401
         except ImportError:
@@ -135,10 +135,10 @@ def test_tiny_run_kernel_counts(tiny_run):
     _, res = tiny_run
     kp, kf = res["workers"]["plain"]["kernels"]["steps"], res["workers"]["flag"]["kernels"]["steps"]
     # With the option: one params-sized kernel at the one-pass minimum; without it, the plain program.
-    for name, minimum in (("decaytx.fused_adamw", 28), ("decaytx.fused_adam_l2", 28), ("decaytx.fused_sgdw", 20)):
+    for name, minimum in (("decaytx.fused.adamw", 28), ("decaytx.fused.adam_l2", 28), ("decaytx.fused.sgdw", 20)):
         assert len(kf[name]) == 1, (name, kf[name])
         assert sum(k["bytes_per_param"] for k in kf[name]) == pytest.approx(minimum, abs=0.5)
-    assert kp["decaytx.fused_adamw"] == kp["decaytx.adamw"]
+    assert kp["decaytx.fused.adamw"] == kp["decaytx.adamw"]
     assert len(kp["optax.adamw"]) == 3  # XLA:CPU without the option: one kernel per moment, one update
 
 

@@ -1,6 +1,6 @@
 """The flat-moments layout (``layout="flat"``) equals the tree recipes.
 
-``decaytx.fused_adamw(..., layout="flat")`` and ``fused_adam_l2`` keep Adam's
+``decaytx.fused.adamw(..., layout="flat")`` and ``fused_adam_l2`` keep Adam's
 moments in one flat buffer per dtype; the decay stages are decaytx's own
 per-leaf transforms. The references are ``decaytx.adamw`` / ``decaytx.adam_l2``
 (``optax.scale_by_adam`` chained with decaytx's decay stages, per leaf) and
@@ -37,8 +37,8 @@ import pytest
 from _flagged import run_worker
 
 import decaytx
-from decaytx._flat import FlatAdamState, scale_by_adam_flat
-from decaytx._fused import FLAT_MEAN_LEAF_SIZE, many_small_leaves
+from decaytx.fused._flat import FlatAdamState, scale_by_adam_flat
+from decaytx.fused import FLAT_MEAN_LEAF_SIZE, many_small_leaves
 
 STEPS = 50
 SCHEDULE = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 6, STEPS)
@@ -48,18 +48,18 @@ COEF_TREE = {"w": 0.2, "b": 0.0, "h": 0.05}
 
 # name -> (fused factory taking layout=, recipe)
 CASES: dict[str, tuple[Any, Any]] = {
-    "adamw-schedule-mask": (lambda lo: decaytx.fused_adamw(SCHEDULE, 0.1, mask=MASK, layout=lo),
+    "adamw-schedule-mask": (lambda lo: decaytx.fused.adamw(SCHEDULE, 0.1, mask=MASK, layout=lo),
                             lambda: decaytx.adamw(SCHEDULE, 0.1, mask=MASK)),
-    "adamw-coef-tree": (lambda lo: decaytx.fused_adamw(1e-2, COEF_TREE, layout=lo),
+    "adamw-coef-tree": (lambda lo: decaytx.fused.adamw(1e-2, COEF_TREE, layout=lo),
                         lambda: decaytx.adamw(1e-2, COEF_TREE)),
     "adamw-anchor-cautious": (
-        lambda lo: decaytx.fused_adamw(SCHEDULE, 0.1, anchor="init", cautious=True, decay_scaling="schedule",
+        lambda lo: decaytx.fused.adamw(SCHEDULE, 0.1, anchor="init", cautious=True, decay_scaling="schedule",
                                        layout=lo),
         lambda: decaytx.adamw(SCHEDULE, 0.1, anchor="init", cautious=True, decay_scaling="schedule")),
-    "adam_l2-schedule-mask": (lambda lo: decaytx.fused_adam_l2(SCHEDULE, 0.1, mask=MASK, layout=lo),
+    "adam_l2-schedule-mask": (lambda lo: decaytx.fused.adam_l2(SCHEDULE, 0.1, mask=MASK, layout=lo),
                               lambda: decaytx.adam_l2(SCHEDULE, 0.1, mask=MASK)),
     "adam_l2-anchor-coef-tree": (
-        lambda lo: decaytx.fused_adam_l2(1e-2, COEF_TREE, anchor="init", layout=lo),
+        lambda lo: decaytx.fused.adam_l2(1e-2, COEF_TREE, anchor="init", layout=lo),
         lambda: optax.chain(decaytx.add_l2_grad(COEF_TREE, anchor="init"), optax.scale_by_adam(),
                             optax.scale_by_learning_rate(1e-2))),
 }
@@ -192,7 +192,7 @@ def test_bf16_params_with_f32_first_moment_equal_optax_scale_by_adam():
 def test_flat_against_optax_adamw():
     # Independent of decaytx's chain: optax.adamw decays before the lr scaling.
     params = _params(jnp.float32)
-    p, _ = _run(decaytx.fused_adamw(SCHEDULE, 0.1, layout="flat"), params)
+    p, _ = _run(decaytx.fused.adamw(SCHEDULE, 0.1, layout="flat"), params)
     q, _ = _run(optax.adamw(SCHEDULE, weight_decay=0.1), params)
     for x, y in zip(jax.tree.leaves(p), jax.tree.leaves(q), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
@@ -213,7 +213,7 @@ def test_flat_under_lax_scan_keeps_state_dtypes_and_equals_the_recipe():
             warnings.simplefilter("ignore", decaytx.DecayWarning)
             return jax.jit(lambda p: jax.lax.scan(body, (p, opt.init(p)), stacked)[0])(params)
 
-    flat = decaytx.fused_adamw(SCHEDULE, 0.1, mask=MASK, layout="flat")
+    flat = decaytx.fused.adamw(SCHEDULE, 0.1, mask=MASK, layout="flat")
     p_flat, s_flat = run(flat)
     p_ref, _ = run(decaytx.adamw(SCHEDULE, 0.1, mask=MASK))
     assert _ulps(p_ref, p_flat) <= ULPS
@@ -227,8 +227,8 @@ def test_auto_without_the_flag_is_the_tree_layout():
         pytest.skip("this process runs with the multi-output-fusion flag")
     small = _many_small()
     assert many_small_leaves(small)
-    for fused, recipe in [(decaytx.fused_adamw(1e-3, 0.1), decaytx.adamw(1e-3, 0.1)),
-                          (decaytx.fused_adam_l2(1e-3, 0.1), decaytx.adam_l2(1e-3, 0.1))]:
+    for fused, recipe in [(decaytx.fused.adamw(1e-3, 0.1), decaytx.adamw(1e-3, 0.1)),
+                          (decaytx.fused.adam_l2(1e-3, 0.1), decaytx.adam_l2(1e-3, 0.1))]:
         s = fused.init(small)
         assert jax.tree.structure(s) == jax.tree.structure(recipe.init(small))
         assert not any(isinstance(x, FlatAdamState) for x in s)
@@ -250,7 +250,7 @@ def test_the_auto_rule_is_the_mean_float_leaf_size():
 def test_a_state_of_the_other_layout_is_refused_naming_layout():
     params = _params(jnp.float32)
     g = _grads(0, params)
-    for factory in (decaytx.fused_adamw, decaytx.fused_adam_l2):
+    for factory in (decaytx.fused.adamw, decaytx.fused.adam_l2):
         flat, tree = factory(1e-3, 0.1, layout="flat"), factory(1e-3, 0.1, layout="tree")
         with pytest.raises(ValueError, match=r"layout='flat'.*tree-layout state.*layout='tree'"):
             flat.update(g, tree.init(params), params)
@@ -266,17 +266,19 @@ def test_a_state_of_the_other_layout_is_refused_naming_layout():
         opt.update({**g, "b": g["b"].astype(jnp.bfloat16)}, opt.init(params), params)
 
 
-@pytest.mark.parametrize("factory", [decaytx.fused_adamw, decaytx.fused_adam_l2, decaytx.fused_sgdw,
-                                     decaytx.fused_sgd_l2])
+@pytest.mark.parametrize("factory", [decaytx.fused.adamw, decaytx.fused.adam_l2, decaytx.fused.sgdw,
+                                     decaytx.fused.sgd_l2])
 def test_fused_factories_take_a_coefficient_tree_as_the_recipes_do(factory: Any):
     # Regression: fused_* raised TypeError (float() of a dict) on a coefficient
-    # tree at construction. The tree layout now runs the recipe's program for it.
+    # tree at construction. The sibling form now fuses it, on the recipe's own
+    # plan: the recipe's values within the fused steps' bound (8 ulps, XLA's
+    # FMA contraction; tests/test_fused.py), and bitwise with "plain".
     params = _params(jnp.float32)
-    recipe = {decaytx.fused_adamw: decaytx.adamw, decaytx.fused_adam_l2: decaytx.adam_l2,
-              decaytx.fused_sgdw: decaytx.sgdw, decaytx.fused_sgd_l2: decaytx.sgd_l2}[factory]
-    a = _run(factory(1e-2, COEF_TREE, formulation="sibling"), params, 10)
+    recipe = {decaytx.fused.adamw: decaytx.adamw, decaytx.fused.adam_l2: decaytx.adam_l2,
+              decaytx.fused.sgdw: decaytx.sgdw, decaytx.fused.sgd_l2: decaytx.sgd_l2}[factory]
     b = _run(recipe(1e-2, COEF_TREE), params, 10)
-    assert _ulps(a, b) == 0.0
+    assert _ulps(_run(factory(1e-2, COEF_TREE, formulation="sibling"), params, 10), b) <= 8.0
+    assert _ulps(_run(factory(1e-2, COEF_TREE, formulation="plain"), params, 10), b) == 0.0
     c = _run(factory(1e-2, decaytx.per_leaf(lambda path, x: 0.1 * x.ndim)), params, 10)
     d = _run(recipe(1e-2, decaytx.per_leaf(lambda path, x: 0.1 * x.ndim)), params, 10)
     assert _ulps(c, d) == 0.0
@@ -284,9 +286,9 @@ def test_fused_factories_take_a_coefficient_tree_as_the_recipes_do(factory: Any)
 
 def test_bad_layout_is_refused_before_tracing():
     with pytest.raises(ValueError, match=r"layout='flatter'.*'auto'.*'tree'.*'flat'"):
-        decaytx.fused_adamw(1e-3, 0.1, layout="flatter")  # pyright: ignore[reportArgumentType]
+        decaytx.fused.adamw(1e-3, 0.1, layout="flatter")  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match=r"layout=None"):
-        decaytx.fused_adam_l2(1e-3, 0.1, layout=None)  # pyright: ignore[reportArgumentType]
+        decaytx.fused.adam_l2(1e-3, 0.1, layout=None)  # pyright: ignore[reportArgumentType]
 
 
 def test_with_the_flag_auto_picks_flat_on_small_leaves_only():
@@ -303,15 +305,15 @@ def _worker() -> dict[str, Any]:
     def is_flat(opt: optax.GradientTransformation, params: Any) -> bool:
         return any(isinstance(x, FlatAdamState) for x in opt.init(params))
 
-    auto = decaytx.fused_adamw(SCHEDULE, 0.1, mask=MASK)
+    auto = decaytx.fused.adamw(SCHEDULE, 0.1, mask=MASK)
     params = _params(jnp.float32)
     p_auto, s_auto = _run(auto, params, 20)
     p_ref, _ = _run(decaytx.adamw(SCHEDULE, 0.1, mask=MASK), params, 20)
     gap = _ulps(p_ref, p_auto) if is_flat(auto, params) else -1.0
-    return {"active": decaytx.multi_output_fusion_active(),
-            "small": is_flat(decaytx.fused_adam_l2(1e-3, 0.1), small),
-            "large": is_flat(decaytx.fused_adamw(1e-3, 0.1), large),
-            "plain": is_flat(decaytx.fused_adamw(1e-3, 0.1, formulation="plain"), small),
+    return {"active": decaytx.fused.multi_output_fusion_active(),
+            "small": is_flat(decaytx.fused.adam_l2(1e-3, 0.1), small),
+            "large": is_flat(decaytx.fused.adamw(1e-3, 0.1), large),
+            "plain": is_flat(decaytx.fused.adamw(1e-3, 0.1, formulation="plain"), small),
             "gap": gap}
 
 

@@ -38,26 +38,26 @@ MASK = {"w": True, "b": False}
 
 # name -> (fused factory taking formulation=, recipe factory)
 CASES: dict[str, tuple[Any, Any]] = {
-    "adamw": (lambda fo: decaytx.fused_adamw(SCHEDULE, 0.1, mask=MASK, formulation=fo, layout="tree"),
+    "adamw": (lambda fo: decaytx.fused.adamw(SCHEDULE, 0.1, mask=MASK, formulation=fo, layout="tree"),
               lambda: decaytx.adamw(SCHEDULE, 0.1, mask=MASK)),
     "adamw-cautious-schedule": (
-        lambda fo: decaytx.fused_adamw(SCHEDULE, 0.1, cautious=True, decay_scaling="schedule", formulation=fo,
+        lambda fo: decaytx.fused.adamw(SCHEDULE, 0.1, cautious=True, decay_scaling="schedule", formulation=fo,
                                        layout="tree"),
         lambda: decaytx.adamw(SCHEDULE, 0.1, cautious=True, decay_scaling="schedule")),
-    "adam_l2": (lambda fo: decaytx.fused_adam_l2(SCHEDULE, 0.1, mask=MASK, formulation=fo, layout="tree"),
+    "adam_l2": (lambda fo: decaytx.fused.adam_l2(SCHEDULE, 0.1, mask=MASK, formulation=fo, layout="tree"),
                 lambda: decaytx.adam_l2(SCHEDULE, 0.1, mask=MASK)),
-    "sgdw": (lambda fo: decaytx.fused_sgdw(SCHEDULE, 0.1, momentum=0.9, mask=MASK, formulation=fo),
+    "sgdw": (lambda fo: decaytx.fused.sgdw(SCHEDULE, 0.1, momentum=0.9, mask=MASK, formulation=fo),
              lambda: decaytx.sgdw(SCHEDULE, 0.1, momentum=0.9, mask=MASK)),
     "sgd_l2-nesterov": (
-        lambda fo: decaytx.fused_sgd_l2(SCHEDULE, 0.1, momentum=0.9, nesterov=True, mask=MASK, formulation=fo),
+        lambda fo: decaytx.fused.sgd_l2(SCHEDULE, 0.1, momentum=0.9, nesterov=True, mask=MASK, formulation=fo),
         lambda: decaytx.sgd_l2(SCHEDULE, 0.1, momentum=0.9, nesterov=True, mask=MASK)),
     # Anchored (decay toward the init): the recipe where it takes anchor=,
     # else the same chain written out from decaytx's transforms.
-    "adamw-anchor": (lambda fo: decaytx.fused_adamw(SCHEDULE, 0.1, mask=MASK, anchor="init", formulation=fo,
+    "adamw-anchor": (lambda fo: decaytx.fused.adamw(SCHEDULE, 0.1, mask=MASK, anchor="init", formulation=fo,
                                                           layout="tree"),
                      lambda: decaytx.adamw(SCHEDULE, 0.1, mask=MASK, anchor="init")),
     "sgd_l2-anchor": (
-        lambda fo: decaytx.fused_sgd_l2(SCHEDULE, 0.1, momentum=0.9, mask=MASK, anchor="init", formulation=fo),
+        lambda fo: decaytx.fused.sgd_l2(SCHEDULE, 0.1, momentum=0.9, mask=MASK, anchor="init", formulation=fo),
         lambda: optax.chain(decaytx.add_l2_grad(0.1, mask=MASK, anchor="init"), optax.trace(0.9),
                             optax.scale_by_learning_rate(SCHEDULE))),
 }
@@ -142,7 +142,7 @@ def test_fused_adamw_against_optax_adamw():
     # The independent reference: optax.adamw (decay before the lr scaling, so
     # equal up to rounding), with the same schedule and mask.
     params = _params(jnp.float32)
-    p, _ = _run(decaytx.fused_adamw(SCHEDULE, 0.1, mask=MASK, formulation="sibling"), params)
+    p, _ = _run(decaytx.fused.adamw(SCHEDULE, 0.1, mask=MASK, formulation="sibling"), params)
     q, _ = _run(optax.adamw(SCHEDULE, weight_decay=0.1, mask=MASK), params)
     for k in p:
         np.testing.assert_allclose(np.asarray(p[k]), np.asarray(q[k]), rtol=1e-5, atol=1e-6)
@@ -150,7 +150,7 @@ def test_fused_adamw_against_optax_adamw():
 
 def test_state_is_the_recipes_and_a_checkpoint_moves_both_ways():
     params = _params(jnp.float32)
-    fused = decaytx.fused_adamw(SCHEDULE, 0.1, mask=MASK, formulation="sibling")
+    fused = decaytx.fused.adamw(SCHEDULE, 0.1, mask=MASK, formulation="sibling")
     recipe = decaytx.adamw(SCHEDULE, 0.1, mask=MASK)
     s_f, s_r = fused.init(params), recipe.init(params)
     assert jax.tree.structure(s_f) == jax.tree.structure(s_r)
@@ -168,7 +168,7 @@ def test_state_is_the_recipes_and_a_checkpoint_moves_both_ways():
 def test_without_the_flag_auto_compiles_to_the_recipes_program():
     if "multi_output" in os.environ.get("XLA_FLAGS", ""):
         pytest.skip("this process runs with the multi-output-fusion flag")
-    assert decaytx.multi_output_fusion_active() is False
+    assert decaytx.fused.multi_output_fusion_active() is False
     params = {"w": jax.ShapeDtypeStruct((64, 32), jnp.float32), "b": jax.ShapeDtypeStruct((32,), jnp.float32)}
 
     def hlo(opt: optax.GradientTransformation) -> str:
@@ -178,9 +178,9 @@ def test_without_the_flag_auto_compiles_to_the_recipes_program():
         text = jax.jit(step).lower(params, jax.eval_shape(opt.init, params), params).as_text()
         return "\n".join(line.split(" loc(")[0] for line in text.splitlines() if "loc(" not in line[:6])
 
-    pairs = [(decaytx.fused_adamw(1e-3, 0.1), decaytx.adamw(1e-3, 0.1)),
-             (decaytx.fused_adam_l2(1e-3, 0.1), decaytx.adam_l2(1e-3, 0.1)),
-             (decaytx.fused_sgdw(1e-3, 0.1, momentum=0.9), decaytx.sgdw(1e-3, 0.1, momentum=0.9))]
+    pairs = [(decaytx.fused.adamw(1e-3, 0.1), decaytx.adamw(1e-3, 0.1)),
+             (decaytx.fused.adam_l2(1e-3, 0.1), decaytx.adam_l2(1e-3, 0.1)),
+             (decaytx.fused.sgdw(1e-3, 0.1, momentum=0.9), decaytx.sgdw(1e-3, 0.1, momentum=0.9))]
     for fused, recipe in pairs:
         assert hlo(fused) == hlo(recipe)
 
@@ -189,7 +189,7 @@ def test_leaves_it_cannot_fuse_take_the_recipes_path():
     # Integer leaves and f32 updates for bf16 params: the recipe handles them.
     params = {"w": jnp.ones(4, jnp.bfloat16), "n": jnp.arange(3)}
     grads = {"w": jnp.full(4, 0.5, jnp.float32), "n": jnp.zeros(3, jnp.int32)}
-    fused = decaytx.fused_adamw(0.1, 0.1, formulation="sibling")
+    fused = decaytx.fused.adamw(0.1, 0.1, formulation="sibling")
     recipe = decaytx.adamw(0.1, 0.1)
     a = fused.update(grads, fused.init(params), params)
     b = recipe.update(grads, recipe.init(params), params)
@@ -198,12 +198,12 @@ def test_leaves_it_cannot_fuse_take_the_recipes_path():
 
 def test_bad_formulation_is_refused_before_tracing():
     with pytest.raises(ValueError, match=r"formulation='fast'.*'auto'.*'sibling'.*'plain'"):
-        decaytx.fused_adamw(1e-3, 0.1, formulation="fast")  # pyright: ignore[reportArgumentType]
+        decaytx.fused.adamw(1e-3, 0.1, formulation="fast")  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="decay_scaling"):
-        decaytx.fused_adamw(1e-3, 0.1, decay_scaling="cosine")  # pyright: ignore[reportArgumentType]
+        decaytx.fused.adamw(1e-3, 0.1, decay_scaling="cosine")  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="momentum"):
-        decaytx.fused_sgdw(1e-3, 0.1, momentum=1.5)
+        decaytx.fused.sgdw(1e-3, 0.1, momentum=1.5)
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
-    print(json.dumps({"active": decaytx.multi_output_fusion_active(), "gaps": compare_all("auto")}))
+    print(json.dumps({"active": decaytx.fused.multi_output_fusion_active(), "gaps": compare_all("auto")}))

@@ -151,25 +151,25 @@ def fused_cases() -> dict[str, tuple[Any, Any]]:
     """name -> (optimizer, params): what the flagged subprocess compiles."""
     lr, wd = _hlo.LR, _hlo.WD
     return {
-        "adamw": (decaytx.fused_adamw(lr, wd), PARAMS),
-        "adam_l2": (decaytx.fused_adam_l2(lr, wd), PARAMS),
-        "sgdw": (decaytx.fused_sgdw(lr, wd, momentum=0.9), PARAMS),
-        "sgd_l2": (decaytx.fused_sgd_l2(lr, wd, momentum=0.9, nesterov=True), PARAMS),
-        "adamw-schedule": (decaytx.fused_adamw(SCHED, wd), PARAMS),
-        "adam_l2-schedule-mask-anchor": (decaytx.fused_adam_l2(SCHED, wd, mask=HALF, anchor="init"), TWO),
-        "sgdw-schedule-mask": (decaytx.fused_sgdw(SCHED, wd, momentum=0.9, mask=HALF), TWO),
-        "adamw-mask": (decaytx.fused_adamw(lr, wd, mask=HALF), TWO),
-        "adamw-anchor": (decaytx.fused_adamw(lr, wd, anchor="init"), PARAMS),
-        "sgdw-anchor": (decaytx.fused_sgdw(lr, wd, momentum=0.9, anchor="init"), PARAMS),
-        "adamw-schedule-anchor": (decaytx.fused_adamw(SCHED, wd, anchor="init"), TWO),
+        "adamw": (decaytx.fused.adamw(lr, wd), PARAMS),
+        "adam_l2": (decaytx.fused.adam_l2(lr, wd), PARAMS),
+        "sgdw": (decaytx.fused.sgdw(lr, wd, momentum=0.9), PARAMS),
+        "sgd_l2": (decaytx.fused.sgd_l2(lr, wd, momentum=0.9, nesterov=True), PARAMS),
+        "adamw-schedule": (decaytx.fused.adamw(SCHED, wd), PARAMS),
+        "adam_l2-schedule-mask-anchor": (decaytx.fused.adam_l2(SCHED, wd, mask=HALF, anchor="init"), TWO),
+        "sgdw-schedule-mask": (decaytx.fused.sgdw(SCHED, wd, momentum=0.9, mask=HALF), TWO),
+        "adamw-mask": (decaytx.fused.adamw(lr, wd, mask=HALF), TWO),
+        "adamw-anchor": (decaytx.fused.adamw(lr, wd, anchor="init"), PARAMS),
+        "sgdw-anchor": (decaytx.fused.sgdw(lr, wd, momentum=0.9, anchor="init"), PARAMS),
+        "adamw-schedule-anchor": (decaytx.fused.adamw(SCHED, wd, anchor="init"), TWO),
         # The known failure: the lr-schedule decay rate read by one leaf only.
-        "adamw-schedule-mask": (decaytx.fused_adamw(SCHED, wd, mask=HALF), TWO),
-        "adamw-schedule-mask-anchor": (decaytx.fused_adamw(SCHED, wd, mask=HALF, anchor="init"), TWO),
+        "adamw-schedule-mask": (decaytx.fused.adamw(SCHED, wd, mask=HALF), TWO),
+        "adamw-schedule-mask-anchor": (decaytx.fused.adamw(SCHED, wd, mask=HALF, anchor="init"), TWO),
     }
 
 
 def _fused_worker() -> dict[str, Any]:
-    out: dict[str, Any] = {"active": decaytx.multi_output_fusion_active()}
+    out: dict[str, Any] = {"active": decaytx.fused.multi_output_fusion_active()}
     for name, (opt, params) in fused_cases().items():
         c = _hlo.step_cost(opt, params)
         state = jax.eval_shape(opt.init, params)
@@ -255,8 +255,8 @@ def test_without_the_flag_the_sibling_form_is_worse_hence_the_fallback():
     # twice in separate kernels (AdamW 60 B/param against the recipe's 40).
     if "multi_output" in os.environ.get("XLA_FLAGS", ""):
         pytest.skip("this process runs with the multi-output-fusion flag")
-    sib = _hlo.step_cost(decaytx.fused_adamw(_hlo.LR, _hlo.WD, formulation="sibling"), PARAMS)
-    auto = _hlo.step_cost(decaytx.fused_adamw(_hlo.LR, _hlo.WD), PARAMS)
+    sib = _hlo.step_cost(decaytx.fused.adamw(_hlo.LR, _hlo.WD, formulation="sibling"), PARAMS)
+    auto = _hlo.step_cost(decaytx.fused.adamw(_hlo.LR, _hlo.WD), PARAMS)
     assert sib.bytes_accessed > auto.bytes_accessed
     assert sib.array_fusions > len(jax.tree_util.tree_leaves(PARAMS))
 

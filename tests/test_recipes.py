@@ -426,10 +426,18 @@ def test_adamw_constant_lr_compiles_like_optax_adamw(kwargs: dict, hlo: Any) -> 
     assert sorted(ours) == sorted(theirs)
 
 
-def test_scheduled_adamw_evaluates_the_schedule_twice() -> None:
-    """optax.adamw computes eta_t once; decaytx.adamw once for the step and once for the decay."""
+@pytest.mark.parametrize("recipe", [
+    lambda s: decaytx.adamw(s, 0.1),
+    lambda s: decaytx.adamw(s, 0.1, decay_scaling="schedule"),
+    lambda s: decaytx.adamw(s, 0.1, decay_scaling="corrected", mask={"w": True, "b": False}),
+    lambda s: decaytx.sgdw(s, 0.1, momentum=0.9),
+    lambda s: decaytx.fused.adamw(s, 0.1, formulation="sibling", layout="tree"),
+    lambda s: decaytx.fused.sgdw(s, 0.1, momentum=0.9, formulation="sibling"),
+], ids=["adamw", "adamw-schedule", "adamw-corrected-masked", "sgdw", "fused.adamw", "fused.sgdw"])
+def test_scheduled_recipes_evaluate_the_schedule_once(recipe: Any) -> None:
+    """optax.adamw computes eta_t once per step; so does every scheduled recipe (0.2: twice)."""
     sched = optax.cosine_decay_schedule(1e-3, 1000)
-    params = jnp.ones(8)
+    params = {"w": jnp.ones((4, 2)), "b": jnp.ones(2)}
 
     def cosines(opt: optax.GradientTransformation) -> int:
         state = opt.init(params)
@@ -437,13 +445,27 @@ def test_scheduled_adamw_evaluates_the_schedule_twice() -> None:
         return text.count("stablehlo.cosine")
 
     assert cosines(optax.adamw(sched, weight_decay=0.1)) == 1
-    assert cosines(decaytx.adamw(sched, 0.1)) == 2
-    # The once-evaluated spelling (decay before the lr, as optax does) takes the
-    # same steps: use it when the schedule is large.
+    assert cosines(recipe(sched)) == 1
+
+
+def test_scheduled_adamw_compiles_like_optax_adamw(hlo: Any) -> None:
+    sched = optax.warmup_cosine_decay_schedule(0.0, 1e-3, 10, 1000)
+    params = {"w": jnp.ones((64, 32)), "b": jnp.ones(32)}
+    ours = hlo.fusions(hlo.compiled_step(decaytx.adamw(sched, 0.1), params))
+    theirs = hlo.fusions(hlo.compiled_step(optax.adamw(sched, weight_decay=0.1), params))
+    assert sorted(ours) == sorted(theirs)
+
+
+def test_scheduled_adamw_takes_the_steps_of_the_chain_it_stands_for() -> None:
+    """Sharing eta_t changes no value: the same steps as the written-out chain."""
+    sched = optax.cosine_decay_schedule(1e-3, 1000)
+    chain = optax.chain(optax.scale_by_adam(), optax.scale_by_learning_rate(sched),
+                        decaytx.add_decoupled_decay(0.1, learning_rate=sched))
+    a, b = _run(chain, dtype=jnp.float32), _run(decaytx.adamw(sched, 0.1), dtype=jnp.float32)
+    _check("adamw vs its chain", a, b, 0.0)
     once = optax.chain(optax.scale_by_adam(), decaytx.add_l2_grad(0.1), optax.scale_by_learning_rate(sched))
-    assert cosines(once) == 1
-    a, b = _run(once, dtype=jnp.float32), _run(decaytx.adamw(sched, 0.1), dtype=jnp.float32)
-    _check("adamw vs scale_by_adam, add_l2_grad, scale_by_learning_rate", a, b, 1e-5)
+    _check("adamw vs scale_by_adam, add_l2_grad, scale_by_learning_rate", _run(once, dtype=jnp.float32), b,
+           1e-5)
 
 
 def test_dampening_and_amsgrad_errors() -> None:

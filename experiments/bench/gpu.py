@@ -54,11 +54,11 @@ def optimizers() -> dict[str, tuple[Any, int]]:
     return {
         "optax.adamw": (lambda: optax.adamw(LR, weight_decay=WD), 28),
         "decaytx.adamw": (lambda: decaytx.adamw(LR, WD), 28),
-        "decaytx.fused_adamw": (lambda: decaytx.fused_adamw(LR, WD), 28),
+        "decaytx.fused.adamw": (lambda: decaytx.fused.adamw(LR, WD), 28),
         "decaytx.adam_l2": (lambda: decaytx.adam_l2(LR, L2), 28),
-        "decaytx.fused_adam_l2": (lambda: decaytx.fused_adam_l2(LR, L2), 28),
+        "decaytx.fused.adam_l2": (lambda: decaytx.fused.adam_l2(LR, L2), 28),
         "decaytx.sgdw": (lambda: decaytx.sgdw(LR, WD, momentum=0.9), 20),
-        "decaytx.fused_sgdw": (lambda: decaytx.fused_sgdw(LR, WD, momentum=0.9), 20),
+        "decaytx.fused.sgdw": (lambda: decaytx.fused.sgdw(LR, WD, momentum=0.9), 20),
     }
 
 

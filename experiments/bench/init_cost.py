@@ -39,7 +39,7 @@ def optimizers() -> dict[str, Callable[[optax.Schedule], optax.GradientTransform
     return {
         "optax.adamw": lambda s: optax.adamw(s, weight_decay=wd),
         "decaytx.adamw": lambda s: decaytx.adamw(s, wd),
-        "decaytx.fused_adamw": lambda s: decaytx.fused_adamw(s, wd),
+        "decaytx.fused.adamw": lambda s: decaytx.fused.adamw(s, wd),
         "decaytx.adam_l2": lambda s: decaytx.adam_l2(s, l2),
     }
 

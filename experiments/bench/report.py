@@ -7,7 +7,7 @@ from typing import Any
 
 from experiments.bench.variants import CONTROL, REF
 
-FUSED = ("decaytx.fused_adamw", "decaytx.fused_adam_l2")
+FUSED = ("decaytx.fused.adamw", "decaytx.fused.adam_l2")
 
 
 def _f(x: Any, nd: int = 2) -> str:

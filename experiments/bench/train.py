@@ -75,7 +75,7 @@ class TrainStep(Variant):
 
 
 def train_variants(dims: tuple[int, ...], batch: int, rng: np.random.Generator) -> tuple[list[Variant], int]:
-    """``optax.adamw``, ``decaytx.adamw`` and ``decaytx.fused_adamw`` train steps; and the param count."""
+    """``optax.adamw``, ``decaytx.adamw`` and ``decaytx.fused.adamw`` train steps; and the param count."""
     import decaytx
     from experiments.bench.variants import LR, REF, WD
 
@@ -83,5 +83,5 @@ def train_variants(dims: tuple[int, ...], batch: int, rng: np.random.Generator) 
     x = jnp.asarray(rng.standard_normal((batch, dims[0])).astype(np.float32))
     y = jnp.asarray(rng.integers(0, dims[-1], batch).astype(np.int32))
     opts = {REF: optax.adamw(LR, weight_decay=WD), "decaytx.adamw": decaytx.adamw(LR, WD),
-            "decaytx.fused_adamw": decaytx.fused_adamw(LR, WD)}
+            "decaytx.fused.adamw": decaytx.fused.adamw(LR, WD)}
     return [TrainStep(k, o, params, x, y) for k, o in opts.items()], hlo.tree_size(params)

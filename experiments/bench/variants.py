@@ -22,9 +22,9 @@ REF = "optax.adamw"
 CONTROL = "optax.adamw (A/A control)"
 # --quick times these (all of them without --quick): compiling a 309-leaf step
 # takes 10-40 s on a loaded 2-core machine, several times longer with the option.
-QUICK_PLAIN = (REF, CONTROL, "decaytx.adamw", "decaytx.fused_adamw", "optax adam + add_decayed_weights (L2)",
-               "decaytx.adam_l2", "decaytx.fused_adam_l2", "decaytx.fused_adamw (layout=flat)")
-QUICK_FLAG = (REF, CONTROL, "decaytx.fused_adamw", "decaytx.fused_adam_l2", "decaytx.fused_adamw (layout=flat)")
+QUICK_PLAIN = (REF, CONTROL, "decaytx.adamw", "decaytx.fused.adamw", "optax adam + add_decayed_weights (L2)",
+               "decaytx.adam_l2", "decaytx.fused.adam_l2", "decaytx.fused.adamw (layout=flat)")
+QUICK_FLAG = (REF, CONTROL, "decaytx.fused.adamw", "decaytx.fused.adam_l2", "decaytx.fused.adamw (layout=flat)")
 
 
 def optimizers() -> dict[str, tuple[Callable[[], optax.GradientTransformation], int]]:
@@ -39,21 +39,21 @@ def optimizers() -> dict[str, tuple[Callable[[], optax.GradientTransformation], 
         REF: (lambda: optax.adamw(LR, weight_decay=WD), 28),
         CONTROL: (lambda: optax.adamw(LR, weight_decay=WD), 28),
         "decaytx.adamw": (lambda: decaytx.adamw(LR, WD), 28),
-        "decaytx.fused_adamw": (lambda: decaytx.fused_adamw(LR, WD, layout="tree"), 28),
+        "decaytx.fused.adamw": (lambda: decaytx.fused.adamw(LR, WD, layout="tree"), 28),
         "optax adam + add_decayed_weights (L2)": (
             lambda: optax.chain(optax.add_decayed_weights(L2), optax.adam(LR)), 28),
         "decaytx.adam_l2": (lambda: decaytx.adam_l2(LR, L2), 28),
-        "decaytx.fused_adam_l2": (lambda: decaytx.fused_adam_l2(LR, L2, layout="tree"), 28),
+        "decaytx.fused.adam_l2": (lambda: decaytx.fused.adam_l2(LR, L2, layout="tree"), 28),
         "optax sgd(momentum) + add_decayed_weights (L2)": (
             lambda: optax.chain(optax.add_decayed_weights(L2), optax.sgd(LR, momentum=0.9)), 20),
         "decaytx.sgd_l2": (lambda: decaytx.sgd_l2(LR, L2, momentum=0.9), 20),
-        "decaytx.fused_sgd_l2": (lambda: decaytx.fused_sgd_l2(LR, L2, momentum=0.9), 20),
+        "decaytx.fused.sgd_l2": (lambda: decaytx.fused.sgd_l2(LR, L2, momentum=0.9), 20),
         "decaytx.sgdw": (lambda: decaytx.sgdw(LR, WD, momentum=0.9), 20),
-        "decaytx.fused_sgdw": (lambda: decaytx.fused_sgdw(LR, WD, momentum=0.9), 20),
+        "decaytx.fused.sgdw": (lambda: decaytx.fused.sgdw(LR, WD, momentum=0.9), 20),
     }
     # Flat moments (one buffer per dtype; params stay a tree): what layout="auto"
     # picks with the option on for trees of small leaves.
-    out["decaytx.fused_adamw (layout=flat)"] = (lambda: decaytx.fused_adamw(LR, WD, layout="flat"), 28)
+    out["decaytx.fused.adamw (layout=flat)"] = (lambda: decaytx.fused.adamw(LR, WD, layout="flat"), 28)
     return out
 
 

@@ -16,11 +16,12 @@ update, exactly as in the tree recipe.
 The state is NOT the recipe's: a :class:`FlatAdamState` of flat buffers, so a
 checkpoint does not move between the tree and flat layouts (an update with
 the other layout's state raises a ``ValueError`` naming ``layout=``). Used
-by ``decaytx.fused_adamw(..., layout=)`` and ``decaytx.fused_adam_l2``.
+by ``decaytx.fused.adamw(..., layout=)`` and ``decaytx.fused.adam_l2``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple, cast
 
 import jax
@@ -28,7 +29,29 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from decaytx import _trees
+
 PyTree = Any
+
+
+# layout="auto" takes the flat moments when the float leaves' mean size is
+# below this many elements: the measured break-even (flat / tree step time
+# 0.59 at 4K, 0.88-1.02 at 8K, 1.04-1.26 at 16K; docs/performance.md, "Many
+# small leaves: flat moments", experiments/measure_flat_moments.py).
+FLAT_MEAN_LEAF_SIZE = 8192
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class FlatLayout:
+    """Which params leaf owns which elements of the flat buffers.
+
+    ``leaves``: ``(path, shape, dtype)`` of each leaf in the buffers, in
+    order. A static part of the state's structure (no array leaves), so an
+    update with params of other shapes is refused by path even under ``jit``.
+    """
+
+    leaves: tuple[tuple[str, tuple[int, ...], str], ...]
 
 
 class FlatAdamState(NamedTuple):
@@ -39,15 +62,17 @@ class FlatAdamState(NamedTuple):
       mu: ``(buffers, rest)``: one flat first-moment buffer per dtype group
         of the float leaves, and the other leaves' first moments (a list).
       nu: the same for the second moment.
+      layout: the :class:`FlatLayout` the buffers were made for (static).
     """
 
     count: jax.typing.ArrayLike  # pyright: ignore[reportIncompatibleMethodOverride]
     mu: Any
     nu: Any
+    layout: FlatLayout = FlatLayout(())
 
 
 def _is_none(x: Any) -> bool:
-    return x is None or isinstance(x, optax.MaskedNode)
+    return _trees.is_empty(x)
 
 
 def _in_buffer(x: Any) -> bool:
@@ -77,6 +102,38 @@ def group_sizes(params: PyTree) -> list[int]:
     """The sizes of the float leaves of ``params`` (what the flat layout concatenates)."""
     leaves = jax.tree_util.tree_leaves(params, is_leaf=_is_none)
     return [int(np.prod(x.shape)) for x in leaves if _in_buffer(x)]
+
+
+def many_small_leaves(params: PyTree) -> bool:
+    """The ``layout="auto"`` rule: float leaves averaging under ``FLAT_MEAN_LEAF_SIZE`` elements."""
+    sizes = group_sizes(params)
+    return bool(sizes) and sum(sizes) < FLAT_MEAN_LEAF_SIZE * len(sizes)
+
+
+def layout_of(params: PyTree) -> FlatLayout:
+    """The :class:`FlatLayout` of ``params``: its buffered leaves' paths, shapes, dtypes."""
+    return FlatLayout(tuple(
+        (_trees.path_of(k) or "<root>", tuple(x.shape), jnp.dtype(x.dtype).name)
+        for k, x in _trees.flatten_with_path(params) if _in_buffer(x)))
+
+
+def check_layout(state: FlatLayout, params: PyTree) -> None:
+    """Refuses a state whose buffers were laid out for other params, naming the leaf."""
+    want = layout_of(params).leaves
+    have = state.leaves
+    if have == want:
+        return
+    for i, w in enumerate(want):
+        h = have[i] if i < len(have) else None
+        if h != w:
+            got = "nothing" if h is None else f"{h[0]!r} {h[2]}{list(h[1])}"
+            raise _layout_error(
+                f"params whose buffered leaf #{i} is {w[0]!r} {w[2]}{list(w[1])}, but the "
+                f"state's buffers hold {got} there (a state made for other params: Adam's "
+                "moments would land on the wrong elements)")
+    raise _layout_error(
+        f"params with {len(want)} buffered leaves, but the state's buffers hold {len(have)} "
+        f"(first extra: {have[len(want)][0]!r}; a state made for other params)")
 
 
 def _layout_error(what: str) -> ValueError:
@@ -126,7 +183,7 @@ def scale_by_adam_flat(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from decaytx._flat import scale_by_adam_flat
+      >>> from decaytx.fused._flat import scale_by_adam_flat
       >>> opt = scale_by_adam_flat()
       >>> params = {"w": jnp.ones((2, 2)), "b": jnp.ones(3)}
       >>> state = opt.init(params)
@@ -151,7 +208,7 @@ def scale_by_adam_flat(
             jnp.zeros((sum(int(np.prod(leaves[i].shape)) for i in g),), d)
             for d, g in zip(dtypes, groups, strict=True))
         s = cast(optax.ScaleByAdamState, inner.init((buffers, [leaves[i] for i in rest])))
-        return FlatAdamState(count=s.count, mu=s.mu, nu=s.nu)
+        return FlatAdamState(count=s.count, mu=s.mu, nu=s.nu, layout=layout_of(params))
 
     def update_fn(updates: PyTree, state: Any, params: PyTree | None = None) -> tuple[PyTree, FlatAdamState]:
         if not isinstance(state, FlatAdamState):
@@ -160,25 +217,7 @@ def scale_by_adam_flat(
         # The buffers were laid out from the params at init: classify by them.
         ref = leaves if params is None else treedef.flatten_up_to(params)
         _, groups, rest = _groups(ref)
-        nu_buffers, nu_rest = state.nu
-        sizes = [[int(np.prod(ref[i].shape)) for i in g] for g in groups]
-        have = [int(b.shape[0]) for b in nu_buffers]
-        want = [sum(s) for s in sizes]
-        if have != want or len(nu_rest) != len(rest):
-            raise _layout_error(
-                f"params whose float leaves make buffers of sizes {want} and "
-                f"{len(rest)} other leaves, but the state holds {have} and "
-                f"{len(nu_rest)} (a state made for a different params tree)")
-        for g in groups:
-            kinds = {(jnp.dtype(leaves[i].dtype) if hasattr(leaves[i], "dtype") else type(leaves[i]).__name__)
-                     for i in g}
-            bad = [i for i in g if not hasattr(leaves[i], "shape") or leaves[i].shape != ref[i].shape]
-            if len(kinds) > 1 or bad:
-                raise ValueError(
-                    "the flat-moments Adam step (layout='flat') concatenates the "
-                    "gradients of the float params of one dtype, so they must be "
-                    f"arrays of one dtype and the params' shapes; got dtypes {sorted(map(str, kinds))}"
-                    f"{' and mismatched leaves' if bad else ''}. Use layout='tree' for such gradients.")
+        _check_state(state, treedef.unflatten(ref), leaves, ref, groups, rest)
         flats = tuple(
             jnp.concatenate([leaves[i].reshape(-1) for i in g]) if len(g) > 1 else leaves[g[0]].reshape(-1)
             for g in groups)
@@ -187,15 +226,41 @@ def scale_by_adam_flat(
         u_flats, u_rest = cast(tuple[tuple[jax.Array, ...], list[Any]], new)
         s = cast(optax.ScaleByAdamState, s)
         out: list[Any] = [None] * len(leaves)
-        for u, g, sz in zip(u_flats, groups, sizes, strict=True):
+        for u, g in zip(u_flats, groups, strict=True):
+            sz = [int(np.prod(ref[i].shape)) for i in g]
             parts = jnp.split(u, np.cumsum(sz)[:-1].tolist()) if len(g) > 1 else [u]
             for i, part in zip(g, parts, strict=True):
                 out[i] = part.reshape(leaves[i].shape)
         for i, u in zip(rest, u_rest, strict=True):
             out[i] = u
-        return jax.tree_util.tree_unflatten(treedef, out), FlatAdamState(count=s.count, mu=s.mu, nu=s.nu)
+        return jax.tree_util.tree_unflatten(treedef, out), state._replace(count=s.count, mu=s.mu, nu=s.nu)
 
     return optax.GradientTransformation(init_fn, update_fn)  # type: ignore[arg-type]
+
+
+def _check_state(state: FlatAdamState, ref_tree: PyTree, leaves: list[Any], ref: list[Any],
+                 groups: list[list[int]], rest: list[int]) -> None:
+    """The state's buffers fit these params, leaf by leaf; the gradients fit the buffers."""
+    nu_buffers, nu_rest = state.nu
+    have = [int(b.shape[0]) for b in nu_buffers]
+    want = [sum(int(np.prod(ref[i].shape)) for i in g) for g in groups]
+    if have != want or len(nu_rest) != len(rest):
+        raise _layout_error(
+            f"params whose float leaves make buffers of sizes {want} and "
+            f"{len(rest)} other leaves, but the state holds {have} and "
+            f"{len(nu_rest)} (a state made for a different params tree)")
+    if state.layout.leaves:  # a state from before the layout was recorded has none
+        check_layout(state.layout, ref_tree)
+    for g in groups:
+        kinds = {(jnp.dtype(leaves[i].dtype) if hasattr(leaves[i], "dtype") else type(leaves[i]).__name__)
+                 for i in g}
+        bad = [i for i in g if not hasattr(leaves[i], "shape") or leaves[i].shape != ref[i].shape]
+        if len(kinds) > 1 or bad:
+            raise ValueError(
+                "the flat-moments Adam step (layout='flat') concatenates the "
+                "gradients of the float params of one dtype, so they must be "
+                f"arrays of one dtype and the params' shapes; got dtypes {sorted(map(str, kinds))}"
+                f"{' and mismatched leaves' if bad else ''}. Use layout='tree' for such gradients.")
 
 
 def is_flat_state(state: Any) -> bool:

@@ -1,0 +1,191 @@
+"""Trees: the empty leaf, the paths masks see, and tree-mismatch messages.
+
+One place for what every module says about a params tree: which leaves are
+empty (``None``, ``optax.MaskedNode``), which can be decayed (inexact
+arrays), the "/"-joined path of a leaf, and the words of an error when two
+trees (mask, anchor, coefficient tree, state) do not match params.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+
+
+def is_empty(x: Any) -> bool:
+    """Whether a leaf is an empty place in a tree: ``None`` or ``optax.MaskedNode``."""
+    return x is None or isinstance(x, optax.MaskedNode)
+
+
+def is_decayable(x: Any) -> bool:
+    """Whether a leaf is an inexact (float or complex) array."""
+    if is_empty(x):
+        return False
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
+
+
+def flatten(tree: PyTree) -> tuple[list[Any], Any]:
+    """Leaves and treedef, with empty leaves kept as leaves."""
+    return jax.tree_util.tree_flatten(tree, is_leaf=is_empty)
+
+
+def flatten_with_path(tree: PyTree) -> list[tuple[Any, Any]]:
+    """``(keypath, leaf)`` pairs, with empty leaves kept as leaves."""
+    return jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_empty)[0]
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):  # DictKey/FlattenedIndexKey, GetAttrKey, SequenceKey
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def path_of(keypath: Sequence[Any]) -> str:
+    """The "/"-joined path that masks and ``per_leaf`` see for a key path.
+
+    Dict keys, attribute names and sequence indices are joined with ``/``; a
+    trailing ``value`` attribute (a Flax NNX Variable) is dropped.
+
+    Args:
+      keypath: a key path, as given by ``jax.tree_util.tree_flatten_with_path``.
+
+    Returns:
+      A string such as ``"blocks/0/attn/kernel"`` (``""`` for a bare array).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, decaytx
+      >>> params = {"blocks": [{"kernel": jnp.ones((2, 2))}]}
+      >>> [decaytx.masks.path_of(k)
+      ...  for k, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+      ['blocks/0/kernel']
+
+    References:
+      ``jax.tree_util.keystr``, whose ``"['blocks'][0]['kernel']"`` this
+      writes as the names people type.
+    """
+    keys = list(keypath)
+    if keys and isinstance(keys[-1], jax.tree_util.GetAttrKey) and keys[-1].name == "value":
+        keys = keys[:-1]
+    return "/".join(_key_name(k) for k in keys)
+
+
+def where(keypath: Sequence[Any]) -> str:
+    """A leaf's place for an error message: its key path, or ``<root>``."""
+    return jax.tree_util.keystr(tuple(keypath)) or "<root>"
+
+
+def describe(x: Any) -> str:
+    """A leaf in words: ``None``, ``a float32[2, 4] array``, ``an abstract ...``."""
+    if is_empty(x):
+        return type(x).__name__ if x is not None else "None"
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return f"an abstract {jnp.dtype(x.dtype).name}{list(x.shape)} (a jax.ShapeDtypeStruct)"
+    if hasattr(x, "dtype") and hasattr(x, "shape"):
+        return f"a {jnp.dtype(x.dtype).name}{list(x.shape)} array"
+    return f"a {type(x).__name__}"
+
+
+def structure_error(what: str, tree: PyTree, params: PyTree, fix: str) -> ValueError:
+    """``what does not match params``, naming the paths that differ."""
+    ks = jax.tree_util.keystr
+    mine_d = {ks(k): v for k, v in flatten_with_path(tree)}
+    theirs_d = {ks(k): v for k, v in flatten_with_path(params)}
+    extra = sorted(set(mine_d) - set(theirs_d))[:5]
+    missing = sorted(set(theirs_d) - set(mine_d))[:5]
+    detail = []
+    if missing:
+        detail.append(f"params paths missing from {what}: {missing}")
+    if extra:
+        detail.append(f"{what} paths not in params: {extra}")
+    if not detail:
+        # Same paths: name the leaves whose kind differs (None vs array).
+        differ = [
+            f"{what} has {describe(mine_d[k])} at {k or '<root>'} where params has "
+            f"{describe(theirs_d[k])}"
+            for k in mine_d if is_empty(mine_d[k]) != is_empty(theirs_d[k])
+        ][:3]
+        detail.extend(differ or [
+            f"{what} has the container types {jax.tree_util.tree_structure(tree, is_leaf=is_empty)} "
+            f"and params {jax.tree_util.tree_structure(params, is_leaf=is_empty)}"
+        ])
+    return ValueError(f"{what} does not match params: " + "; ".join(detail) + f". {fix}")
+
+
+def _children(tree: Any) -> dict[str, Any]:
+    """One level of a pytree: key name -> child (an empty dict for a leaf)."""
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda n: n is not tree)[0]
+    return {path_of(k) if k else "": v for k, v in flat if k}
+
+
+def prefix_mismatch(prefix: Any, params: Any, is_prefix_leaf: Callable[[Any], bool]) -> str:
+    """Where ``prefix`` stops being a prefix of ``params``, in words.
+
+    Walks both trees level by level and names the first node whose keys or
+    type differ, so that a mask or coefficient tree missing one key blames
+    that key, not the keys that are present.
+    """
+    stack: list[tuple[str, Any, Any]] = [("", prefix, params)]
+    while stack:
+        at_path, a, b = stack.pop(0)
+        if is_prefix_leaf(a):
+            continue
+        at = f" at {at_path!r}" if at_path else ""
+        if type(a) is not type(b) and not (isinstance(a, dict) and isinstance(b, dict)):
+            return f"it has a {type(a).__name__}{at} where params has a {type(b).__name__}"
+        ka, kb = _children(a), _children(b)
+        missing = [k for k in kb if k not in ka]
+        extra = [k for k in ka if k not in kb]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"it has no entry for params keys {missing}{at}")
+            if extra:
+                parts.append(f"its keys {extra}{at} are not in params")
+            return " and ".join(parts)
+        stack.extend((f"{at_path}/{k}" if at_path else k, ka[k], kb[k]) for k in ka)
+    return "its structure differs from params"
+
+
+def check_leaves(params: PyTree, name: str) -> None:
+    """Rejects params leaves that are not arrays (a Python float, a string).
+
+    A Python float leaf would be decayed under ``jit`` (where it becomes an
+    f32 tracer) but not outside it; refusing it keeps both the same. Python
+    ints and bools are left untouched either way, like integer arrays.
+    """
+    for path, x in flatten_with_path(params):
+        if is_empty(x) or hasattr(x, "dtype") or isinstance(x, (bool, int)):
+            continue
+        raise TypeError(
+            f"{name}: the params leaf at {where(path)} is {x!r} of "
+            f"type {type(x).__name__}, not an array. Convert params with "
+            "jax.tree.map(jnp.asarray, params), or filter non-array leaves out "
+            "(e.g. eqx.filter(model, eqx.is_array))."
+        )
+
+
+def check_params(params: PyTree, name: str) -> None:
+    """``update`` without params: decay reads the current weights."""
+    if params is None:
+        raise ValueError(
+            f"{name}.update was called without params. Decay reads the "
+            "current weights: call update(updates, state, params)."
+        )
+
+
+def is_params_placeholder(params: Any) -> bool:
+    """Whether ``init`` is called by ``optax.tree.map_params`` on its placeholder.
+
+    optax finds the params-like trees of a state by calling ``init`` on a
+    placeholder object and looking for it in the result (``optax.masked``
+    special-cases it the same way).
+    """
+    return type(params).__name__ == "_ParamsPlaceholder" and not jax.tree_util.tree_leaves(params)
