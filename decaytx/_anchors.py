@@ -121,8 +121,8 @@ def place_like(a: jax.Array, p: Any) -> jax.Array:
             a = jax.device_put(a, p.sharding, may_alias=False)
             return a if a.dtype == p.dtype else a.astype(p.dtype)
         a = jnp.array(a, dtype=p.dtype, copy=True)
-        if not a.sharding.is_equivalent_to(p.sharding, p.ndim):
-            a = jax.device_put(a, p.sharding)
+        if not _is_traced(a) and not a.sharding.is_equivalent_to(p.sharding, p.ndim):
+            a = jax.device_put(a, p.sharding)  # (a copy made while tracing stays where the trace puts it)
         return a
     a = jnp.array(a, dtype=p.dtype, copy=True)
     sharding = getattr(jax.typeof(p), "sharding", None)

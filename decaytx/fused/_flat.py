@@ -202,6 +202,11 @@ def scale_by_adam_flat(
                                 nesterov=nesterov)
 
     def init_fn(params: PyTree) -> FlatAdamState:
+        if _trees.is_params_placeholder(params):
+            raise TypeError(
+                "the flat-moments Adam step (layout='flat') keeps no params-shaped tree in "
+                "its state (its moments are flat buffers), so optax.tree.map_params cannot "
+                "map it: use layout='tree' where the state's trees must follow params.")
         leaves = jax.tree_util.tree_leaves(params, is_leaf=_is_none)
         dtypes, groups, rest = _groups(leaves)
         buffers = tuple(

@@ -75,6 +75,25 @@ def leaves_ok(updates: PyTree, params: PyTree) -> bool:
     return True
 
 
+def check_moments(opt_state: Any, params: PyTree) -> None:
+    """Refuses moments made for other params (same tree, other shapes), naming the leaf."""
+    moments = [opt_state.mu, opt_state.nu] if hasattr(opt_state, "mu") else [opt_state.trace]
+    flat = _trees.flatten_with_path(params)
+    for tree in moments:
+        leaves, treedef = _trees.flatten(tree)
+        if treedef != _trees.flatten(params)[1]:
+            raise _trees.structure_error(
+                "the optimizer state's moments", tree, params,
+                "The state was built for other params; rebuild it with this optimizer's init.")
+        for (k, p), m in zip(flat, leaves, strict=True):
+            if getattr(m, "shape", None) != getattr(p, "shape", None):
+                raise ValueError(
+                    f"the optimizer state's moment at {_trees.where(k)} has shape "
+                    f"{getattr(m, 'shape', None)} but the params leaf has shape {p.shape}: "
+                    "state built (or restored) for other params? Rebuild it with this "
+                    "optimizer's init.")
+
+
 @dataclasses.dataclass(frozen=True)
 class Sibling:
     """What a fused step computes per leaf.
@@ -147,6 +166,7 @@ class Sibling:
             step = None if stage is None else stage.prepare(dec_s, params, given)
             g_leaves, treedef = jax.tree_util.tree_flatten(updates)
             p_leaves = treedef.flatten_up_to(params)
+            check_moments(opt_s, params)
             if self.adam:
                 count = optax.safe_increment(opt_s.count)
                 bc: tuple[Any, ...] = (1 - self.b1**count, 1 - self.b2**count)

@@ -13,8 +13,7 @@ import optax
 
 from decaytx import _coefficients as coef
 from decaytx import _parity
-from decaytx._coefficients import Coefficient
-from decaytx._recipes import (
+from decaytx._chains import (
     DecayScaling,
     decay_multiplier,
     decoupled_chain,
@@ -23,6 +22,7 @@ from decaytx._recipes import (
     l2_stage,
     shared_rate,
 )
+from decaytx._coefficients import Coefficient
 from decaytx.fused._flat import scale_by_adam_flat
 from decaytx.fused._step import (
     Formulation,

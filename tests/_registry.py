@@ -1,0 +1,80 @@
+"""One registry of every decaytx factory, for the cross-path properties.
+
+Each entry builds one optimizer path: the six forms, the recipes, and each
+fused step (the sibling formulation, run without the multi-output-fusion
+flag here and with it in tests/test_paths.py's worker), in both layouts
+where it has two. A new form or recipe joins every property of
+``tests/test_paths.py`` by one line here.
+
+``make(**kw)`` builds the path with extra keyword arguments (``mask``,
+``anchor``); ``factory``/``args``/``kwargs`` say the same call for
+``inject_hyperparams``. ``anchor``: the path takes ``anchor=``; ``chain``: a
+recipe (its update needs real updates, not ``None``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import optax
+
+import decaytx
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    factory: Callable[..., optax.GradientTransformation]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    anchor: bool = True
+    chain: bool = False
+    fused: bool = False
+    flat: bool = False
+
+    def make(self, **kw: Any) -> optax.GradientTransformation:
+        return self.factory(*self.args, **{**self.kwargs, **kw})
+
+
+def _sched(peak: float = 1e-2) -> Any:
+    return optax.warmup_cosine_decay_schedule(peak * 0.1, peak, 3, 50)
+
+
+D = decaytx
+F = decaytx.fused
+SIB = {"formulation": "sibling"}
+
+REGISTRY: dict[str, Entry] = {
+    # the forms
+    "add_l2_grad": Entry(D.add_l2_grad, (0.1,), {}),
+    "add_l1_subgrad": Entry(D.add_l1_subgrad, (0.01,), {}, anchor=False),
+    "add_elastic_net_grad": Entry(D.add_elastic_net_grad, (0.01, 0.1), {}, anchor=False),
+    "add_decoupled_decay": Entry(D.add_decoupled_decay, (0.1,), {"learning_rate": _sched()}),
+    "prox_l1": Entry(D.prox_l1, (0.01,), {"learning_rate": 0.1}, anchor=False),
+    "prox_elastic_net": Entry(D.prox_elastic_net, (0.01, 0.1), {"learning_rate": _sched()}, anchor=False),
+    # the recipes
+    "sgd_l2": Entry(D.sgd_l2, (0.1, 0.1), {"momentum": 0.9}, chain=True),
+    "sgdw": Entry(D.sgdw, (_sched(), 0.1), {"momentum": 0.9}, chain=True),
+    "adam_l2": Entry(D.adam_l2, (1e-2, 0.1), {}, chain=True),
+    "adamw": Entry(D.adamw, (_sched(), 0.1), {}, chain=True),
+    "adamw-schedule": Entry(D.adamw, (_sched(), 0.1), {"decay_scaling": "schedule"}, chain=True),
+    "proximal_sgd": Entry(D.proximal_sgd, (0.1, 0.01, 0.1), {}, anchor=False, chain=True),
+    # the fused steps (sibling formulation), both layouts
+    "fused.adamw": Entry(F.adamw, (_sched(), 0.1), {**SIB, "layout": "tree"}, chain=True, fused=True),
+    "fused.adamw[flat]": Entry(F.adamw, (_sched(), 0.1), {**SIB, "layout": "flat"}, chain=True,
+                               fused=True, flat=True),
+    "fused.adam_l2": Entry(F.adam_l2, (1e-2, 0.1), {**SIB, "layout": "tree"}, chain=True, fused=True),
+    "fused.adam_l2[flat]": Entry(F.adam_l2, (1e-2, 0.1), {**SIB, "layout": "flat"}, chain=True,
+                                 fused=True, flat=True),
+    "fused.sgdw": Entry(F.sgdw, (_sched(), 0.1), {**SIB, "momentum": 0.9}, chain=True, fused=True),
+    "fused.sgd_l2": Entry(F.sgd_l2, (0.1, 0.1), {**SIB, "momentum": 0.9}, chain=True, fused=True),
+}
+
+# Each fused step and the recipe whose values it promises.
+RECIPE_OF = {
+    "fused.adamw": "adamw", "fused.adamw[flat]": "adamw", "fused.adam_l2": "adam_l2",
+    "fused.adam_l2[flat]": "adam_l2", "fused.sgdw": "sgdw", "fused.sgd_l2": "sgd_l2",
+}
+
+ANCHORED = [k for k, e in REGISTRY.items() if e.anchor]
