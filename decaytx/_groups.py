@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import optax
 
 from decaytx import _coefficients as coef
-from decaytx.masks import path_of
+from decaytx import _trees
+from decaytx._trees import path_of
 
 
 class PerLeaf:
@@ -109,42 +109,10 @@ def is_zero(value: Any) -> bool:
 
 
 def _is_leaf(x: Any) -> bool:
-    return x is None or isinstance(x, optax.MaskedNode)
+    return _trees.is_empty(x)
 
 
-def _children(tree: Any) -> dict[str, Any]:
-    """One level of a pytree: key name -> child (an empty dict for a leaf)."""
-    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda n: n is not tree)[0]
-    return {path_of(k) if k else "": v for k, v in flat if k}
-
-
-def prefix_mismatch(prefix: Any, params: Any, is_prefix_leaf: Callable[[Any], bool]) -> str:
-    """Where ``prefix`` stops being a prefix of ``params``, in words.
-
-    Walks both trees level by level and names the first node whose keys or
-    type differ, so that a mask or coefficient tree missing one key blames
-    that key, not the keys that are present.
-    """
-    stack: list[tuple[str, Any, Any]] = [("", prefix, params)]
-    while stack:
-        where, a, b = stack.pop(0)
-        if is_prefix_leaf(a):
-            continue
-        at = f" at {where!r}" if where else ""
-        if type(a) is not type(b) and not (isinstance(a, dict) and isinstance(b, dict)):
-            return f"it has a {type(a).__name__}{at} where params has a {type(b).__name__}"
-        ka, kb = _children(a), _children(b)
-        missing = [k for k in kb if k not in ka]
-        extra = [k for k in ka if k not in kb]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"it has no entry for params keys {missing}{at}")
-            if extra:
-                parts.append(f"its keys {extra}{at} are not in params")
-            return " and ".join(parts)
-        stack.extend((f"{where}/{k}" if where else k, ka[k], kb[k]) for k in ka)
-    return "its structure differs from params"
+prefix_mismatch = _trees.prefix_mismatch
 
 
 def resolve(name: str, value: Any, params: Any, flat: list[tuple[Any, Any]]) -> list[Any]:

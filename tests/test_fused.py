@@ -207,3 +207,58 @@ def test_bad_formulation_is_refused_before_tracing():
 
 if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
     print(json.dumps({"active": decaytx.fused.multi_output_fusion_active(), "gaps": compare_all("auto")}))
+
+
+@pytest.mark.parametrize("fused, recipe", [
+    (decaytx.fused.adamw, decaytx.adamw), (decaytx.fused.adam_l2, decaytx.adam_l2),
+    (decaytx.fused.sgdw, decaytx.sgdw), (decaytx.fused.sgd_l2, decaytx.sgd_l2)],
+    ids=["adamw", "adam_l2", "sgdw", "sgd_l2"])
+def test_fused_steps_take_their_recipes_arguments(fused: Any, recipe: Any):
+    import inspect
+
+    mine = inspect.signature(fused).parameters
+    theirs = inspect.signature(recipe).parameters
+    assert set(theirs) <= set(mine), set(theirs) - set(mine)
+    for name, p in theirs.items():
+        assert mine[name].default == p.default, name
+    assert set(mine) - set(theirs) <= {"formulation", "layout"}
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"amsgrad": True}, {"mu_dtype": jnp.bfloat16}, {"nesterov": True}, {"eps_root": 1e-8}],
+    ids=["amsgrad", "mu_dtype", "nesterov", "eps_root"])
+def test_fused_adamw_runs_the_recipes_program_for_what_it_does_not_fuse(kwargs: dict):
+    params = _params(jnp.float32)
+    fused = decaytx.fused.adamw(SCHEDULE, 0.1, mask=MASK, formulation="sibling", layout="tree", **kwargs)
+    recipe = decaytx.adamw(SCHEDULE, 0.1, mask=MASK, **kwargs)
+    gap = worst_gap(_run(fused, params, 10), _run(recipe, params, 10))
+    # eps_root is fused (the recipe's values within the fused bound); the others
+    # run the recipe's own program: bitwise.
+    assert gap <= 8.0 if "eps_root" in kwargs else gap == 0.0, gap
+
+
+@pytest.mark.parametrize("kwargs", [{"dampening": 0.5}, {"accumulator_dtype": jnp.bfloat16}],
+                         ids=["dampening", "accumulator_dtype"])
+@pytest.mark.parametrize("fused, recipe", [(decaytx.fused.sgdw, decaytx.sgdw),
+                                           (decaytx.fused.sgd_l2, decaytx.sgd_l2)], ids=["sgdw", "sgd_l2"])
+def test_fused_sgd_runs_the_recipes_program_for_what_it_does_not_fuse(fused: Any, recipe: Any, kwargs: dict):
+    params = _params(jnp.float32)
+    a = _run(fused(SCHEDULE, 0.1, momentum=0.9, mask=MASK, formulation="sibling", **kwargs), params, 10)
+    b = _run(recipe(SCHEDULE, 0.1, momentum=0.9, mask=MASK, **kwargs), params, 10)
+    assert worst_gap(a, b) == 0.0
+
+
+def test_amsgrad_with_the_flat_layout_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"amsgrad=True.*layout='tree'"):
+        decaytx.fused.adamw(1e-3, 0.1, amsgrad=True, layout="flat")
+    with pytest.raises(ValueError, match=r"amsgrad=True.*layout='tree'"):
+        decaytx.fused.adam_l2(1e-3, 0.1, amsgrad=True, layout="flat")
+
+
+def test_the_0_2_names_are_deprecated_aliases():
+    params = _params(jnp.float32)
+    for old, new in [("fused_adamw", decaytx.fused.adamw), ("fused_adam_l2", decaytx.fused.adam_l2),
+                     ("fused_sgdw", decaytx.fused.sgdw), ("fused_sgd_l2", decaytx.fused.sgd_l2)]:
+        with pytest.warns(DeprecationWarning, match=rf"decaytx\.{old} is deprecated.*decaytx\.fused\."):
+            opt = getattr(decaytx, old)(1e-2, 0.1)
+        assert worst_gap(_run(opt, params, 3), _run(new(1e-2, 0.1), params, 3)) == 0.0

@@ -195,7 +195,11 @@ def slack(c: dict[str, Any]) -> int:
 # theta, b (5 x 4 B). An anchor is one more read (+4) on every leaf it decays.
 MINIMUM = {"adamw": 28, "adam_l2": 28, "sgdw": 20, "sgd_l2": 20, "adamw-schedule": 28,
            "sgdw-schedule-mask": 20, "adamw-mask": 28, "adamw-anchor": 32, "sgdw-anchor": 24,
-           "adamw-schedule-anchor": 32}
+           "adamw-schedule-anchor": 32,
+           # A schedule-derived decay on a masked subset: the recipe evaluates
+           # eta_t once per step and shares it, so the schedule is no longer
+           # inlined into one leaf's kernel (0.2: 3 kernels, 42 / 44 B/param).
+           "adamw-schedule-mask": 28, "adamw-schedule-mask-anchor": 30}
 
 
 def test_fused_flag_is_active_in_the_subprocess():
@@ -214,20 +218,6 @@ def test_fused_adam_l2_with_a_masked_anchor_reads_the_anchor_on_its_leaf_only():
     c = flagged()["adam_l2-schedule-mask-anchor"]
     assert c["array_fusions"] == c["leaves"], c
     assert 30 * c["params"] <= c["bytes"] <= 30 * c["params"] + slack(c), c
-
-
-@pytest.mark.parametrize("name,per_param", [("adamw-schedule-mask", 42), ("adamw-schedule-mask-anchor", 44)])
-def test_known_limit_lr_schedule_decay_on_a_masked_subset_splits_the_kernel(name, per_param):
-    # Pinned, not wanted (docs/performance.md, "Fused steps"): when the decay
-    # rate m_t * lambda comes from the learning-rate schedule and only some
-    # leaves are decayed, XLA:CPU inlines the schedule into the one kernel
-    # that reads it and then does not merge that kernel with its siblings:
-    # the decayed leaf takes 3 kernels and copies of m and v (2 leaves: 42
-    # B/param on average, 44 with an anchor). If this starts failing, XLA
-    # fused it: move the case to MINIMUM and update the docs.
-    c = flagged()[name]
-    assert c["array_fusions"] == c["leaves"] + 1, c
-    assert per_param * c["params"] <= c["bytes"] <= per_param * c["params"] + slack(c), c
 
 
 def optax_reference(name: str) -> optax.GradientTransformation:

@@ -193,6 +193,13 @@ def test_init_with_an_init_anchor_traces(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ANCHORED)
+def test_an_abstract_anchor_is_named_as_abstract(name: str) -> None:
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), P)
+    with pytest.raises(ValueError, match=r"anchor has an abstract float32\[4, 3\].*ShapeDtypeStruct.*\['w'\]"):
+        REGISTRY[name].make(anchor=abstract).init(P)
+
+
+@pytest.mark.parametrize("name", ANCHORED)
 def test_the_gradient_through_the_anchor_matches_finite_differences(name: str) -> None:
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda x: x.astype(jnp.float64), P)

@@ -87,9 +87,7 @@ def adamw(
     :func:`decaytx.adamw`'s program. See :func:`decaytx.fused.multi_output_fusion_active`.
     Every argument of :func:`decaytx.adamw` is taken; those the sibling form
     does not fuse (``mu_dtype``, ``nesterov``, ``amsgrad``) run the recipe's
-    exact program instead. Known limit: a learning-rate schedule with ``decay_scaling`` tied to it
-    and a ``mask`` that decays only some leaves splits each decayed leaf into
-    3 kernels again (docs/performance.md, "Fused steps").
+    exact program instead.
 
     Args:
       learning_rate: :math:`\eta`, a float or a schedule of the step count.
