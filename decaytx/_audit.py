@@ -9,38 +9,31 @@ sees every decaytx transform however deeply it is wrapped (``optax.chain``,
 ``inject_hyperparams``, the recipes), without knowing any wrapper. Then it
 takes zero-gradient steps with ``optimizer.update`` to see where the decay
 actually moves each decayed leaf: toward its anchor, or away (a misplaced
-transform).
+transform). The probe lives in :mod:`decaytx._audit_probe`, the per-leaf rules
+and the problems' wording in :mod:`decaytx._audit_rules`; this module builds
+the report.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from decaytx import _audit_rules as rules
 from decaytx import _coefficients as coef
-from decaytx import _hook, _transform, _trees, _warnings
+from decaytx import _hook, _warnings
+from decaytx._audit_probe import Acting, leaves_by_path, probe
+from decaytx._audit_rules import ProblemKind, Value, fmt_paths
 from decaytx._warnings import below_resolution
 
-Value = float | str  # a number, or "traced" where it cannot be seen
-
-ProblemKind = Literal[
-    "away_from_anchor",
-    "below_resolution",
-    "factor_at_least_1",
-    "selects_nothing",
-    "looks_undecayable",
-]
-
-
-_path_of = _trees.path_of
+# below_resolution: the predicate docs/audit.md names as decaytx._audit's.
+__all__ = ["Audit", "AuditProblem", "AuditRow", "audit", "below_resolution"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,11 +115,6 @@ def _fmt_dict(d: dict[str, Value]) -> str:
     return " ".join(f"{k}={_fmt(v)}" for k, v in d.items())
 
 
-def _fmt_paths(paths: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(paths[:limit])
-    return shown + (f" (+{len(paths) - limit} more)" if len(paths) > limit else "")
-
-
 @dataclasses.dataclass(frozen=True)
 class Audit:
     """What :func:`decaytx.audit` found; ``str()`` of it is a readable table.
@@ -171,7 +159,7 @@ class Audit:
         if self.problems:
             lines.append(f"{len(self.problems)} problem(s):")
             for p in self.problems:
-                lines.append(f"- [{p.kind}] {p.transform}: {p.message} Leaves: {_fmt_paths(p.paths)}.")
+                lines.append(f"- [{p.kind}] {p.transform}: {p.message} Leaves: {fmt_paths(p.paths)}.")
                 lines.append(f"  Fix: {p.fix}")
         else:
             lines.append("No problems found.")
@@ -220,67 +208,58 @@ def _labels(plans: Sequence[_hook.TransformPlan]) -> list[str]:
     return labels
 
 
-def _is_float(dtype: str) -> bool:
-    return bool(jnp.issubdtype(jnp.dtype(dtype), jnp.inexact))
+def _acting(labels: Sequence[str], plans: Sequence[_hook.TransformPlan]) -> Acting:
+    """Path -> the (label, plan) of each transform that decays the leaf."""
+    acting: Acting = {}
+    for label, plan in zip(labels, plans, strict=True):
+        for leaf in plan.leaves:
+            if leaf.decayed:
+                acting.setdefault(leaf.path, [])
+                if (label, plan) not in acting[leaf.path]:
+                    acting[leaf.path].append((label, plan))
+    return acting
 
 
-def _dims_above_1(shape: tuple[int, ...]) -> int:
-    return sum(1 for d in shape if d > 1)
+def _row(path: str, shape: tuple[int, ...], dtype: str, label: str,
+         plan: _hook.TransformPlan, leaf: _hook.LeafPlan, direction: str) -> AuditRow:
+    """The row of one decayed leaf under one transform."""
+    lam0 = {k: _step0(v) for k, v in leaf.coefficients.items()}
+    lam_peak = {k: _peak(v) for k, v in leaf.coefficients.items()}
+    update_side = plan.side == "update"
+    m0 = _step0(plan.multiplier) if update_side else None
+    m_peak = _peak(plan.multiplier) if update_side else None
+    factor = ({k: _times(m_peak, v) for k, v in lam_peak.items()}
+              if update_side and m_peak is not None else {})
+    return AuditRow(path, shape, dtype, label, plan.side, lam0, lam_peak, m0, m_peak, factor,
+                    leaf.anchor, plan.cautious, direction)
 
 
-_EMBED = re.compile(r"embed|^wte$|^wpe$|^tok_?emb|^pos_?emb", re.I)
-_NORM = re.compile(r"norm|^ln(_\w+|\d+)?$|^bn\d*$", re.I)
-_BIAS = re.compile(r"^(bias|b|offset|beta)$|_bias$|^bias_", re.I)
-
-
-def _looks_undecayable(path: str, shape: tuple[int, ...], has_matrices: bool) -> str | None:
-    """Why a decayed leaf looks like one that is usually not decayed, if it does."""
-    parts = path.split("/") if path else []
-    last = parts[-1] if parts else ""
-    vector = _dims_above_1(shape) < 2
-    if any(_EMBED.search(q) for q in parts):
-        return "an embedding"
-    if last.lower() in ("scale", "gamma") or (vector and any(_NORM.search(q) for q in parts)):
-        return "a norm scale"
-    if _BIAS.search(last):
-        return "a bias"
-    if vector and has_matrices and last.lower() not in ("kernel", "weight", "weights", "w"):
-        # Beside matrices, an unnamed vector is a bias or a scale; alone (a
-        # linear model's weights), or named as a weight (a (d, 1) output
-        # kernel), it is not flagged.
-        return "a vector beside the model's matrices (a bias or scale)"
-    return None
-
-
-_PLACE_UPDATE = (
-    "{name} acts on the final step: place it LAST in the chain, after "
-    "optax.scale_by_learning_rate (or after the optimizer alias, e.g. "
-    "optax.chain(optax.adam(lr), decaytx.{name}(..., learning_rate=lr))). Whatever comes "
-    "after it (Adam's rescaling, the learning rate's minus sign) turns its step around."
-)
-_PLACE_GRADIENT = (
-    "{name} adds to the gradient: place it FIRST in the chain, before the "
-    "optimizer (optax.chain(decaytx.{name}(...), optax.sgd(lr))). After "
-    "scale_by_learning_rate its term is added with the wrong sign and without the learning rate."
-)
-
-
-def _flatten(tree: Any) -> tuple[list[tuple[str, Any]], Any]:
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_trees.is_empty)
-    return [(_path_of(k), x) for k, x in leaves], treedef
-
-
-def _state_anchors(state: Any) -> dict[str, list[Any]]:
-    """Path -> the anchors kept in the state's ``DecayState`` s for that leaf."""
-    found: dict[str, list[Any]] = {}
-    nodes = jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(x, _transform.DecayState))
-    for node in nodes:
-        if not isinstance(node, _transform.DecayState) or node.anchor is None:
+def _rows(flat: list[tuple[str, Any]], acting: Acting, direction: dict[str, str],
+          found: rules.Findings) -> list[AuditRow]:
+    """One row per leaf and transform acting on it; the per-leaf rules' findings go to ``found``."""
+    rows: list[AuditRow] = []
+    has_matrices = any(hasattr(x, "shape") and rules.dims_above_1(tuple(x.shape)) >= 2
+                       for _, x in flat)
+    for path, x in flat:
+        if not hasattr(x, "dtype"):
             continue
-        for path, a in _flatten(node.anchor)[0]:
-            if a is not None and not isinstance(a, optax.MaskedNode) and hasattr(a, "shape"):
-                found.setdefault(path, []).append(np.asarray(a))
-    return found
+        shape, dtype = tuple(np.shape(x)), str(jnp.dtype(x.dtype))
+        mine = acting.get(path, [])
+        if not mine:
+            rows.append(AuditRow(path, shape, dtype, None, None, {}, {}, None, None, {}, None,
+                                 False, None))
+            continue
+        why = rules.looks_undecayable(path, shape, has_matrices)
+        for label, plan in mine:
+            for leaf in plan.leaves:
+                if leaf.path != path or not leaf.decayed:
+                    continue
+                row = _row(path, shape, dtype, label, plan, leaf, direction.get(path, "unchecked"))
+                rows.append(row)
+                rules.check_leaf(found, label, path, why, row.factor, plan.rates, leaf.dtype)
+        if direction.get(path) == "away":
+            rules.check_away(found, path, mine)
+    return rows
 
 
 def _has_injected(state: Any) -> bool:
@@ -289,109 +268,21 @@ def _has_injected(state: Any) -> bool:
     return any(hasattr(x, "hyperparams") and hasattr(x, "inner_state") for x in nodes)
 
 
-def _wide(x: Any) -> np.ndarray:
-    x = np.asarray(x)
-    return x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
-
-
-def _probe(
-    optimizer: Any,
-    params: Any,
-    state: Any,
-    acting: dict[str, list[tuple[str, _hook.TransformPlan]]],
-    max_steps: int,
-) -> tuple[dict[str, str], list[str]]:
-    """Zero-gradient steps: where each decayed leaf moves relative to its anchor."""
-    flat, treedef = _flatten(params)
-    anchors_in_state = _state_anchors(state)
-    direction: dict[str, str] = {}
-    unchecked: dict[str, list[str]] = {}
-    anchor_of: dict[int, np.ndarray] = {}
-    probe_leaves = [x for _, x in flat]
-    for i, (path, x) in enumerate(flat):
-        plans = acting.get(path)
-        if not plans or not hasattr(x, "dtype"):
-            continue
-        kinds = {leaf.anchor for leaf in _leaf_plans(path, plans)}
-        if len(kinds) > 1:
-            unchecked.setdefault("transforms with different anchors act on it", []).append(path)
-            continue
-        (kind,) = kinds
-        if kind == "zero":
-            a = np.zeros(np.shape(x), _wide(x).dtype)
-        else:
-            cands = anchors_in_state.get(path, [])
-            if not cands or any(not np.array_equal(c, cands[0]) for c in cands[1:]):
-                reason = ("its anchor was not found in the optimizer state" if not cands
-                          else "several different anchors act on it")
-                unchecked.setdefault(reason, []).append(path)
-                continue
-            a = _wide(cands[0])
-        anchor_of[i] = a
-        if np.all(_wide(x) == a):
-            # At its anchor (anchor="init", a zero-initialised bias) a leaf has
-            # nowhere to be pulled: probe it one unit or more away.
-            probe_leaves[i] = jnp.asarray(a + 1 + np.abs(a)).astype(x.dtype)
-    theta = jax.tree_util.tree_unflatten(treedef, probe_leaves)
-    zeros = jax.tree.map(
-        lambda x: x if _trees.is_empty(x) or not hasattr(x, "dtype") else jnp.zeros_like(x),
-        theta, is_leaf=_trees.is_empty)
-    notes = [f"zero-gradient direction not checked where {why}: {_fmt_paths(paths)}."
-             for why, paths in unchecked.items()]
-    if not anchor_of:
-        return direction, notes
-
-    def step(theta: Any, state: Any) -> tuple[Any, Any, Any]:
-        updates, state = optimizer.update(zeros, state, theta)
-        return updates, state, optax.apply_updates(theta, updates)
-
-    # The first step eagerly (most chains need only it); later ones (e.g.
-    # MultiSteps' mini-steps, whose lax.cond would trace its branches again
-    # at every eager step) under one compilation.
-    jitted = jax.jit(step)
-    for i in range(max_steps):
-        if i == 0:
-            updates, state, new_theta = step(theta, state)
-        else:
-            try:
-                updates, state, new_theta = jitted(theta, state)
-            except coef.TRACED_VALUE_ERRORS:
-                raise
-            except Exception:  # an update that cannot be jitted: step eagerly
-                updates, state, new_theta = step(theta, state)
-        u_leaves = jax.tree_util.tree_leaves(updates, is_leaf=_trees.is_empty)
-        if len(u_leaves) != len(flat):
-            notes.append("zero-gradient direction not checked: the updates do not have "
-                         "the structure of params.")
-            return direction, notes
-        th_leaves = jax.tree_util.tree_leaves(theta, is_leaf=_trees.is_empty)
-        moved = [i for i in anchor_of if np.any(_wide(u_leaves[i]) != 0)]
-        if moved:
-            for i, a in anchor_of.items():
-                t, u = _wide(th_leaves[i]), _wide(u_leaves[i])
-                if not (np.all(np.isfinite(u))):
-                    direction[flat[i][0]] = "unchecked"
-                    continue
-                before = float(np.linalg.norm((t - a).ravel()))
-                after = float(np.linalg.norm((t + u - a).ravel()))
-                tol = 1e-13 * max(before, 1e-300)
-                direction[flat[i][0]] = (
-                    "away" if after > before + tol else "toward" if after < before - tol else "still"
-                )
-            return direction, notes
-        theta = new_theta
-    notes.append(
-        f"zero-gradient direction not checked: {max_steps} zero-gradient steps left every "
-        "decayed leaf in place (a MultiSteps with more mini-steps, a decay schedule "
-        "starting at 0?); pass a larger probe_steps."
-    )
-    for i in anchor_of:
-        direction[flat[i][0]] = "unchecked"
-    return direction, notes
-
-
-def _leaf_plans(path: str, plans: list[tuple[str, _hook.TransformPlan]]) -> list[_hook.LeafPlan]:
-    return [leaf for _, p in plans for leaf in p.leaves if leaf.path == path and leaf.decayed]
+def _notes(rows: Sequence[AuditRow], plans: Sequence[_hook.TransformPlan], state: Any) -> list[str]:
+    """What the rows cannot show: traced factors, no transform found, injected hyperparameters."""
+    notes = []
+    traced = sorted({r.path for r in rows if "traced" in r.factor.values()})
+    if traced:
+        notes.append("m*lambda is traced (a schedule closing over traced values), so the "
+                     f"m*lambda >= 1 and resolution checks were skipped for: {fmt_paths(traced)}.")
+    if not plans:
+        notes.append("no decaytx transform was found in this optimizer (optax's own "
+                     "add_decayed_weights / adamw decay is not seen by the audit).")
+    if _has_injected(state):
+        notes.append("under inject_hyperparams the transforms see each injected "
+                     "hyperparameter as a constant (its value at step 0): the peaks "
+                     "shown are those values, not the peaks of the schedules the wrapper holds.")
+    return notes
 
 
 def audit(optimizer: Any, params: Any, *, probe_steps: int = 8) -> Audit:
@@ -465,123 +356,13 @@ def audit(optimizer: Any, params: Any, *, probe_steps: int = 8) -> Audit:
             state = optimizer.init(params)
         plans = tuple(recorded)
         labels = _labels(plans)
-        flat, _ = _flatten(params)
-        acting: dict[str, list[tuple[str, _hook.TransformPlan]]] = {}
-        for label, plan in zip(labels, plans, strict=True):
-            for leaf in plan.leaves:
-                if leaf.decayed:
-                    acting.setdefault(leaf.path, [])
-                    if (label, plan) not in acting[leaf.path]:
-                        acting[leaf.path].append((label, plan))
-        try:
-            direction, notes = _probe(optimizer, params, state, acting, probe_steps)
-        except coef.TRACED_VALUE_ERRORS:
-            direction, notes = {}, [
-                "zero-gradient direction not checked: params or state are traced "
-                "(audit was called under jit, vmap or grad); call it outside them."]
+        acting = _acting(labels, plans)
+        direction, notes = probe(optimizer, params, state, acting, probe_steps)
 
-    rows: list[AuditRow] = []
-    has_matrices = any(hasattr(x, "shape") and _dims_above_1(tuple(x.shape)) >= 2 for _, x in flat)
-    by_kind: dict[tuple[ProblemKind, str], list[str]] = {}
-    extra: dict[tuple[ProblemKind, str], str] = {}
-    for path, x in flat:
-        if not hasattr(x, "dtype"):
-            continue
-        shape, dtype = tuple(np.shape(x)), str(jnp.dtype(x.dtype))
-        mine = acting.get(path, [])
-        if not mine:
-            rows.append(AuditRow(path, shape, dtype, None, None, {}, {}, None, None, {}, None,
-                                 False, None))
-            continue
-        why = _looks_undecayable(path, shape, has_matrices)
-        for label, plan in mine:
-            for leaf in plan.leaves:
-                if leaf.path != path or not leaf.decayed:
-                    continue
-                lam0 = {k: _step0(v) for k, v in leaf.coefficients.items()}
-                lam_peak = {k: _peak(v) for k, v in leaf.coefficients.items()}
-                update_side = plan.side == "update"
-                m0 = _step0(plan.multiplier) if update_side else None
-                m_peak = _peak(plan.multiplier) if update_side else None
-                factor = ({k: _times(m_peak, v) for k, v in lam_peak.items()}
-                          if update_side and m_peak is not None else {})
-                rows.append(AuditRow(path, shape, dtype, label, plan.side, lam0, lam_peak, m0,
-                                     m_peak, factor, leaf.anchor, plan.cautious,
-                                     direction.get(path, "unchecked")))
-                if why is not None:
-                    by_kind.setdefault(("looks_undecayable", label), []).append(path)
-                    extra.setdefault(("looks_undecayable", label), why)
-                for rate in (factor.get(k) for k in plan.rates):
-                    if not isinstance(rate, float):
-                        continue
-                    if rate >= 1.0:
-                        by_kind.setdefault(("factor_at_least_1", label), []).append(path)
-                        extra[("factor_at_least_1", label)] = f"{rate:.3g}"
-                    elif below_resolution(rate, leaf.dtype):
-                        by_kind.setdefault(("below_resolution", label), []).append(path)
-                        extra[("below_resolution", label)] = f"{rate:.3g}"
-        if direction.get(path) == "away":
-            names = " + ".join(label for label, _ in mine)
-            by_kind.setdefault(("away_from_anchor", names), []).append(path)
-            extra[("away_from_anchor", names)] = " ".join(
-                (_PLACE_UPDATE if p.side == "update" else _PLACE_GRADIENT).format(name=p.name)
-                for _, p in mine)
-
+    found = rules.Findings()
+    rows = _rows(leaves_by_path(params), acting, direction, found)
     for label, plan in zip(labels, plans, strict=True):
-        if not any(leaf.decayed and _is_float(leaf.dtype) for leaf in plan.leaves):
-            by_kind[("selects_nothing", label)] = [leaf.path for leaf in plan.leaves]
-
-    problems = [_problem(kind, label, paths, extra.get((kind, label), ""))
-                for (kind, label), paths in by_kind.items()]
-    order = {k: i for i, k in enumerate(("away_from_anchor", "factor_at_least_1",
-                                         "below_resolution", "selects_nothing",
-                                         "looks_undecayable"))}
-    problems.sort(key=lambda p: order[p.kind])
-    traced = sorted({r.path for r in rows if "traced" in r.factor.values()})
-    if traced:
-        notes.append("m*lambda is traced (a schedule closing over traced values), so the "
-                     f"m*lambda >= 1 and resolution checks were skipped for: {_fmt_paths(traced)}.")
-    if not plans:
-        notes.append("no decaytx transform was found in this optimizer (optax's own "
-                     "add_decayed_weights / adamw decay is not seen by the audit).")
-    if _has_injected(state):
-        notes.append("under inject_hyperparams the transforms see each injected "
-                     "hyperparameter as a constant (its value at step 0): the peaks "
-                     "shown are those values, not the peaks of the schedules the wrapper holds.")
-    return Audit(tuple(rows), tuple(problems), tuple(notes), plans)
-
-
-def _problem(kind: ProblemKind, label: str, paths: list[str], extra: str) -> AuditProblem:
-    n = len(paths)
-    if kind == "away_from_anchor":
-        return AuditProblem(
-            kind, label, tuple(paths),
-            f"a zero-gradient step moves {n} decayed leaf/leaves AWAY from the anchor: "
-            "the decay grows the weights instead of shrinking them.",
-            extra)
-    if kind == "factor_at_least_1":
-        return AuditProblem(
-            kind, label, tuple(paths),
-            f"the per-step factor m*lambda = {extra} is >= 1: every step flips the "
-            "sign of each decayed weight.",
-            "lower weight_decay or the learning_rate multiplier so that m*lambda << 1 "
-            "(with learning_rate=None, m = 1: pass the optimizer's learning rate).")
-    if kind == "below_resolution":
-        return AuditProblem(
-            kind, label, tuple(paths),
-            f"the per-step factor m*lambda = {extra} is below the resolution of these "
-            "leaves' dtype: x - m*lambda*x rounds back to x, the decay is lost.",
-            "keep float32 master weights for low-precision params, or raise weight_decay.")
-    if kind == "selects_nothing":
-        return AuditProblem(
-            kind, label, tuple(paths),
-            "its mask selects none of the float leaves it sees, so it decays nothing.",
-            "check the mask's patterns against the paths in this table (e.g. 'kernel' "
-            "vs 'weight'); if no decay is intended, leave the transform out.")
-    return AuditProblem(
-        kind, label, tuple(paths),
-        f"decays {n} leaf/leaves that look like biases, norm scales or embeddings "
-        f"(first: {extra}), which are usually not decayed.",
-        "leave them out with a mask, e.g. mask=decaytx.masks.ndim_at_least(2) "
-        "(0.2: masks.matrices()) and masks.exclude('embed'); ignore this if decaying "
-        "them is intended.")
+        rules.check_selects_something(found, label, plan)
+    problems = tuple(AuditProblem(*p) for p in found.problems())
+    notes.extend(_notes(rows, plans, state))
+    return Audit(tuple(rows), problems, tuple(notes), plans)

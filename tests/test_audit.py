@@ -20,7 +20,7 @@ import optax
 import pytest
 
 import decaytx
-from decaytx import _audit, masks
+from decaytx import _audit, _audit_probe, _audit_rules, masks
 
 PARAMS = {
     "dense": {"kernel": jnp.array([[2.0, -1.0, 0.5], [1.0, 3.0, -2.0]]), "bias": jnp.zeros(3)},
@@ -262,9 +262,9 @@ def test_looks_like_bias_norm_embedding():
     report = decaytx.audit(opt, params)
     assert _kinds(report) == ["looks_undecayable"]
     assert sorted(report.problems[0].paths) == ["dense/bias", "embed/embedding", "ln/bias", "ln/scale"]
-    assert _audit._looks_undecayable("embed/embedding", (10, 4), True) == "an embedding"
-    assert _audit._looks_undecayable("ln/scale", (4,), True) == "a norm scale"
-    assert _audit._looks_undecayable("dense/bias", (4,), True) == "a bias"
+    assert _audit_rules.looks_undecayable("embed/embedding", (10, 4), True) == "an embedding"
+    assert _audit_rules.looks_undecayable("ln/scale", (4,), True) == "a norm scale"
+    assert _audit_rules.looks_undecayable("dense/bias", (4,), True) == "a bias"
     # A linear model's weight vector alone is not flagged.
     lone = decaytx.audit(decaytx.sgd_l2(learning_rate=0.1, weight_decay=0.1), {"w": jnp.ones(5)})
     assert lone.problems == ()
@@ -390,7 +390,8 @@ def test_no_decaytx_transform_and_bad_arguments():
 def test_path_of_matches_the_documented_rule():
     nested = {"blocks": [{"attn": {"kernel": jnp.ones((2, 2))}}]}
     (path, _), = jax.tree_util.tree_flatten_with_path(nested)[0]
-    assert _audit._private_path_of(path) == "blocks/0/attn/kernel"
+    assert masks.path_of(path) == "blocks/0/attn/kernel"
+    assert [p for p, _ in _audit_probe.leaves_by_path(nested)] == ["blocks/0/attn/kernel"]
 
 
 def test_docs_page_examples_run(tmp_path, monkeypatch):
