@@ -328,3 +328,54 @@ def test_lamb_decay_toward_init_keeps_an_unmoved_model() -> None:
     toward_zero = optax.lamb(LR, weight_decay=WD)
     u0, _ = toward_zero.update(g, toward_zero.init(p), p)
     assert max(float(jnp.max(jnp.abs(u0[k] - ref[k]))) for k in PARAMS) > 1e-5
+
+
+# --------------------------------------------------------------------------
+# Muon: its own split (ndim == 2) and its own Adam learning rate, float64.
+# --------------------------------------------------------------------------
+
+# muon's default labels: 'muon' where x.ndim == 2, 'adam' elsewhere. decaytx's
+# masks.matrices() is another rule (it decays 3-D kernels, skips (1, n) rows).
+MUON_SPLIT = decaytx.masks.ndim_at_least(2) & ~decaytx.masks.ndim_at_least(3)
+
+
+def _muon_problem() -> tuple[dict[str, np.ndarray], Callable]:
+    """Leaves where the two rules disagree: a 3-D kernel and a (1, n) matrix."""
+    rng = np.random.default_rng(3)
+    shapes = {"w": (6, 8), "kernel3d": (2, 3, 4), "row": (1, 5), "b": (8,)}
+    params = {k: rng.normal(size=s) for k, s in shapes.items()}
+    target = {k: rng.normal(size=s) for k, s in shapes.items()}
+
+    def loss(p: dict) -> jax.Array:
+        return sum(jnp.sum(jnp.tanh(p[k]) * target[k] + 0.5 * (p[k] - target[k]) ** 2)
+                   for k in p)
+
+    return params, loss
+
+
+def test_muon_row_uses_muons_split_and_adam_learning_rate_float64() -> None:
+    """docs/optimizers.md's Muon row against optax.contrib.muon, 100 steps in float64,
+    with adam_learning_rate != learning_rate; the two wrong spellings are measurably off."""
+    eta, eta_adam, wd, wd_adam = 0.02, 0.005, 0.1, 0.05
+    params, loss = _muon_problem()
+
+    def base() -> optax.GradientTransformation:
+        return optax.contrib.muon(eta, adam_learning_rate=eta_adam)
+
+    def spelled(mask: Any, adam_lr: float) -> optax.GradientTransformation:
+        return optax.chain(base(), decaytx.add_decoupled_decay(wd, learning_rate=eta, mask=mask),
+                           decaytx.add_decoupled_decay(wd_adam, learning_rate=adam_lr, mask=~mask))
+
+    with jax.enable_x64(True):
+        run = lambda opt: run_jax(opt, params, loss, 100, jnp.float64)  # noqa: E731
+        theirs = run(optax.contrib.muon(eta, weight_decay=wd, adam_weight_decay=wd_adam,
+                                        adam_learning_rate=eta_adam))
+        effect = _rel(run(base()), theirs)
+        ours = _rel(run(spelled(MUON_SPLIT, eta_adam)), theirs)
+        matrices_mask = _rel(run(spelled(decaytx.masks.matrices(), eta_adam)), theirs)
+        eta_for_adam = _rel(run(spelled(MUON_SPLIT, eta)), theirs)
+    print(f"\noptax muon [float64]: rel diff {ours:.1e} (decay's effect {effect:.1e}); "
+          f"masks.matrices() {matrices_mask:.1e}, eta for the AdamW part {eta_for_adam:.1e}")
+    assert effect > 1e-2
+    assert ours <= 1e-12
+    assert matrices_mask > 1e-3 and eta_for_adam > 1e-3
