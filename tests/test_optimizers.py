@@ -24,6 +24,7 @@ multiplied by the learning rate) gives a different trajectory.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _compare import run_jax, tanh_regression
+from _compare import run_jax, tanh_regression, warmup_cosine
 
 import decaytx
 
@@ -239,6 +240,39 @@ def test_decaytx_chain_reproduces_optax_optimizer(name: str) -> None:
     print(f"\noptax {name}: rel diff {rel:.2e} (decay's own effect {effect:.2e})")
     assert effect > 100 * RTOL, f"{name}: the decay is too small to be tested"
     assert rel <= RTOL, f"{name}: relative difference {rel:.3e} > {RTOL:g}"
+
+
+def _float64_schedules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module's schedules in float64 for both sides (CASES reads them when called).
+
+    optax's schedules return float32 at an int32 count even under x64, which
+    would round the products of a float64 run: SCHED is written out in float64,
+    and WARM (schedule-free's warm-up, which optax's schedule_free_adamw builds
+    itself in float32) keeps optax's float32 values, cast to float64.
+    """
+    module = sys.modules[__name__]
+    warm32 = WARM
+    monkeypatch.setattr(module, "SCHED", lambda count: warmup_cosine(
+        count, lr=LR, warmup=5, steps=STEPS))
+    monkeypatch.setattr(module, "WARM", lambda count: jnp.asarray(warm32(count), jnp.float64))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_decaytx_chain_reproduces_optax_optimizer_float64(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every row again in float64: agreement to rounding, 1e-14 relative."""
+    _float64_schedules(monkeypatch)
+    with_decay, without_decay, ours_factory = CASES[name]
+    xj, yj = jnp.asarray(X), jnp.asarray(Y)
+    with jax.enable_x64(True):
+        run = lambda opt: run_jax(opt, PARAMS, lambda p: _loss(p, xj, yj), STEPS,  # noqa: E731
+                                  jnp.float64)
+        theirs = run(with_decay())
+        rel = _rel(run(ours_factory()), theirs)
+        effect = _rel(run(without_decay()), theirs)
+    print(f"\noptax {name} [float64]: rel diff {rel:.1e} (decay's own effect {effect:.1e})")
+    assert effect > 1e-4, f"{name}: the decay is too small to be tested"
+    assert rel <= 1e-14, f"{name}: relative difference {rel:.3e}"
 
 
 # The naive spelling of each exception: the decay last, multiplied by eta.
