@@ -45,8 +45,12 @@ $(VENV)/.docs: pyproject.toml Makefile | $(PY)
 report: $(VENV)/.report
 	$(PY) -m experiments all --quick --out $(OUT)
 
+# Progress as tests done / collected ("[ 812/1690]"): with -n 2 pytest cannot
+# print file names without -v, which lists every test. pytest's own summary
+# line stays last.
 test: $(VENV)/.test
-	$(PY) -m pytest -n 2 -q || { rc=$$?; [ $$rc -ne 5 ] || \
+	@echo "make test: the whole suite on 2 workers (pytest -n 2), about 10 min on 2 idle CPU cores, longer on a busy machine"
+	$(PY) -m pytest -n 2 -o console_output_style=count || { rc=$$?; [ $$rc -ne 5 ] || \
 	  echo "pytest collected no tests (exit 5): check testpaths in pyproject.toml" >&2; exit $$rc; }
 
 lint: $(VENV)/.lint
@@ -55,6 +59,8 @@ lint: $(VENV)/.lint
 
 docs: $(VENV)/.docs
 	$(VENV)/bin/mkdocs build --strict
+	@echo "The site is in $(CURDIR)/site/: open site/index.html in a browser (links and search work from disk),"
+	@echo "or run $(VENV)/bin/mkdocs serve and open http://127.0.0.1:8000/"
 
 # The sdist and the wheel in dist/, checked (README rendering, metadata).
 dist: $(VENV)/.release

@@ -24,6 +24,7 @@ multiplied by the learning rate) gives a different trajectory.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _compare import run_jax, tanh_regression
+from _compare import run_jax, tanh_regression, warmup_cosine
 
 import decaytx
 
@@ -241,6 +242,39 @@ def test_decaytx_chain_reproduces_optax_optimizer(name: str) -> None:
     assert rel <= RTOL, f"{name}: relative difference {rel:.3e} > {RTOL:g}"
 
 
+def _float64_schedules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module's schedules in float64 for both sides (CASES reads them when called).
+
+    optax's schedules return float32 at an int32 count even under x64, which
+    would round the products of a float64 run: SCHED is written out in float64,
+    and WARM (schedule-free's warm-up, which optax's schedule_free_adamw builds
+    itself in float32) keeps optax's float32 values, cast to float64.
+    """
+    module = sys.modules[__name__]
+    warm32 = WARM
+    monkeypatch.setattr(module, "SCHED", lambda count: warmup_cosine(
+        count, lr=LR, warmup=5, steps=STEPS))
+    monkeypatch.setattr(module, "WARM", lambda count: jnp.asarray(warm32(count), jnp.float64))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_decaytx_chain_reproduces_optax_optimizer_float64(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every row again in float64: agreement to rounding, 1e-14 relative."""
+    _float64_schedules(monkeypatch)
+    with_decay, without_decay, ours_factory = CASES[name]
+    xj, yj = jnp.asarray(X), jnp.asarray(Y)
+    with jax.enable_x64(True):
+        run = lambda opt: run_jax(opt, PARAMS, lambda p: _loss(p, xj, yj), STEPS,  # noqa: E731
+                                  jnp.float64)
+        theirs = run(with_decay())
+        rel = _rel(run(ours_factory()), theirs)
+        effect = _rel(run(without_decay()), theirs)
+    print(f"\noptax {name} [float64]: rel diff {rel:.1e} (decay's own effect {effect:.1e})")
+    assert effect > 1e-4, f"{name}: the decay is too small to be tested"
+    assert rel <= 1e-14, f"{name}: relative difference {rel:.3e}"
+
+
 # The naive spelling of each exception: the decay last, multiplied by eta.
 MISPLACED: dict[str, Factory] = {
     "lamb": lambda: optax.chain(optax.lamb(SCHED), decaytx.add_decoupled_decay(WD, learning_rate=SCHED)),
@@ -328,3 +362,54 @@ def test_lamb_decay_toward_init_keeps_an_unmoved_model() -> None:
     toward_zero = optax.lamb(LR, weight_decay=WD)
     u0, _ = toward_zero.update(g, toward_zero.init(p), p)
     assert max(float(jnp.max(jnp.abs(u0[k] - ref[k]))) for k in PARAMS) > 1e-5
+
+
+# --------------------------------------------------------------------------
+# Muon: its own split (ndim == 2) and its own Adam learning rate, float64.
+# --------------------------------------------------------------------------
+
+# muon's default labels: 'muon' where x.ndim == 2, 'adam' elsewhere. decaytx's
+# masks.matrices() is another rule (it decays 3-D kernels, skips (1, n) rows).
+MUON_SPLIT = decaytx.masks.ndim_at_least(2) & ~decaytx.masks.ndim_at_least(3)
+
+
+def _muon_problem() -> tuple[dict[str, np.ndarray], Callable]:
+    """Leaves where the two rules disagree: a 3-D kernel and a (1, n) matrix."""
+    rng = np.random.default_rng(3)
+    shapes = {"w": (6, 8), "kernel3d": (2, 3, 4), "row": (1, 5), "b": (8,)}
+    params = {k: rng.normal(size=s) for k, s in shapes.items()}
+    target = {k: rng.normal(size=s) for k, s in shapes.items()}
+
+    def loss(p: dict) -> jax.Array:
+        return sum(jnp.sum(jnp.tanh(p[k]) * target[k] + 0.5 * (p[k] - target[k]) ** 2)
+                   for k in p)
+
+    return params, loss
+
+
+def test_muon_row_uses_muons_split_and_adam_learning_rate_float64() -> None:
+    """docs/optimizers.md's Muon row against optax.contrib.muon, 100 steps in float64,
+    with adam_learning_rate != learning_rate; the two wrong spellings are measurably off."""
+    eta, eta_adam, wd, wd_adam = 0.02, 0.005, 0.1, 0.05
+    params, loss = _muon_problem()
+
+    def base() -> optax.GradientTransformation:
+        return optax.contrib.muon(eta, adam_learning_rate=eta_adam)
+
+    def spelled(mask: Any, adam_lr: float) -> optax.GradientTransformation:
+        return optax.chain(base(), decaytx.add_decoupled_decay(wd, learning_rate=eta, mask=mask),
+                           decaytx.add_decoupled_decay(wd_adam, learning_rate=adam_lr, mask=~mask))
+
+    with jax.enable_x64(True):
+        run = lambda opt: run_jax(opt, params, loss, 100, jnp.float64)  # noqa: E731
+        theirs = run(optax.contrib.muon(eta, weight_decay=wd, adam_weight_decay=wd_adam,
+                                        adam_learning_rate=eta_adam))
+        effect = _rel(run(base()), theirs)
+        ours = _rel(run(spelled(MUON_SPLIT, eta_adam)), theirs)
+        matrices_mask = _rel(run(spelled(decaytx.masks.matrices(), eta_adam)), theirs)
+        eta_for_adam = _rel(run(spelled(MUON_SPLIT, eta)), theirs)
+    print(f"\noptax muon [float64]: rel diff {ours:.1e} (decay's effect {effect:.1e}); "
+          f"masks.matrices() {matrices_mask:.1e}, eta for the AdamW part {eta_for_adam:.1e}")
+    assert effect > 1e-2
+    assert ours <= 1e-12
+    assert matrices_mask > 1e-3 and eta_for_adam > 1e-3

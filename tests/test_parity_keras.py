@@ -9,6 +9,12 @@ and float64. Keras runs through ``optimizer.stateless_apply`` under
 ``jax.jit``, as its JAX trainer does. Every case prints its largest absolute
 difference (``pytest -s``).
 
+Keras' ``weight_decay`` on the other optimizers (Adamax, Nadam, RMSprop,
+Adagrad, Adadelta, Lion, Lamb, Adafactor, ScheduleFreeAdamW, Ftrl) is checked
+with Keras' own step as the base, so that the decay's spelling alone is under
+test; Lamb, Lion and AdamW(amsgrad) also as whole decaytx/optax chains. Keras'
+L1 at weights exactly 0 is checked from zero-initialised biases.
+
 The backend is chosen here, before Keras is imported; importing Keras does not
 change JAX's configuration (checked in a fresh process below), so the rest of
 the suite is unaffected.
@@ -294,3 +300,186 @@ def test_scale_by_keras_adam_keeps_dtypes() -> None:
         u, state = jax.jit(opt.update)(params, state)
     assert u["w"].dtype == jnp.bfloat16 and u["b"].dtype == jnp.float32
     assert state.mu["w"].dtype == jnp.bfloat16 and state.count.dtype == jnp.int32
+
+
+# --------------------------------------------------------------------------
+# Keras' weight_decay on any optimizer: var <- var - var*λ*η_t, then the step.
+# The decaytx spelling is exact where Keras' step ignores the variable's value;
+# where the step reads it (Lamb's and Adafactor's scale, schedule-free's
+# interpolation, Ftrl's linear term) the spelling changes or does not exist.
+# Keras' own step (weight_decay=None) is the base here, as an optax transform,
+# so these tests check the decay's spelling alone, against Keras itself.
+# --------------------------------------------------------------------------
+
+
+def _keras_step(opt: Any, params: dict) -> optax.GradientTransformation:
+    """Keras' update step as an optax transform: u = (θ after Keras' step) - θ."""
+    opt.build([keras.Variable(params[k], name=k, dtype=params[k].dtype) for k in KEYS])
+
+    def init(p: dict) -> list:
+        del p
+        return [v.value for v in opt.variables]
+
+    def update(g: dict, state: list, p: dict | None = None) -> tuple[dict, list]:
+        assert p is not None
+        new, state = opt.stateless_apply(state, [g[k] for k in KEYS], [p[k] for k in KEYS])
+        return {k: n - p[k] for k, n in zip(KEYS, new)}, state
+
+    return optax.GradientTransformation(init, update)
+
+
+def _shrink_step(lr: Any, wd: float) -> optax.GradientTransformation:
+    """The step times (1 - η_t λ): what a step that scales with ‖θ‖ makes of the decay."""
+    if callable(lr):
+        return optax.scale_by_schedule(lambda count: 1.0 - wd * lr(count))
+    return optax.scale(1.0 - wd * lr)
+
+
+def _after_first_step(lr: Any) -> Callable:
+    """η_t (1 - 1/t), t = count + 1: schedule-free's interpolation keeps 1 - 1/t of y."""
+    as_fn = lr if callable(lr) else (lambda count: lr)
+    return lambda count: as_fn(count) * (1.0 - 1.0 / (count + 1.0))
+
+
+# name -> (Keras optimizer factory taking weight_decay, how the decay is spelled)
+# "last": add_decoupled_decay(λ, learning_rate=η) after the step;
+# "shrink": the step times (1 - η_t λ), then the decay (Lamb, Adafactor);
+# "schedule_free": the decay last with multiplier η_t (1 - 1/t).
+ANY_OPTIMIZER: dict[str, tuple[Callable, str]] = {
+    "SGD(momentum)": (lambda wd: keras.optimizers.SGD(LR, momentum=0.9, weight_decay=wd), "last"),
+    "Adagrad": (lambda wd: keras.optimizers.Adagrad(LR, weight_decay=wd), "last"),
+    "RMSprop": (lambda wd: keras.optimizers.RMSprop(0.01, weight_decay=wd), "last"),
+    "Adadelta": (lambda wd: keras.optimizers.Adadelta(1.0, weight_decay=wd), "last"),
+    "Adamax": (lambda wd: keras.optimizers.Adamax(0.01, weight_decay=wd), "last"),
+    "Nadam": (lambda wd: keras.optimizers.Nadam(0.01, weight_decay=wd), "last"),
+    "Lion(CosineDecay)": (lambda wd: keras.optimizers.Lion(_cosine(), weight_decay=wd), "last"),
+    "Lamb": (lambda wd: keras.optimizers.Lamb(LR, weight_decay=wd), "shrink"),
+    "Lamb(CosineDecay)": (lambda wd: keras.optimizers.Lamb(_cosine(), weight_decay=wd), "shrink"),
+    "Adafactor": (lambda wd: keras.optimizers.Adafactor(LR, weight_decay=wd), "shrink"),
+    "ScheduleFreeAdamW": (
+        lambda wd: keras.optimizers.ScheduleFreeAdamW(0.01, weight_decay=wd), "schedule_free"),
+    "ScheduleFreeAdamW(warm-up, PiecewiseConstantDecay)": (
+        lambda wd: keras.optimizers.ScheduleFreeAdamW(_piecewise(), warmup_steps=5,
+                                                      weight_decay=wd), "schedule_free"),
+}
+ANY_WD = 0.1  # large enough that a wrong spelling shows
+# Keras' Adafactor computes the RMS of the variable about 1e-8 off its float64 value
+# (0.70452051489 for a kernel whose float64 RMS is 0.70452051025), in both runs;
+# the (1 - ηλ) spelling is exact in real arithmetic and agrees to that rounding.
+ANY_TOL = {"Adafactor": 1e-8}
+
+
+def _lr_of(opt: Any) -> Any:
+    lr = opt._learning_rate
+    return _sched(lr) if callable(lr) else float(lr)
+
+
+def _decay_spelling(kind: str, base: optax.GradientTransformation, lr: Any,
+                    wd: float) -> optax.GradientTransformation:
+    if kind == "shrink":
+        return optax.chain(base, _shrink_step(lr, wd),
+                           decaytx.add_decoupled_decay(wd, learning_rate=lr))
+    if kind == "schedule_free":
+        return optax.chain(base, decaytx.add_decoupled_decay(wd, learning_rate=_after_first_step(lr)))
+    return optax.chain(base, decaytx.add_decoupled_decay(wd, learning_rate=lr))
+
+
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize("name", list(ANY_OPTIMIZER))
+def test_keras_weight_decay_on_any_optimizer(name: str) -> None:
+    make, kind = ANY_OPTIMIZER[name]
+    params, loss = _problem("float64", STEPS)
+    theirs = _run_keras(make(ANY_WD), params, loss, STEPS)
+    without = _run_keras(make(None), params, loss, STEPS)
+    lr = _lr_of(make(None))
+    ours = _run_decaytx(_decay_spelling(kind, _keras_step(make(None), params), lr, ANY_WD),
+                        params, loss, STEPS)
+    naive = _run_decaytx(_decay_spelling("last", _keras_step(make(None), params), lr, ANY_WD),
+                         params, loss, STEPS)
+    diff, effect, naive_diff = (_max_diff(ours, theirs), _max_diff(without, theirs),
+                                _max_diff(naive, theirs))
+    print(f"parity keras {name}(weight_decay) [float64], decay spelled {kind!r}: max abs diff "
+          f"{diff:.1e} (decay's effect {effect:.1e}; decay last {naive_diff:.1e})")
+    assert effect > 1e-3
+    assert diff <= ANY_TOL.get(name, 1e-12), (name, diff)
+    if kind != "last":  # the spelling matters: decay last alone is measurably off
+        assert naive_diff > 1e3 * max(diff, 1e-15), (name, naive_diff)
+
+
+@pytest.mark.usefixtures("float64")
+def test_keras_ftrl_weight_decay_is_not_reproduced() -> None:
+    """Ftrl replaces the variable from its linear accumulator, which reads the decayed
+    variable: neither the decay last nor the shrink spelling reproduces it."""
+    make = lambda wd: keras.optimizers.Ftrl(0.1, weight_decay=wd)  # noqa: E731
+    params, loss = _problem("float64", STEPS)
+    theirs = _run_keras(make(ANY_WD), params, loss, STEPS)
+    effect = _max_diff(_run_keras(make(None), params, loss, STEPS), theirs)
+    misses = {kind: _max_diff(_run_decaytx(
+        _decay_spelling(kind, _keras_step(make(None), params), 0.1, ANY_WD), params, loss, STEPS),
+        theirs) for kind in ("last", "shrink", "schedule_free")}
+    print(f"parity keras Ftrl(weight_decay) [float64]: not reproduced, decay's effect "
+          f"{effect:.1e}; " + ", ".join(f"{k} {v:.1e}" for k, v in misses.items()))
+    assert all(v > 1e-3 * effect for v in misses.values()), misses
+
+
+# Keras optimizers with weight_decay whose whole step decaytx/optax write out.
+NATIVE: dict[str, tuple[Callable, Callable]] = {
+    "AdamW(amsgrad, eps=0) vs decaytx.adamw(amsgrad=True)": (
+        lambda: keras.optimizers.AdamW(0.01, weight_decay=0.004, amsgrad=True, epsilon=0.0),
+        lambda: decaytx.adamw(0.01, 0.004, amsgrad=True, eps=0.0)),
+    "AdamW(amsgrad, eps=0, CosineDecay)": (
+        lambda: keras.optimizers.AdamW(_cosine(), weight_decay=0.004, amsgrad=True, epsilon=0.0),
+        lambda: decaytx.adamw(_sched(_cosine()), 0.004, amsgrad=True, eps=0.0)),
+    "Lion(wd) vs optax.lion + decay": (
+        lambda: keras.optimizers.Lion(0.01, weight_decay=ANY_WD),
+        lambda: optax.chain(optax.lion(0.01, weight_decay=0.0),
+                            decaytx.add_decoupled_decay(ANY_WD, learning_rate=0.01))),
+    "Lion(wd, CosineDecay)": (
+        lambda: keras.optimizers.Lion(_cosine(), weight_decay=ANY_WD),
+        lambda: optax.chain(optax.lion(_sched(_cosine()), weight_decay=0.0),
+                            decaytx.add_decoupled_decay(ANY_WD, learning_rate=_sched(_cosine())))),
+    "Lamb(wd) vs optax Lamb chain, step shrunk": (
+        lambda: keras.optimizers.Lamb(LR, weight_decay=ANY_WD),
+        lambda: optax.chain(optax.scale_by_adam(eps=1e-7), optax.scale_by_trust_ratio(),
+                            optax.scale_by_learning_rate(LR), optax.scale(1.0 - LR * ANY_WD),
+                            decaytx.add_decoupled_decay(ANY_WD, learning_rate=LR))),
+}
+
+
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize("name", list(NATIVE))
+def test_keras_optimizer_matches_decaytx_chain(name: str) -> None:
+    make_keras, make_decaytx = NATIVE[name]
+    params, loss = _problem("float64", STEPS)
+    theirs = _run_keras(make_keras(), params, loss, STEPS)
+    diff = _max_diff(_run_decaytx(make_decaytx(), params, loss, STEPS), theirs)
+    print(f"parity keras {name} [float64]: max abs diff {diff:.1e} over {STEPS} steps "
+          f"(params moved {_max_diff(params, theirs):.2f})")
+    assert diff <= 1e-12, (name, diff)
+
+
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize("reg", ["L1", "L1L2"])
+def test_keras_l1_at_exact_zeros_differs_from_add_l1_subgrad(reg: str) -> None:
+    """Zero-initialised biases: Keras' L1 is c*sum(|θ|) and jax.grad(|x|) at 0 is 1, so
+    Keras adds +c there; add_l1_subgrad (and l1_penalty) use sign(0) = 0 and add
+    nothing. Writing c*jnp.sum(jnp.abs(θ)) into the loss is Keras' rule."""
+    c1, c2 = 0.02, 0.01
+    keras_reg = (keras.regularizers.L1(c1) if reg == "L1"
+                 else keras.regularizers.L1L2(l1=c1, l2=c2))
+    params, loss = _problem("float64", 20)
+    params = {**params, "bias": jnp.zeros_like(params["bias"])}
+    theirs = _run_keras(keras.optimizers.SGD(LR), params, loss, 20, keras_reg)
+    grad_side = (decaytx.add_l1_subgrad(c1) if reg == "L1"
+                 else decaytx.add_elastic_net_grad(c1, 2 * c2))
+    ours = _run_decaytx(optax.chain(grad_side, optax.scale_by_learning_rate(LR)),
+                        params, loss, 20)
+    in_loss = lambda p, t: loss(p, t) + sum(  # noqa: E731
+        c1 * jnp.sum(jnp.abs(p[k])) + (0.0 if reg == "L1" else c2 * jnp.sum(p[k] ** 2))
+        for k in KEYS)
+    keras_rule = _run_decaytx(optax.sgd(LR), params, in_loss, 20)
+    diff, rule_diff = _max_diff(ours, theirs), _max_diff(keras_rule, theirs)
+    print(f"parity keras SGD + regularizers.{reg} from zero biases [float64]: add_l1_subgrad "
+          f"{diff:.1e} apart (20 steps); c*|θ| in the loss {rule_diff:.1e}")
+    assert diff > 1e-4  # the difference is real: about LR * c at the first step, carried on
+    assert rule_diff <= 1e-12
