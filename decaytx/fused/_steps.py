@@ -77,56 +77,37 @@ def adamw(
       \theta_{t+1} = \theta_t - \eta_t \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
         - m_t \lambda (\theta_t - a)
 
-    The same maths, arguments, state and values as :func:`decaytx.adamw`
-    (bitwise on XLA:CPU, see ``tests/paths``), written so that the
-    moments and the update are sibling computations over
-    :math:`(\theta, g, m, v)`. With
+    The recipe's maths, arguments, state and values (to float32 rounding:
+    within 8 ulps, ``tests/test_fused.py``), its moments and update written
+    as sibling computations over :math:`(\theta, g, m, v)`; the decay is the
+    recipe's own stage (masks, coefficient trees, anchors, checks). With
     ``XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion``
-    each leaf compiles to one kernel moving 28 bytes per f32 parameter (40 for
-    ``optax.adamw``); without it (or off CPU) the update is exactly
-    :func:`decaytx.adamw`'s program. See :func:`decaytx.fused.multi_output_fusion_active`.
-    Every argument of :func:`decaytx.adamw` is taken; those the sibling form
-    does not fuse (``mu_dtype``, ``nesterov``, ``amsgrad``) run the recipe's
-    exact program instead.
+    each leaf compiles to one kernel moving 28 bytes per f32 parameter (40
+    for ``optax.adamw``); without it (or off CPU) ``formulation="auto"`` runs
+    exactly :func:`decaytx.adamw`'s program
+    (:func:`decaytx.fused.multi_output_fusion_active`).
 
     Args:
-      learning_rate: :math:`\eta`, a float or a schedule of the step count.
-      weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a schedule.
-      b1: decay of the first moment.
-      b2: decay of the second moment.
-      eps: :math:`\epsilon`, added to :math:`\sqrt{\hat v_t}`.
-      eps_root: :math:`\epsilon_{root}`, added to :math:`\hat v_t` inside the root (fused).
-      mu_dtype: dtype of the first moment; not ``None``: the recipe's program.
-      nesterov: NAdamW (as :func:`decaytx.adamw`); ``True``: the recipe's program.
-      mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
-      decay_scaling: ``"lr"``, ``"schedule"``, ``"none"`` or ``"corrected"``
-        (see :func:`decaytx.adamw`).
-      cautious: decay only the coordinates the step moves toward the anchor.
-      amsgrad: PyTorch's AMSGrad (as :func:`decaytx.adamw`); ``True``: the
-        recipe's program in the tree layout, and a ``ValueError`` naming
-        ``amsgrad`` with ``layout="flat"`` (the flat buffers hold two moments).
-      anchor: ``None`` (toward 0), ``"init"`` or a pytree like params, as in
-        :func:`decaytx.add_decoupled_decay` (read once more per step: +4 B/param).
-      formulation: ``"auto"`` (fused exactly when multi-output fusion is
-        active), ``"sibling"`` (always the fused formulation: for
-        measurements) or ``"plain"`` (always the recipe's program).
-      layout: where Adam's moments live, chosen at ``init`` from the params
-        (the states differ). ``"tree"``: like params, the recipe's state.
-        ``"flat"``: one flat buffer per dtype (:mod:`decaytx.fused._flat`; the
-        decay stage is still the recipe's per-leaf transform, so masks,
-        coefficient trees, schedules, anchors and ``decay_scaling`` work
-        unchanged); the state is NOT the recipe's, and a checkpoint does not
-        move between layouts (an update with the other layout's state raises
-        a ``ValueError`` naming ``layout=``). ``"auto"`` (default): ``"flat"``
+      learning_rate, weight_decay, b1, b2, eps, mask, anchor, decay_scaling,
+        cautious: as :func:`decaytx.adamw` (fused; an anchor is read once
+        more per step: +4 B/param).
+      eps_root: as :func:`decaytx.adamw` (fused).
+      mu_dtype, nesterov, amsgrad: as :func:`decaytx.adamw`; a value other
+        than the default runs the recipe's program (``amsgrad=True`` with
+        ``layout="flat"`` raises a ``ValueError`` naming it: the flat buffers
+        hold two moments).
+      formulation: ``"auto"`` (the sibling form exactly when multi-output
+        fusion is active), ``"sibling"`` (always: for measurements) or
+        ``"plain"`` (always the recipe's program).
+      layout: where Adam's moments live, chosen at ``init`` (the states
+        differ): ``"tree"`` (like params: the recipe's state), ``"flat"`` (one
+        flat buffer per dtype, :mod:`decaytx.fused._flat`: its own state, a
+        checkpoint does not move between layouts) or ``"auto"`` (``"flat"``
         exactly when multi-output fusion is active, ``formulation`` is not
-        ``"plain"`` and the params' float leaves average under
-        ``FLAT_MEAN_LEAF_SIZE`` = 8192 elements (measured with the flag,
-        ``experiments/measure_flat_moments.py``: flat / tree step time 0.37
-        on 309 leaves averaging 1.8K elements, 0.59 on 4K leaves, 0.91 on 8K,
-        1.04 on 16K, 1.9 on 64K, 3.0 on 100 leaves of 160K, 1.10 on one 16M
-        leaf; docs/performance.md, "Many small leaves: flat moments");
-        otherwise ``"tree"``, so without the flag ``"auto"`` is exactly the
-        tree layout.
+        ``"plain"`` and the float leaves average under ``FLAT_MEAN_LEAF_SIZE``
+        = 8192 elements, the measured break-even of
+        ``experiments/measure_flat_moments.py``; docs/performance.md, "Many
+        small leaves: flat moments").
 
     Returns:
       An ``optax.GradientTransformation`` whose state is :func:`decaytx.adamw`'s
@@ -141,8 +122,6 @@ def adamw(
       Array([-0.001,  0.002], dtype=float32)
 
     References:
-      Loshchilov & Hutter, `Decoupled Weight Decay Regularization
-      <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
       `XLA flags <https://openxla.org/xla/flags_guidance>`_.
     """
     formulation, layout = check_formulation(formulation), check_layout(layout)
@@ -180,28 +159,19 @@ def adam_l2(
       g_t \leftarrow g_t + \lambda(\theta_t - a), \qquad
       \theta_{t+1} = \theta_t - \eta_t \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
 
-    The same maths, arguments, state and values as :func:`decaytx.adam_l2`
-    (bitwise on XLA:CPU), written as sibling computations: with
-    ``XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion``
-    one kernel per leaf at 28 B/param (the plain chain: 48); otherwise exactly
+    The recipe's maths, arguments, state and values (to float32 rounding), as
+    sibling computations: with the multi-output-fusion flag one kernel per
+    leaf at 28 B/param (the plain chain: 48); otherwise exactly
     :func:`decaytx.adam_l2`'s program. See :func:`decaytx.fused.adamw`.
 
     Args:
-      learning_rate: :math:`\eta`, a float or a schedule of the step count.
-      weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a schedule.
-      b1: decay of the first moment.
-      b2: decay of the second moment.
-      eps: :math:`\epsilon`, added to :math:`\sqrt{\hat v_t}`.
-      mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
-      anchor: ``None``, ``"init"`` or a pytree like params (as
-        :func:`decaytx.add_l2_grad`).
-      mu_dtype: dtype of the first moment; not ``None``: the recipe's program.
-      amsgrad: PyTorch's AMSGrad; ``True``: the recipe's program in the tree
-        layout, a ``ValueError`` naming ``amsgrad`` with ``layout="flat"``.
-      formulation: ``"auto"``, ``"sibling"`` or ``"plain"`` (see :func:`decaytx.fused.adamw`).
-      layout: ``"auto"``, ``"tree"`` or ``"flat"``: Adam's moments like
-        params or in one flat buffer per dtype, chosen at ``init`` (see
-        :func:`decaytx.fused.adamw`; the flat state is not the recipe's).
+      learning_rate, weight_decay, b1, b2, eps, mask, anchor: as
+        :func:`decaytx.adam_l2` (fused).
+      mu_dtype, amsgrad: as :func:`decaytx.adam_l2`; a value other than the
+        default runs the recipe's program (``amsgrad=True`` with
+        ``layout="flat"`` raises a ``ValueError`` naming it).
+      formulation: as :func:`decaytx.fused.adamw`.
+      layout: as :func:`decaytx.fused.adamw`.
 
     Returns:
       An ``optax.GradientTransformation`` whose state is :func:`decaytx.adam_l2`'s
@@ -214,10 +184,6 @@ def adam_l2(
       >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
       >>> [round(float(u), 4) for u in updates]
       [-0.1, 0.1]
-
-    References:
-      Kingma & Ba, `Adam: A Method for Stochastic Optimization
-      <https://arxiv.org/abs/1412.6980>`_, ICLR 2015.
     """
     formulation, layout = check_formulation(formulation), check_layout(layout)
     coef.check("learning_rate", learning_rate)
@@ -253,25 +219,18 @@ def sgdw(
       \theta_{t+1} = \theta_t - \eta_t \,(b_t \text{ or } g_t + \mu b_t)
         - m_t \lambda (\theta_t - a)
 
-    The same maths, arguments, state and values as :func:`decaytx.sgdw`
-    (bitwise on XLA:CPU). With momentum and
-    ``XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion``
-    each leaf is one kernel at 20 B/param (read :math:`\theta, g, b`; write
-    :math:`\theta, b`); otherwise exactly :func:`decaytx.sgdw`'s program
-    (without momentum that is one kernel per leaf already).
+    The recipe's maths, arguments, state and values (bitwise on XLA:CPU).
+    With momentum and the multi-output-fusion flag each leaf is one kernel at
+    20 B/param (read :math:`\theta, g, b`; write :math:`\theta, b`);
+    otherwise exactly :func:`decaytx.sgdw`'s program (without momentum that
+    is one kernel per leaf already).
 
     Args:
-      learning_rate: :math:`\eta`, a float or a schedule of the step count.
-      weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a schedule.
-      momentum: :math:`\mu \in [0, 1)` (PyTorch convention), or ``None``.
-      nesterov: Nesterov momentum (needs ``momentum``).
-      dampening: PyTorch's ``dampening``; not 0: the recipe's program.
-      mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
-      decay_scaling: ``"lr"``, ``"schedule"``, ``"none"`` or ``"corrected"``.
-      anchor: ``None``, ``"init"`` or a pytree like params.
-      accumulator_dtype: dtype of the momentum buffer; not ``None``: the
-        recipe's program.
-      formulation: ``"auto"``, ``"sibling"`` or ``"plain"`` (see :func:`decaytx.fused.adamw`).
+      learning_rate, weight_decay, momentum, nesterov, mask, anchor,
+        decay_scaling: as :func:`decaytx.sgdw` (fused).
+      dampening, accumulator_dtype: as :func:`decaytx.sgdw`; a value other
+        than the default runs the recipe's program.
+      formulation: as :func:`decaytx.fused.adamw`.
 
     Returns:
       An ``optax.GradientTransformation`` whose state is :func:`decaytx.sgdw`'s.
@@ -283,10 +242,6 @@ def sgdw(
       >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
       >>> updates
       Array([-0.01,  0.02], dtype=float32)
-
-    References:
-      Loshchilov & Hutter, `Decoupled Weight Decay Regularization
-      <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
     formulation = check_formulation(formulation)
     m = decay_multiplier(learning_rate, decay_scaling)
@@ -318,22 +273,16 @@ def sgd_l2(
       b_t = \mu b_{t-1} + g_t, \qquad
       \theta_{t+1} = \theta_t - \eta_t \,(b_t \text{ or } g_t + \mu b_t)
 
-    The same maths, arguments, state and values as :func:`decaytx.sgd_l2`
-    (bitwise on XLA:CPU): with momentum and the multi-output-fusion flag one
-    kernel per leaf at 20 B/param; otherwise exactly :func:`decaytx.sgd_l2`'s
-    program.
+    The recipe's maths, arguments, state and values (bitwise on XLA:CPU):
+    with momentum and the multi-output-fusion flag one kernel per leaf at 20
+    B/param; otherwise exactly :func:`decaytx.sgd_l2`'s program.
 
     Args:
-      learning_rate: :math:`\eta`, a float or a schedule of the step count.
-      weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a schedule.
-      momentum: :math:`\mu \in [0, 1)`, or ``None``.
-      nesterov: Nesterov momentum (needs ``momentum``).
-      dampening: PyTorch's ``dampening``; not 0: the recipe's program.
-      mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
-      anchor: ``None``, ``"init"`` or a pytree like params.
-      accumulator_dtype: dtype of the momentum buffer; not ``None``: the
-        recipe's program.
-      formulation: ``"auto"``, ``"sibling"`` or ``"plain"`` (see :func:`decaytx.fused.adamw`).
+      learning_rate, weight_decay, momentum, nesterov, mask, anchor: as
+        :func:`decaytx.sgd_l2` (fused).
+      dampening, accumulator_dtype: as :func:`decaytx.sgd_l2`; a value other
+        than the default runs the recipe's program.
+      formulation: as :func:`decaytx.fused.adamw`.
 
     Returns:
       An ``optax.GradientTransformation`` whose state is :func:`decaytx.sgd_l2`'s.
@@ -345,10 +294,6 @@ def sgd_l2(
       >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
       >>> updates
       Array([-0.05,  0.1 ], dtype=float32)
-
-    References:
-      `torch.optim.SGD
-      <https://pytorch.org/docs/stable/generated/torch.optim.SGD.html>`_.
     """
     formulation = check_formulation(formulation)
     coef.check("learning_rate", learning_rate)
