@@ -26,7 +26,7 @@ from decaytx._transform import DecayState
 from decaytx._warnings import DecayWarning
 from decaytx.fused import multi_output_fusion_active
 
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"
 
 __all__ = [
     "Audit",
