@@ -229,10 +229,8 @@ def _check_scalar(name: str, value: Any) -> None:
             f"{name}={show(value)} has dtype {arr.dtype}; decay coefficients are "
             "real. Pass a non-negative float such as 1e-4."
         )
-    number(
-        name, float(arr), low=0.0,
-        fix=f" A negative {name} grows the weights: pass abs({name}), or 0 to disable.",
-    )
+    number(name, float(arr), low=0.0, fix=" Decay coefficients are >= 0 (a negative one "
+           f"grows the weights): pass abs({name}), or 0 to disable.")
 
 
 def _range_text(low: float | None, low_open: bool, high: float | None,
@@ -291,9 +289,10 @@ def number(
     too_low = low is not None and (v < low or (low_open and v == low))
     too_high = high is not None and (v > high or (high_open and v == high))
     if too_low or too_high:
-        what = "is negative" if too_low and v < 0 and low is not None and low >= 0 else "is out of range"
         shown = show(value) if integer else repr(v)
-        raise ValueError(f"{name}={shown} {what}; {name} must be {span}.{fix}")
+        if v < 0 and low is not None and low >= 0:
+            raise ValueError(f"{name}={shown} is negative; {name} must be {span}.{fix}")
+        raise ValueError(f"{name}={shown} must be {span}.{fix}")
     return v
 
 

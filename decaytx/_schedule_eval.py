@@ -80,6 +80,12 @@ _NUMPY_DTYPES = frozenset(np.dtype(d) for d in (
     np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint32, np.float32, np.float64,
 ))
 _SUB_JAXPRS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
+# Calls that run their jaxpr once on their operands (so it can be inlined);
+# scan and while also carry a jaxpr but loop over it, and are refused.
+_CALLS = frozenset({
+    "jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
+    "custom_vjp_call_jaxpr", "checkpoint", "remat",
+})
 
 
 def _bind(eqn: Any) -> Callable[..., Any]:
@@ -185,7 +191,7 @@ class Program:
                 self.fixed.update(outs)
             return outs
         params = eqn.params
-        sub = next((params[k] for k in _SUB_JAXPRS if k in params), None)
+        sub = next((params[k] for k in _SUB_JAXPRS if k in params), None) if name in _CALLS else None
         if isinstance(sub, (ClosedJaxpr, Jaxpr)):  # jit, custom_jvp, remat: inline
             inner = sub.jaxpr if isinstance(sub, ClosedJaxpr) else sub
             consts = sub.consts if isinstance(sub, ClosedJaxpr) else ()
