@@ -229,8 +229,9 @@ def _check_scalar(name: str, value: Any) -> None:
             f"{name}={show(value)} has dtype {arr.dtype}; decay coefficients are "
             "real. Pass a non-negative float such as 1e-4."
         )
-    number(name, float(arr), low=0.0, fix=" Decay coefficients are >= 0 (a negative one "
-           f"grows the weights): pass abs({name}), or 0 to disable.")
+    v = float(arr)
+    grows = f" A negative coefficient grows the weights: pass abs({name}), or 0 to disable."
+    number(name, v, low=0.0, fix=grows if v < 0 else "")
 
 
 def _range_text(low: float | None, low_open: bool, high: float | None,
