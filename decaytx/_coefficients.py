@@ -1,43 +1,44 @@
-"""Coefficients: validation, schedules, concrete zeros and dtype casting.
+"""One coefficient: what it may be, its validation, value, zero test and dtype.
 
 Every decay form takes coefficients that are a Python/NumPy number, a JAX
 array (possibly traced, e.g. under ``optax.inject_hyperparams``) or a schedule
 (a callable of the step count). This module is the one place that knows how to
-check, evaluate and cast them; the forms only write their maths.
+check, evaluate and cast one of them; the forms only write their maths. What a
+schedule does over its steps (its survey, peak and horizon) is
+:mod:`decaytx._schedules`; :func:`number` is the one validator of plain numbers.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
-import weakref
 from collections.abc import Callable
-from typing import Any, NamedTuple, Union
+from typing import Any, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from optax.schedules import StatefulSchedule
 
 Schedule = Callable[[jax.Array], Any]
 Coefficient = Union[float, int, np.floating, jax.Array, Schedule]  # noqa: UP007 (runtime alias)
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
-# The steps at which a schedule is surveyed (checked, and searched for its
-# peak) when the caller does not say otherwise: every step below _DENSE
-# (warm-ups and short runs, exactly), then _GEOMETRIC steps spaced by a
-# constant ratio (0.6%) up to the int32 limit; plus the schedule's own knots
-# where its closure shows them (optax's boundaries, warm-up and decay steps).
-# Between grid points the peak and the first bad step are refined (see
-# _refine), so a warm-up peak or a sign change past _DENSE is found to the step.
-_DENSE = 16_384
-_GEOMETRIC = 2_048
-# A schedule that cannot take an array of steps, nor be vectorised, is called
-# once per step with a Python int on this smaller grid.
-_PY_DENSE = 1_024
-_PY_GEOMETRIC = 400
-_REFINE_POINTS = 513
-_MAX_KNOTS = 4_096
+
+# Schedule names that lived here before decaytx 0.3 split the survey into
+# decaytx._schedules; still importable from here (``coef.schedule_peak``).
+_MOVED_TO_SCHEDULES = frozenset({
+    "HorizonSchedule", "Survey", "check_schedule", "peak", "remember",
+    "schedule_peak", "survey", "_grid_values",
+})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_SCHEDULES:
+        from decaytx import _schedules
+
+        return getattr(_schedules, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_schedule(value: Any) -> bool:
@@ -54,6 +55,15 @@ def is_schedule(value: Any) -> bool:
         return True
     leaves = jax.tree_util.tree_leaves(value)
     return not leaves or (len(leaves) == 1 and leaves[0] is value)
+
+
+def is_stateful_schedule(value: Any) -> bool:
+    """Whether ``value`` is an optax ``StatefulSchedule`` (called with its state).
+
+    optax's own test (``isinstance``, as in ``optax.inject_hyperparams``): such a
+    schedule must never be called with a step count.
+    """
+    return isinstance(value, StatefulSchedule)
 
 
 def is_traced(value: Any) -> bool:
@@ -112,26 +122,19 @@ def check(name: str, value: Any, *, allow_none: bool = False) -> Any:
             "scalar array or a schedule (a callable of the step count)."
         )
     if is_traced(value):
-        shape = tuple(getattr(value, "shape", ()))
-        if shape != ():
-            raise TypeError(
-                f"{name} is a traced array of shape {shape} ({show(value)}); a "
-                "coefficient must be a scalar (shape ()), and a tracer's shape is "
-                f"known before tracing. Pass a 0-d value such as jnp.asarray(0.1); "
-                + _PER_LEAF_FIX
-            )
-        dtype = getattr(value, "dtype", None)
-        if dtype is not None and not jnp.issubdtype(dtype, jnp.number):
-            raise TypeError(
-                f"{name} is a traced array of dtype {dtype} ({show(value)}); decay "
-                "coefficients are real numbers. Pass a float such as jnp.asarray(0.1)."
-            )
-        return value
+        return _check_traced(name, value)
     if isinstance(value, type):
         raise TypeError(
             f"{name}={show(value)} is a type, not a coefficient or a schedule; "
             f"pass a number (e.g. {name}=1e-4, or jnp.float32(1e-4) for a typed "
             "scalar) or a schedule (a function of the step count)."
+        )
+    if is_stateful_schedule(value):
+        raise TypeError(
+            f"{name}={show(value)} is an optax StatefulSchedule, which is called "
+            "with its own state, not with the step count; pass it through "
+            "decaytx.inject_hyperparams (or optax.inject_hyperparams), which "
+            "keeps its state and hands the transform its value at each step."
         )
     if is_schedule(value):
         return value
@@ -142,6 +145,31 @@ def check(name: str, value: Any, *, allow_none: bool = False) -> Any:
             "and not one coefficient; pass a number or a schedule here, or "
             "wrap a schedule-like module in a plain function: lambda t: module(t)."
         )
+    _check_number_type(name, value)
+    _check_scalar(name, value)
+    return value
+
+
+def _check_traced(name: str, value: Any) -> Any:
+    shape = tuple(getattr(value, "shape", ()))
+    if shape != ():
+        raise TypeError(
+            f"{name} is a traced array of shape {shape} ({show(value)}); a "
+            "coefficient must be a scalar (shape ()), and a tracer's shape is "
+            f"known before tracing. Pass a 0-d value such as jnp.asarray(0.1); "
+            + _PER_LEAF_FIX
+        )
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and not jnp.issubdtype(dtype, jnp.number):
+        raise TypeError(
+            f"{name} is a traced array of dtype {dtype} ({show(value)}); decay "
+            "coefficients are real numbers. Pass a float such as jnp.asarray(0.1)."
+        )
+    return value
+
+
+def _check_number_type(name: str, value: Any) -> None:
+    """Refuses what is not a real number JAX can hold (bool, Decimal, complex...)."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(
             f"{name}={value!r} is a bool, not a coefficient; pass a "
@@ -180,6 +208,10 @@ def check(name: str, value: Any, *, allow_none: bool = False) -> Any:
             "non-negative float, a scalar array or a schedule (a callable of "
             "the step count)."
         )
+
+
+def _check_scalar(name: str, value: Any) -> None:
+    """A concrete array or number: a real scalar, finite and >= 0."""
     arr: Any = np.asarray(value)
     if arr.shape != ():
         raise TypeError(
@@ -198,17 +230,71 @@ def check(name: str, value: Any, *, allow_none: bool = False) -> Any:
             "real. Pass a non-negative float such as 1e-4."
         )
     v = float(arr)
+    grows = f" A negative coefficient grows the weights: pass abs({name}), or 0 to disable."
+    number(name, v, low=0.0, fix=grows if v < 0 else "")
+
+
+def _range_text(low: float | None, low_open: bool, high: float | None,
+                high_open: bool, integer: bool) -> str:
+    def fmt(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else repr(x)
+
+    if high is None:
+        kind = "an int" if integer else "finite"
+        if low is None:
+            return kind
+        return f"{kind}{'' if integer else ' and'} {'>' if low_open else '>='} {fmt(low)}"
+    left = "(-inf" if low is None else f"{'(' if low_open else '['}{fmt(low)}"
+    return f"{'an int ' if integer else ''}in {left}, {fmt(high)}{')' if high_open else ']'}"
+
+
+def number(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = 0.0,
+    low_open: bool = False,
+    high: float | None = None,
+    high_open: bool = True,
+    integer: bool = False,
+    fix: str = "",
+) -> float:
+    """Checks one concrete real number (a hyperparameter) and returns it as a float.
+
+    The one validator of plain numbers (scaling-rule arguments, ``peak=``,
+    ``total_steps``, betas and epsilons, and the value of a concrete
+    coefficient). ``value`` must be a real number (a Python or NumPy int or
+    float, or a concrete 0-d array; not a bool, a string or a complex; an int
+    when ``integer``), finite, and inside ``[low, high)`` (open or closed ends
+    as given; ``None`` for no bound). Raises ``TypeError`` for the kind and
+    ``ValueError`` for the value, naming the argument, the value and the range;
+    ``fix`` (a sentence) is appended.
+    """
+    bad_kind = isinstance(value, (bool, np.bool_, str, bytes, complex)) or is_traced(value)
+    if integer:
+        bad_kind = bad_kind or not isinstance(value, (int, np.integer))
+    elif not bad_kind:
+        try:
+            v = float(value)
+        except (TypeError, ValueError, OverflowError):
+            bad_kind = True
+    span = _range_text(low, low_open, high, high_open, integer)
+    if bad_kind:
+        want = "a Python int" if integer else "a Python float or int"
+        raise TypeError(
+            f"{name}={show(value)} must be {want} ({span}); got {type(value).__name__}.{fix}"
+        )
+    v = float(value)
     if not math.isfinite(v):
-        raise ValueError(
-            f"{name}={v!r} is not finite; pass a finite non-negative value."
-        )
-    if v < 0:
-        raise ValueError(
-            f"{name}={v!r} is negative; decay coefficients must be >= 0 (a "
-            f"negative {name} grows the weights). Pass abs({name}) or 0 to "
-            "disable."
-        )
-    return value
+        raise ValueError(f"{name}={v!r} is not finite; {name} must be {span}.{fix}")
+    too_low = low is not None and (v < low or (low_open and v == low))
+    too_high = high is not None and (v > high or (high_open and v == high))
+    if too_low or too_high:
+        shown = show(value) if integer else repr(v)
+        if v < 0 and low is not None and low >= 0:
+            raise ValueError(f"{name}={shown} is negative; {name} must be {span}.{fix}")
+        raise ValueError(f"{name}={shown} must be {span}.{fix}")
+    return v
 
 
 def value_at(value: Any, count: jax.Array | None) -> jax.Array:
@@ -232,439 +318,3 @@ def cast_for(scalar: jax.Array, leaf: jax.Array) -> jax.Array:
 
 # Raised when a schedule's values depend on traced inputs and cannot be seen.
 TRACED_VALUE_ERRORS = (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError)
-
-
-class HorizonSchedule:
-    """A schedule used for ``total_steps`` steps: checked on steps below it only.
-
-    Built by :func:`decaytx.with_horizon`. Calling it calls the schedule; the
-    checks and the peak search look at steps ``0 .. total_steps - 1`` only.
-    """
-
-    def __init__(self, schedule: Any, total_steps: int) -> None:
-        self.schedule = schedule
-        self.total_steps = total_steps
-        functools.update_wrapper(self, schedule, updated=())
-
-    def __call__(self, count: Any) -> Any:
-        return self.schedule(count)
-
-    def __repr__(self) -> str:
-        return f"with_horizon({show(self.schedule)}, total_steps={self.total_steps})"
-
-
-def _last_step(schedule: Any) -> int:
-    if isinstance(schedule, HorizonSchedule):
-        return schedule.total_steps - 1
-    return _INT32_MAX
-
-
-def _closure_ints(obj: Any, depth: int = 0) -> set[int]:
-    """Non-negative ints a schedule closes over (knots such as boundaries).
-
-    optax's schedules are closures over their boundaries, warm-up and decay
-    steps (``join_schedules`` over its inner schedules too); nothing in them is
-    public, so this only adds grid points and never decides anything.
-    """
-    found: set[int] = set()
-    if depth > 4:
-        return found
-    if isinstance(obj, (bool, np.bool_)):
-        return found
-    if isinstance(obj, (int, np.integer)):
-        return {int(obj)} if 0 <= obj <= _INT32_MAX else found
-    if isinstance(obj, dict):
-        for k, v in list(obj.items())[:_MAX_KNOTS]:
-            found |= _closure_ints(k, depth + 1) | _closure_ints(v, depth + 1)
-        return found
-    if isinstance(obj, (list, tuple)):
-        for v in obj[:_MAX_KNOTS]:
-            found |= _closure_ints(v, depth + 1)
-        return found
-    if isinstance(obj, HorizonSchedule):
-        return _closure_ints(obj.schedule, depth + 1)
-    if isinstance(obj, functools.partial):
-        return _closure_ints([obj.func, *obj.args, *obj.keywords.values()], depth + 1)
-    for cell in getattr(obj, "__closure__", None) or ():
-        try:
-            found |= _closure_ints(cell.cell_contents, depth + 1)
-        except ValueError:  # an empty cell
-            continue
-    return found
-
-
-def _grid(schedule: Any, dense: int, geometric: int) -> np.ndarray:
-    last = _last_step(schedule)
-    parts = [np.arange(0, min(dense, last + 1))]
-    if last >= dense:
-        parts.append(np.geomspace(dense, last, geometric).round().astype(np.int64))
-        parts.append(np.asarray([last]))
-    knots = np.asarray(sorted(_closure_ints(schedule))[:_MAX_KNOTS], dtype=np.int64)
-    parts.append((knots[:, None] + np.arange(-1, 2)[None, :]).ravel())
-    steps = np.unique(np.concatenate(parts))
-    return steps[(steps >= 0) & (steps <= last)].astype(np.int32)
-
-
-class _NotElementwise(Exception):
-    """The schedule cannot be evaluated on an array of steps in one call."""
-
-
-def _eval_array(schedule: Any, steps: np.ndarray) -> np.ndarray:
-    """One call with an array of steps: optax's schedules are elementwise.
-
-    Much cheaper than compiling ``vmap(schedule)`` (a 1000-knot piecewise
-    schedule takes seconds of XLA compilation); refused where the result is
-    not one value per step.
-    """
-    try:
-        out = schedule(jnp.asarray(steps, jnp.int32))
-    except Exception as e:  # Python control flow, lax.cond on the step, ...
-        raise _NotElementwise from e
-    if is_traced(out):
-        # The schedule closes over a traced value (a learning rate under
-        # jax.vmap, jit or grad): no way of evaluating it can see values.
-        raise jax.errors.TracerArrayConversionError(out)  # pyright: ignore[reportArgumentType]
-    if out is None:
-        return np.full(steps.shape, None, dtype=object)
-    try:
-        values = np.asarray(out)
-    except Exception as e:
-        raise _NotElementwise from e
-    if values.shape == ():
-        return np.broadcast_to(values, steps.shape)
-    if values.shape != steps.shape:
-        raise _NotElementwise
-    return values
-
-
-_CHUNK = 4_096
-# Above this many operations, compiling vmap(schedule) costs more than calling
-# the schedule eagerly on an array (XLA takes ~20 s for a 1000-knot
-# optax.piecewise_constant_schedule); below it, compiling is cheaper than
-# the eager dispatch (and per-shape compilation) of each operation.
-_COMPILE_LIMIT = 1_000
-# Grid steps at which an array call's values are confirmed by a second,
-# short array call (see _agrees).
-_SPOT_CHECKS = 9
-
-
-class _Vectorised:
-    """``vmap(schedule)``, traced once, compiled on first use, run in chunks.
-
-    Chunks of a fixed size bound the memory (a schedule that broadcasts the
-    step against its 1000 knots holds chunk x 1000 values, not grid x 1000)
-    and share one compilation.
-    """
-
-    def __init__(self, schedule: Any) -> None:
-        self.fn = jax.jit(jax.vmap(schedule))
-        traced = self.fn.trace(jax.ShapeDtypeStruct((_CHUNK,), jnp.int32))
-        self.size = len(traced.jaxpr.jaxpr.eqns)
-
-    def __call__(self, steps: np.ndarray) -> np.ndarray:
-        out = []
-        for start in range(0, steps.size, _CHUNK):
-            part = steps[start : start + _CHUNK]
-            padded = np.pad(part, (0, _CHUNK - part.size), mode="edge")
-            values = self.fn(jnp.asarray(padded, jnp.int32))
-            if values is None:
-                return np.full(steps.shape, None, dtype=object)
-            if is_traced(values):
-                raise jax.errors.TracerArrayConversionError(values)  # pyright: ignore[reportArgumentType]
-            out.append(np.asarray(values)[: part.size])
-        return np.concatenate(out)
-
-
-def _eval_python(schedule: Any, steps: np.ndarray) -> np.ndarray:
-    """One call per step with a Python int (schedules with Python control flow)."""
-    values = []
-    for s in steps:
-        values.append(schedule(int(s)))
-        if is_traced(values[-1]):
-            # Closes over a traced value: stop at once (every further call
-            # would only add operations to the outer trace).
-            raise jax.errors.TracerArrayConversionError(values[-1])  # pyright: ignore[reportArgumentType]
-    if any(v is None for v in values):
-        return np.asarray(values, dtype=object)
-    return np.asarray([np.asarray(v) for v in values])
-
-
-class Survey(NamedTuple):
-    """What a schedule does on its grid of steps (see :func:`survey`).
-
-    Attributes:
-      steps: the grid (int32), and ``values`` the schedule's values there.
-      peak_step, peak: the largest finite value and its step, refined between
-        grid points (``peak`` is ``nan`` when no value is finite).
-      bad_step, bad_value: the first step whose value is non-finite or
-        negative beyond rounding (refined between grid points), or ``None``.
-      bad_tail: whether every grid step from ``bad_step`` on is bad (the
-        schedule is valid only up to a horizon).
-      problem: a message fragment for values that are not real scalars
-        (shape, dtype, ``None``), else ``None``.
-    """
-
-    steps: np.ndarray
-    values: np.ndarray
-    peak_step: int
-    peak: float
-    bad_step: int | None
-    bad_value: float | None
-    bad_tail: bool
-    problem: str | None
-
-
-def _tolerance(values: np.ndarray, rel: float, floor: float = 0.0) -> np.ndarray:
-    """Rounding tolerance for negatives at each step: tied to the values so far.
-
-    ``optax.linear_schedule(eta, 0.0, n)`` returns about ``-1.5e-8 * eta`` at
-    step ``n`` (f32 rounding, with FMA under ``jit``) and at every later step:
-    the scale is the largest value before the step, not after it (the old
-    scale, the largest value up to ``2**31``, let a schedule that is negative
-    for its first 1000 steps through).
-    """
-    mags = np.where(np.isfinite(values), np.abs(values), 0.0)
-    return rel * np.maximum(np.maximum.accumulate(mags), floor)
-
-
-def _bad_mask(values: np.ndarray, rel: float, floor: float = 0.0) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        return ~np.isfinite(values) | (values < -_tolerance(values, rel, floor))
-
-
-def _refine(evaluate: Callable[[np.ndarray], np.ndarray], lo: int, hi: int,
-            pick: Callable[[np.ndarray, np.ndarray], int], points: int) -> tuple[int, float]:
-    """Narrows ``[lo, hi]`` down to one step, ``pick`` choosing the index."""
-    while True:
-        pts = np.unique(np.linspace(lo, hi, points).round().astype(np.int64))
-        vals = np.asarray(evaluate(pts.astype(np.int32)), dtype=np.float64)
-        j = pick(pts, vals)
-        if pts.size == hi - lo + 1:
-            return int(pts[j]), float(vals[j])
-        lo, hi = int(pts[max(j - 1, 0)]), int(pts[min(j + 1, pts.size - 1)])
-
-
-def _problem(steps: np.ndarray, values: np.ndarray) -> str | None:
-    if values.dtype == object and any(v is None for v in values.ravel()):
-        i = next(k for k, v in enumerate(values.ravel()) if v is None)
-        return f"returns None at step {int(steps[min(i, steps.size - 1)])} (a missing return?)"
-    if values.shape != steps.shape:
-        return (
-            f"returns values of shape {values.shape[1:]} (at step {int(steps[0])}: "
-            f"{show(values[0])}), not scalars"
-        )
-    if np.iscomplexobj(values) or not (
-        jnp.issubdtype(values.dtype, jnp.floating) or jnp.issubdtype(values.dtype, jnp.integer)
-    ):
-        return (
-            f"returns values of dtype {values.dtype} (at step {int(steps[0])}: "
-            f"{show(values[0])}); decay coefficients are real numbers"
-        )
-    return None
-
-
-def _survey(schedule: Any) -> Survey:
-    # Runs eagerly even when called while an outer function is being traced
-    # (jax.jit(opt.init)): the grid is a constant, so its values are too.
-    with jax.ensure_compile_time_eval():
-        steps = _grid(schedule, _DENSE, _GEOMETRIC)
-        try:
-            vectorised = _Vectorised(schedule)
-        except Exception:  # a schedule written with Python control flow
-            steps = _grid(schedule, _PY_DENSE, _PY_GEOMETRIC)
-            return _summarise(functools.partial(_eval_python, schedule), steps, refine_points=33)
-        if vectorised.size > _COMPILE_LIMIT:
-            # A large schedule: one eager call on the whole grid (optax's
-            # schedules are elementwise), where compiling vmap(schedule)
-            # takes XLA seconds. Small ones are compiled once: eager calls
-            # would compile each operation for each new shape instead.
-            try:
-                result = _summarise(functools.partial(_eval_array, schedule), steps)
-                if result.problem is not None or _agrees(schedule, result):
-                    return result
-                # Not elementwise after all (another call disagrees with the
-                # array call): survey it the slow, exact way.
-            except _NotElementwise:
-                pass
-        return _summarise(vectorised, steps)
-
-
-def _agrees(schedule: Any, result: Survey) -> bool:
-    """Whether a second array call confirms the values one array call gave.
-
-    The second call gets a short array: a few grid steps spread over the
-    grid, the peak and the first bad step, in another order. A schedule
-    whose value at a step depends on the other steps of its input (not
-    elementwise) disagrees there. One call, not one per step: a 1000-knot
-    optax.piecewise_constant_schedule costs about 7,000 eager dispatches a
-    call, whatever the array's length.
-    """
-    idx = np.linspace(0, result.steps.size - 1, _SPOT_CHECKS).round().astype(np.int64)
-    steps = [int(s) for s in result.steps[idx]] + [result.peak_step]
-    values = [float(v) for v in np.asarray(result.values[idx], np.float64)] + [result.peak]
-    if result.bad_step is not None:
-        steps.append(result.bad_step)
-        values.append(float(result.bad_value))  # pyright: ignore[reportArgumentType]
-    order = np.argsort(steps)[::-1]  # descending: not the grid's order
-    few = np.asarray(schedule(jnp.asarray(np.asarray(steps)[order], jnp.int32)))
-    if few.shape != order.shape:
-        return False
-    return bool(np.allclose(np.real(few).astype(np.float64), np.asarray(values)[order],
-                            rtol=1e-5, atol=0.0, equal_nan=True))
-
-
-def _summarise(evaluate: Callable[[np.ndarray], np.ndarray], steps: np.ndarray,
-               refine_points: int = _REFINE_POINTS) -> Survey:
-    values = evaluate(steps)
-    problem = _problem(steps, values)
-    if problem is not None:
-        return Survey(steps, values, 0, math.nan, None, None, False, problem)
-    values = np.real(values)
-    floating = jnp.issubdtype(values.dtype, jnp.floating)
-    rel = max(1e-6, 8 * float(jnp.finfo(values.dtype).eps)) if floating else 0.0
-    values64 = np.asarray(values, dtype=np.float64)
-
-    finite = np.isfinite(values64)
-    if finite.any():
-        i = int(np.argmax(np.where(finite, values64, -np.inf)))
-        peak_step, peak = int(steps[i]), float(values64[i])
-        lo, hi = int(steps[max(i - 1, 0)]), int(steps[min(i + 1, steps.size - 1)])
-        if hi - lo > 2:
-
-            def best(pts: np.ndarray, vals: np.ndarray) -> int:
-                return int(np.argmax(np.where(np.isfinite(vals), vals, -np.inf)))
-
-            s, v = _refine(evaluate, lo, hi, best, refine_points)
-            if v > peak:
-                peak_step, peak = s, v
-    else:
-        peak_step, peak = int(steps[0]), math.nan
-
-    bad = _bad_mask(values64, rel)
-    if not bad.any():
-        return Survey(steps, values, peak_step, peak, None, None, False, None)
-    k = int(np.flatnonzero(bad)[0])
-    bad_step, bad_value = int(steps[k]), float(values64[k])
-    if k > 0 and bad_step - int(steps[k - 1]) > 1:
-        scale = float(_tolerance(values64[:k], 1.0)[-1])
-
-        def first_bad(pts: np.ndarray, vals: np.ndarray) -> int:
-            return int(np.flatnonzero(_bad_mask(vals, rel, scale))[0])
-
-        bad_step, bad_value = _refine(
-            evaluate, int(steps[k - 1]), bad_step, first_bad, refine_points
-        )
-    return Survey(steps, values, peak_step, peak, bad_step, bad_value, bool(bad[k:].all()), None)
-
-
-# Surveys per schedule object (and per x64 setting, which changes the values'
-# precision): the first init checks a schedule and then finds its peak for
-# the warnings, and lr_multiplier finds the same peak at construction; a
-# schedule is a pure function of the step, so once is enough.
-_CACHE: weakref.WeakKeyDictionary[Any, dict[bool, Survey]] = weakref.WeakKeyDictionary()
-
-
-def survey(schedule: Any) -> Survey:
-    """The schedule's values on its grid of steps, its peak and first bad step.
-
-    The grid: every step below 16,384, 2,048 geometrically spaced steps up to
-    ``2**31 - 1`` (or the horizon of :func:`decaytx.with_horizon`) and the
-    knots found in the schedule's closure, each with its neighbours. The
-    schedule is traced once under ``jax.vmap``; a small one (up to 1,000
-    operations) is compiled and run on the grid in chunks; a larger one is
-    called once, eagerly, on the whole grid as an array (optax's schedules are
-    elementwise), its values confirmed by a second, short array call (else
-    the compiled chunks after all). One that cannot be vectorised is called
-    step by step on a smaller grid. The peak and the first bad step are then refined between
-    grid points, to the step.
-
-    Computed once per schedule object and x64 setting (cached while the
-    schedule lives; one that cannot be weakly referenced or hashed is
-    surveyed every time). Raises one of :data:`TRACED_VALUE_ERRORS` when the
-    schedule's values depend on traced inputs.
-    """
-    x64 = bool(jax.config.read("jax_enable_x64"))
-    try:
-        return _CACHE[schedule][x64]
-    except (KeyError, TypeError):
-        pass
-    result = _survey(schedule)
-    remember(schedule, result)
-    return result
-
-
-def remember(schedule: Any, result: Survey) -> None:
-    """Caches ``result`` as the survey of ``schedule`` (at this x64 setting)."""
-    try:
-        _CACHE.setdefault(schedule, {})[bool(jax.config.read("jax_enable_x64"))] = result
-    except TypeError:
-        pass
-
-
-def _grid_values(schedule: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The steps of the grid and the schedule's values there (NumPy)."""
-    s = survey(schedule)
-    return s.steps, s.values
-
-
-def schedule_peak(schedule: Any) -> float:
-    """The largest value of ``schedule``, found on its grid (see :func:`survey`).
-
-    Used where the caller does not pass ``peak=``. Exact for a schedule whose
-    largest value lies below step 16,384, at one of its knots, or on a hill
-    (values rising then falling) around the best grid point; a narrow spike
-    between two far grid points can be missed.
-    """
-    if not is_schedule(schedule):
-        return float(np.real(np.asarray(schedule)))
-    return survey(schedule).peak
-
-
-def check_schedule(name: str, schedule: Any) -> None:
-    """Rejects a schedule that returns a non-scalar, non-real, ``None``,
-    non-finite or negative coefficient at any step of its grid (see
-    :func:`survey`), naming the argument, the value, the first bad step and the fix.
-
-    Called once, at the first ``init``: a schedule is a callable, so this is
-    the earliest point where its values can be seen. The tolerance for
-    rounding is local: a value ``v`` at step ``t`` is bad when it is not finite
-    or when ``v < -rel * max(|v_s|, s <= t)``, with ``rel = max(1e-6, 8 eps)``
-    of the values' dtype (``optax.linear_schedule(eta, 0.0, n)`` ends at about
-    ``-1.5e-8 * eta``), so a schedule that starts negative is bad at step 0
-    whatever it reaches later. The error names the first bad step, refined
-    between grid points, and suggests :func:`decaytx.with_horizon` when every
-    later grid step is bad too (a schedule valid only up to its run's end).
-    A schedule that closes over traced values cannot be checked and passes.
-    """
-    try:
-        s = survey(schedule)
-    except TRACED_VALUE_ERRORS:
-        # The schedule closes over traced values (e.g. hyperparameters under
-        # jax.vmap): its values are not known here, so there is nothing to check.
-        return
-    if s.problem is not None:
-        raise TypeError(
-            f"{name}: the schedule {s.problem}; a schedule must map the step "
-            "count to a real scalar. Return a non-negative float, e.g. "
-            "lambda t: 0.1 * jnp.cos(t / 1000.0) ** 2."
-        )
-    if s.bad_step is None:
-        return
-    if s.bad_tail and s.bad_step > 0:
-        fix = (
-            "If the run ends before that step, say so: "
-            f"decaytx.with_horizon(schedule, total_steps={s.bad_step}) checks "
-            "and searches steps below total_steps only. Otherwise clip it, e.g. "
-            "lambda t: jnp.maximum(jnp.nan_to_num(schedule(t)), 0.0)."
-        )
-    else:
-        fix = "Clip it, e.g. lambda t: jnp.maximum(schedule(t), 0.0)."
-    horizon = (
-        f" (checked up to its horizon, step {schedule.total_steps - 1})"
-        if isinstance(schedule, HorizonSchedule) else ""
-    )
-    raise ValueError(
-        f"{name}: the schedule returns {s.bad_value!r} at step {s.bad_step}, its "
-        f"first bad step{horizon}; a schedule's values must be finite and >= 0 at "
-        f"every step. {fix}"
-    )

@@ -1,22 +1,122 @@
-"""``optax.inject_hyperparams`` without the mask trap."""
+"""``optax.inject_hyperparams`` without the mask trap.
+
+Which arguments are numbers to inject and which are structure to keep static
+is read from the factory's signature (:func:`argument_roles`), so a new form
+or recipe needs no edit here.
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
+import types
+import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import jax
+import numpy as np
 import optax
 
 from decaytx import _coefficients as coef
-from decaytx import _groups, _warnings
+from decaytx import _groups, _schedules, _warnings
 
-# Arguments that are structure, not numbers: optax would turn a callable mask
-# into a "schedule" (optax #57, #1373) and a bool into an array.
-STRUCTURAL_ARGS = ("mask", "anchor", "cautious", "decay_scaling", "nesterov", "momentum")
-# Decay coefficients whose schedules are checked when the factory is called.
-COEFFICIENT_ARGS = ("weight_decay", "l1", "l2")
+COEFFICIENT = "coefficient"  # a decay coefficient: injected, its schedule checked here
+NUMBER = "number"  # a numeric hyperparameter: injected, as optax does
+STATIC = "static"  # structure: kept static
+
+_NUMBERS = (float, int, np.number, np.ndarray, jax.Array)
+_COEFFICIENT_MEMBERS = frozenset(typing.get_args(coef.Coefficient))
+
+
+def _members(annotation: Any) -> set[Any]:
+    """The types a (resolved) annotation admits: the members of a union."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return {m for a in typing.get_args(annotation) for m in _members(a)}
+    return {annotation}
+
+
+def _role_of(annotation: Any) -> str:
+    if annotation is inspect.Parameter.empty:
+        return NUMBER  # unannotated: optax's own rule (callables become schedules)
+    members = _members(annotation)
+    if _COEFFICIENT_MEMBERS <= members:
+        return COEFFICIENT
+    numeric = any(
+        isinstance(m, type) and m is not bool and issubclass(m, _NUMBERS) for m in members
+    )
+    # Any (masks, anchors, dtypes), bools, strings and literals are structure;
+    # so is an optional number, whose None switches a component off
+    # (momentum=None builds another chain than momentum=0.9).
+    optional = type(None) in members or Any in members
+    return NUMBER if numeric and not optional else STATIC
+
+
+def _resolved_hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The factory's annotations as types (``from __future__`` strings evaluated)."""
+    target = inspect.unwrap(factory)
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # a name only imported under TYPE_CHECKING, say
+        hints = {}
+        namespace = getattr(target, "__globals__", {})
+        for name, p in inspect.signature(factory).parameters.items():
+            try:
+                hints[name] = eval(p.annotation, namespace) if isinstance(p.annotation, str) else p.annotation  # noqa: S307
+            except Exception:
+                hints[name] = Any  # unknown: kept static (never turned into a schedule)
+        return hints
+
+
+def argument_roles(factory: Callable[..., Any]) -> dict[str, str]:
+    """Each argument of ``factory``: ``"coefficient"``, ``"number"`` or ``"static"``.
+
+    Read from the signature's annotations: an argument annotated with
+    :data:`decaytx._coefficients.Coefficient` (optionally ``| None``) is a
+    coefficient; one whose annotation admits a number (``float``, ``int``,
+    ``jax.Array``, ``optax.ScalarOrSchedule``) and neither ``None`` nor
+    ``Any`` is a number; everything else (masks and anchors typed ``Any``,
+    bools, string literals such as ``decay_scaling``, dtypes, optional numbers
+    such as ``momentum``) is static. An unannotated argument is a number, as
+    in optax.
+    """
+    hints = _resolved_hints(factory)
+    return {
+        name: _role_of(hints.get(name, p.annotation))
+        for name, p in inspect.signature(factory).parameters.items()
+    }
+
+
+def _check_coefficient_schedules(bound: Any, names: Iterable[str]) -> None:
+    """optax calls a schedule with the count inside init and update, and the
+    decay transform then sees only its value (traced under jit): a schedule
+    is checked here, where it is still a schedule. An optax
+    ``StatefulSchedule`` is called with its own state, never with a step, so
+    it is left to optax (as ``optax.inject_hyperparams`` does)."""
+    for k in names:
+        v = bound.arguments.get(k)
+        if v is None or _groups.is_tree(v) or coef.is_stateful_schedule(v):
+            continue
+        if coef.is_schedule(v):
+            _schedules.check_schedule(k, v)
+
+
+def _warn_once(tx: Any) -> Any:
+    """optax rebuilds the inner transform at every init, so its once-only
+    DecayWarnings would fire again; the arguments are the same, so the
+    warnings are too. This transform's own record of what has warned lets
+    each through once (per params signature), without touching the
+    process-wide warning filters."""
+    warned: set[Any] = set()
+
+    def init_fn(params: Any) -> Any:
+        token = _warnings.WARNED.set(warned)
+        try:
+            return tx.init(params)
+        finally:
+            _warnings.WARNED.reset(token)
+
+    return tx._replace(init=init_fn)
 
 
 def inject_hyperparams(
@@ -28,12 +128,14 @@ def inject_hyperparams(
 
     optax treats every callable argument as a schedule; a callable ``mask``
     is then called with the step count and decay is silently turned off.
-    This wrapper adds ``mask``, ``anchor``, ``cautious``, ``decay_scaling``,
-    ``nesterov`` and ``momentum`` (those the factory has) to ``static_args``,
-    so only the numeric coefficients become hyperparameters in the state.
-    (``momentum`` is static because ``None`` and a number build different
-    chains.) Passing a trapped mask straight to ``optax.inject_hyperparams``
-    raises a ``TypeError`` that points here.
+    This wrapper reads the factory's signature (:func:`argument_roles`):
+    arguments typed as structure (``mask``, ``anchor``, ``cautious``,
+    ``decay_scaling``, ``nesterov``, dtypes, and ``momentum``, whose ``None``
+    builds another chain) are added to ``static_args``, so only the numeric
+    coefficients become hyperparameters in the state. Passing a trapped mask
+    straight to ``optax.inject_hyperparams`` raises a ``TypeError`` that
+    points here. An optax ``StatefulSchedule`` works as with
+    ``optax.inject_hyperparams`` (it is never called with a step count).
 
     A recipe called with ``decay_scaling="schedule"`` or ``"corrected"`` needs
     the learning-rate schedule itself (for :math:`\eta_t/\eta_{max}`), not its
@@ -67,70 +169,33 @@ def inject_hyperparams(
       (a callable mask under ``inject_hyperparams``).
     """
     static = {static_args} if isinstance(static_args, str) else set(static_args)
-    names = inspect.signature(inner_factory).parameters
-    static |= {a for a in STRUCTURAL_ARGS if a in names}
+    roles = argument_roles(inner_factory)
+    static |= {k for k, role in roles.items() if role == STATIC}
+    coefficients = [k for k, role in roles.items() if role == COEFFICIENT and k not in static]
     signature = inspect.signature(inner_factory)
-    injected = optax.inject_hyperparams(
-        inner_factory, static_args=tuple(sorted(static)), hyperparam_dtype=hyperparam_dtype
-    )
-    injected_static_lr = (
-        optax.inject_hyperparams(
-            inner_factory,
-            static_args=tuple(sorted(static | {"learning_rate"})),
-            hyperparam_dtype=hyperparam_dtype,
-        )
-        if {"learning_rate", "decay_scaling"} <= set(names)
-        else None
-    )
-
-    def needs_static_lr(args: Any, kwargs: Any) -> bool:
-        if injected_static_lr is None:
-            return False
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        return bound.arguments["decay_scaling"] in ("schedule", "corrected")
+    # decay_scaling="schedule"/"corrected" needs the learning-rate schedule
+    # itself (eta_t / eta_max), not its value at the step.
+    scaled = {"learning_rate", "decay_scaling"} <= set(roles)
+    plain = _injector(inner_factory, static, hyperparam_dtype)  # refuses unknown static_args
 
     @functools.wraps(inner_factory)
     def factory(*args: Any, **kwargs: Any) -> Any:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        for k in COEFFICIENT_ARGS:
-            v = bound.arguments.get(k)
-            # optax calls a schedule with the count inside init and update;
-            # the decay transform then sees only its value (traced under jit),
-            # so check the schedule here, where it is still a schedule.
-            if k not in static and v is not None and not _groups.is_tree(v) and coef.is_schedule(v):
-                coef.check_schedule(k, v)
+        _check_coefficient_schedules(bound, coefficients)
+        keep = set(static)
         # A coefficient tree that is itself callable (an Equinox module of
         # floats) would be taken for a schedule by optax: keep it static.
-        trees = {k for k in COEFFICIENT_ARGS if callable(bound.arguments.get(k))
+        keep |= {k for k in coefficients if callable(bound.arguments.get(k))
                  and _groups.is_tree(bound.arguments.get(k))}
-        if trees:
-            lr_static = {"learning_rate"} if needs_static_lr(args, kwargs) else set()
-            tx = optax.inject_hyperparams(
-                inner_factory,
-                static_args=tuple(sorted(static | trees | lr_static)),
-                hyperparam_dtype=hyperparam_dtype,
-            )(*args, **kwargs)
-        elif needs_static_lr(args, kwargs):
-            assert injected_static_lr is not None
-            tx = injected_static_lr(*args, **kwargs)
-        else:
-            tx = injected(*args, **kwargs)
-        # optax rebuilds the inner transform at every init, so its once-only
-        # DecayWarnings would fire again; the arguments are the same, so the
-        # warnings are too. This transform's own record of what has warned
-        # lets each through once (per params signature), without touching
-        # the process-wide warning filters.
-        warned: set[Any] = set()
-
-        def init_fn(params: Any) -> Any:
-            token = _warnings.WARNED.set(warned)
-            try:
-                return tx.init(params)
-            finally:
-                _warnings.WARNED.reset(token)
-
-        return tx._replace(init=init_fn)
+        if scaled and bound.arguments["decay_scaling"] in ("schedule", "corrected"):
+            keep.add("learning_rate")
+        inject = plain if keep == static else _injector(inner_factory, keep, hyperparam_dtype)
+        return _warn_once(inject(*args, **kwargs))
 
     return factory
+
+
+def _injector(inner_factory: Callable[..., Any], static: set[str], dtype: Any) -> Any:
+    return optax.inject_hyperparams(inner_factory, static_args=tuple(sorted(static)),
+                                    hyperparam_dtype=dtype)

@@ -10,19 +10,12 @@ import jax
 import jax.numpy as jnp
 
 from decaytx import _coefficients as coef
+from decaytx import _schedules
 from decaytx._warnings import DecayWarning
 
 
 def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(f"{name}={value!r} must be a positive number.")
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name}={value!r} must be a positive number.") from e
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name}={v!r} must be finite and > 0.")
-    return v
+    return coef.number(name, value, low=0.0, low_open=True)
 
 
 def normalized_weight_decay(
@@ -109,14 +102,13 @@ def _peak(fn: str, schedule: Any, peak: Any) -> Any:
     A traced ``peak=`` (``jit``/``vmap``/``grad`` over the learning rate) is
     used as given, after checking its static shape and dtype. A concrete one
     must be > 0, and warns when the schedule's largest value (on its grid, see
-    :func:`decaytx._coefficients.survey`) exceeds it. ``peak=None`` searches
+    :func:`decaytx._schedules.survey`) exceeds it. ``peak=None`` searches
     the schedule, which needs its values: a schedule closing over a traced
     value raises, asking for ``peak=``.
     """
     if peak is None:
-        try:
-            found = coef.schedule_peak(schedule)
-        except coef.TRACED_VALUE_ERRORS:
+        found = _schedules.peak(schedule)
+        if found is None:
             raise ValueError(
                 f"{fn}: the schedule's values depend on a traced value (a "
                 "learning rate under jax.jit, jax.vmap or jax.grad), so its "
@@ -125,7 +117,7 @@ def _peak(fn: str, schedule: Any, peak: Any) -> Any:
                 "decay_scaling='schedule' or 'corrected' searches the peak: "
                 "build that chain yourself with decaytx.add_decoupled_decay("
                 f"weight_decay, learning_rate=decaytx.{fn}(schedule, peak=peak_lr))."
-            ) from None
+            )
         if not found > 0:
             raise ValueError(
                 f"the schedule's peak is {found!r} (on the grid of steps searched); "
@@ -138,7 +130,7 @@ def _peak(fn: str, schedule: Any, peak: Any) -> Any:
         return coef.check("peak", peak)
     p = _positive("peak", peak)
     try:
-        s = coef.survey(schedule)
+        s = _schedules.survey(schedule)
     except coef.TRACED_VALUE_ERRORS:
         return p
     if s.problem is None and math.isfinite(s.peak) and s.peak > p * (1 + _PEAK_RTOL):
@@ -277,6 +269,7 @@ def with_horizon(schedule: Any, total_steps: int) -> Any:
     """
     if not coef.is_schedule(schedule):
         raise TypeError(f"with_horizon: schedule={coef.show(schedule)} is not a schedule (a callable of the step count).")
+    # A ValueError for any bad total_steps, a float or a bool included (0.2's contract).
     if isinstance(total_steps, bool) or not isinstance(total_steps, int) or not 0 < total_steps <= 2**31:
         raise ValueError(f"with_horizon: total_steps={total_steps!r} must be an int in [1, 2**31].")
-    return coef.HorizonSchedule(schedule, total_steps)
+    return _schedules.HorizonSchedule(schedule, total_steps)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 
 import decaytx
 from decaytx import masks
+from decaytx._coefficients import Coefficient
 
 P = {"w": jnp.full((2, 3), 2.0, jnp.float32), "b": jnp.full(3, 2.0, jnp.float32)}
 G = jax.tree.map(jnp.zeros_like, P)
@@ -166,3 +169,129 @@ def test_warnings_fire_once_per_injected_transform():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(0.01, learning_rate=0.1).init(P)
+
+
+# --- optax StatefulSchedule -------------------------------------------------------
+
+
+class _Total(NamedTuple):
+    total: jax.Array
+
+
+class _Accumulated(optax.schedules.StatefulSchedule):
+    """optax's own test schedule (optax/schedules/_inject_test.py): its value is
+    the running sum of the ``addendum`` extra argument; it never sees a step."""
+
+    def init(self) -> _Total:
+        return _Total(jnp.zeros([], jnp.float32))
+
+    def update(self, state: _Total, **extra_args: Any) -> _Total:
+        return _Total(state.total + extra_args["addendum"])
+
+    def __call__(self, state: _Total, **extra_args: Any) -> jax.Array:
+        return state.total
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_stateful_schedule_works_as_with_optax_inject_hyperparams(jit):
+    """decaytx.inject_hyperparams(add_l2_grad) against optax.inject_hyperparams(
+    optax.add_decayed_weights) with the same StatefulSchedule: same updates, same
+    hyperparams and schedule states, and the closed form g + lambda_t theta."""
+    ours = decaytx.inject_hyperparams(decaytx.add_l2_grad)(_Accumulated(), mask=masks.include("w"))
+    ref = optax.inject_hyperparams(optax.add_decayed_weights)(
+        _Accumulated(), mask={"w": True, "b": False}
+    )
+    wrap = jax.jit if jit else (lambda f: f)
+    s, rs = wrap(ours.init)(P), wrap(ref.init)(P)
+    update, ref_update = wrap(ours.update), wrap(ref.update)
+    g = jax.tree.map(jnp.ones_like, P)
+    total = 0.0
+    for t in range(4):
+        extra = {"addendum": jnp.float32(0.25 * (t + 1))}
+        u, s = update(g, s, P, **extra)
+        r, rs = ref_update(g, rs, P, **extra)
+        # optax evaluates the schedule on the state before its update.
+        np.testing.assert_allclose(np.asarray(u["w"]), 1.0 + total * 2.0, rtol=1e-6, err_msg=f"t={t}")
+        np.testing.assert_array_equal(np.asarray(u["w"]), np.asarray(r["w"]))
+        np.testing.assert_array_equal(np.asarray(u["b"]), np.asarray(r["b"]))
+        np.testing.assert_array_equal(np.asarray(s.hyperparams["weight_decay"]),
+                                      np.asarray(rs.hyperparams["weight_decay"]))
+        np.testing.assert_array_equal(np.asarray(s.hyperparams_states["weight_decay"].total),
+                                      np.asarray(rs.hyperparams_states["weight_decay"].total))
+        total += 0.25 * (t + 1)
+
+
+def test_stateful_learning_rate_of_an_update_side_form():
+    """A StatefulSchedule as learning_rate= (m_t): u = -m_t * lambda * theta."""
+    tx = decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(0.5, learning_rate=_Accumulated())
+    state = tx.init(P)
+    total = 0.0
+    for _ in range(3):
+        u, state = tx.update(G, state, P, addendum=jnp.float32(0.1))
+        np.testing.assert_allclose(np.asarray(u["w"]), -total * 0.5 * 2.0, rtol=1e-6, atol=1e-7)
+        total += 0.1
+
+
+def test_stateful_schedule_outside_inject_hyperparams_is_refused():
+    with pytest.raises(TypeError, match="StatefulSchedule.*decaytx.inject_hyperparams"):
+        decaytx.add_l2_grad(_Accumulated())
+
+
+# --- which arguments are injected: read from the factory's signature ----------------
+
+
+def test_argument_roles_are_read_from_signatures():
+    from decaytx._inject import argument_roles
+
+    roles = {f.__name__: argument_roles(f) for f in (
+        decaytx.add_l2_grad, decaytx.add_decoupled_decay, decaytx.prox_elastic_net,
+        decaytx.adamw, decaytx.sgdw, decaytx.proximal_sgd, decaytx.fused_adamw,
+    )}
+    static = {k for r in roles.values() for k, v in r.items() if v == "static"}
+    assert static == {"mask", "anchor", "cautious", "decay_scaling", "nesterov", "momentum",
+                      "mu_dtype", "amsgrad", "accumulator_dtype", "formulation", "layout"}
+    assert {k for r in roles.values() for k, v in r.items() if v == "coefficient"} == {
+        "weight_decay", "l1", "l2", "learning_rate"}  # learning_rate of the update-side forms
+    assert roles["adamw"]["learning_rate"] == roles["adamw"]["b1"] == "number"
+    # optax's factories: numbers stay numbers (as optax.inject_hyperparams has them);
+    # masks and dtypes are structure.
+    optax_roles = argument_roles(optax.adamw)
+    assert optax_roles["weight_decay"] == optax_roles["b1"] == "number"
+    assert optax_roles["mask"] == optax_roles["mu_dtype"] == "static"
+
+
+def test_a_new_factory_needs_no_name_list():
+    """A factory typed like the forms is injected right without any edit in decaytx."""
+
+    def my_decay(strength: Coefficient, *, learning_rate: Coefficient | None = None,
+                 where: Any = None, flavour: Literal["plain", "fancy"] = "plain"
+                 ) -> optax.GradientTransformation:
+        assert flavour == "plain"
+        return decaytx.add_decoupled_decay(strength, learning_rate=learning_rate, mask=where)
+
+    # `where` is a callable mask under a name no list in decaytx knows.
+    tx = decaytx.inject_hyperparams(my_decay)(0.1, learning_rate=0.5, where=masks.include("w"))
+    state = tx.init(P)
+    assert set(state.hyperparams) == {"strength", "learning_rate"}
+    u, _ = jax.jit(tx.update)(G, state, P)
+    np.testing.assert_allclose(np.asarray(u["w"]), -0.1 * 0.5 * 2.0, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(u["b"]), 0.0)
+
+
+def test_a_dtype_argument_stays_static():
+    """mu_dtype=jnp.bfloat16 is a callable: optax.inject_hyperparams would call it with
+    the step count as a schedule. decaytx keeps it static: against optax's
+    adamw injected with mu_dtype spelled out as static."""
+    lr, wd = 1e-2, 0.1
+    tx = decaytx.inject_hyperparams(decaytx.adamw)(lr, wd, mu_dtype=jnp.bfloat16)
+    ref = optax.inject_hyperparams(optax.adamw, static_args="mu_dtype")(
+        lr, weight_decay=wd, mu_dtype=jnp.bfloat16)
+    s, rs = tx.init(P), ref.init(P)
+    g = jax.tree.map(lambda x: 0.3 * jnp.ones_like(x), P)
+    for _ in range(3):
+        u, s = jax.jit(tx.update)(g, s, P)
+        r, rs = ref.update(g, rs, P)
+        for k in P:
+            np.testing.assert_allclose(np.asarray(u[k]), np.asarray(r[k]), rtol=1e-6)
+    assert "mu_dtype" not in s.hyperparams
+    assert s.inner_state[0].mu["w"].dtype == jnp.bfloat16
