@@ -27,7 +27,7 @@ import numpy as np
 
 from decaytx import _audit_rules as rules
 from decaytx import _coefficients as coef
-from decaytx import _hook, _warnings
+from decaytx import _hook, _schedules, _warnings
 from decaytx._audit_probe import Acting, leaves_by_path, probe
 from decaytx._audit_rules import ProblemKind, Value, fmt_paths
 from decaytx._warnings import below_resolution
@@ -182,12 +182,8 @@ def _step0(v: Any) -> Value:
 
 
 def _peak(v: Any) -> Value:
-    if coef.is_traced(v):
-        return "traced"
-    try:
-        return coef.schedule_peak(v)
-    except coef.TRACED_VALUE_ERRORS:
-        return "traced"
+    p = _schedules.peak(v)
+    return "traced" if p is None else p
 
 
 def _times(a: Value, b: Value) -> Value:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from decaytx import _coefficients as coef
-from decaytx import _groups
+from decaytx import _groups, _schedules
 from decaytx._trees import is_decayable, is_empty, path_of
 
 
@@ -110,12 +110,8 @@ def _is_static(v: Any) -> bool:
 def _peak(v: Any) -> float | None:
     if v is None:
         return 0.0
-    if coef.is_traced(v):
-        return None
-    try:
-        return abs(coef.schedule_peak(v))
-    except coef.TRACED_VALUE_ERRORS:
-        return None
+    p = _schedules.peak(v)
+    return None if p is None else abs(p)
 
 
 def _compute_dtype(dtype: Any, group: dict[str, Any], combine: Any) -> Any:

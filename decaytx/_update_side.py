@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from decaytx import _coefficients as coef
+from decaytx import _schedules
 
 
 class _Required:
@@ -53,13 +54,10 @@ def multiplier(learning_rate: Any, name: str) -> Any:
 
 def peak_rate(m: Any, *lambdas: Any) -> float | None:
     """Largest per-step factor ``m * lambda`` if every factor is concrete."""
-    factors = [m, *lambdas]
-    if any(coef.is_traced(f) for f in factors):
-        return None
     rate = 1.0
-    for f in factors:
-        try:
-            rate *= coef.schedule_peak(f)
-        except coef.TRACED_VALUE_ERRORS:  # a schedule closing over traced values
+    for f in (m, *lambdas):
+        p = _schedules.peak(f)  # None: traced, or a schedule closing over traced values
+        if p is None:
             return None
+        rate *= p
     return rate
