@@ -326,10 +326,8 @@ def adamw(
       An ``optax.GradientTransformation`` (an ``optax.chain``).
 
     Raises:
-      ValueError: for an unknown ``decay_scaling`` (at construction), and for
-        ``"schedule"``/``"corrected"`` with an array ``learning_rate``: the
-        schedule already evaluated, as ``optax.inject_hyperparams`` passes it
-        (``decaytx.inject_hyperparams`` keeps it static for these scalings).
+      ValueError: as :func:`sgdw` (an unknown ``decay_scaling``; ``"schedule"``
+        or ``"corrected"`` with an already evaluated, array ``learning_rate``).
 
     Examples:
       >>> import jax.numpy as jnp, optax, decaytx
@@ -391,17 +389,14 @@ def proximal_sgd(
 
     Examples:
       >>> import jax.numpy as jnp, optax, decaytx
-      >>> opt = decaytx.proximal_sgd(0.1, 1.0)
-      >>> params = jnp.array([0.05, 1.0])
-      >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
-      >>> optax.apply_updates(params, updates)
-      Array([0. , 0.9], dtype=float32)
+      >>> opt = decaytx.proximal_sgd(0.1, 1.0, l2=1.0)  # elastic net: shrink, then scale
+      >>> w = jnp.array([0.05, 1.1])
+      >>> optax.apply_updates(w, opt.update(jnp.zeros(2), opt.init(w), w)[0])
+      Array([0.       , 0.9090909], dtype=float32)
 
     References:
-      Duchi & Singer, `Efficient Online and Batch Learning Using Forward
-      Backward Splitting <https://jmlr.org/papers/v10/duchi09a.html>`_, JMLR 2009.
-      Beck & Teboulle, `A Fast Iterative Shrinkage-Thresholding Algorithm
-      <https://doi.org/10.1137/080716542>`_, 2009.
+      ISTA/FOBOS: see :func:`decaytx.prox_l1` (Duchi & Singer 2009; Beck &
+      Teboulle 2009); the elastic net's prox: :func:`decaytx.prox_elastic_net`.
     """
     coef.check("learning_rate", learning_rate)
     return optax.chain(

@@ -146,15 +146,7 @@ def _layout_error(what: str) -> ValueError:
     )
 
 
-def scale_by_adam_flat(
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    eps_root: float = 0.0,
-    mu_dtype: Any = None,
-    *,
-    nesterov: bool = False,
-) -> optax.GradientTransformation:
+def scale_by_adam_flat(**adam_kwargs: Any) -> optax.GradientTransformation:
     r"""``optax.scale_by_adam`` with the moments in one flat buffer per dtype.
 
     .. math::
@@ -171,12 +163,8 @@ def scale_by_adam_flat(
     layout).
 
     Args:
-      b1: decay of the first moment.
-      b2: decay of the second moment.
-      eps: :math:`\epsilon`, added to :math:`\sqrt{\hat v_t}`.
-      eps_root: :math:`\epsilon_{root}`, added to :math:`\hat v_t` inside the root.
-      mu_dtype: dtype of the first moment (``None``: that of params).
-      nesterov: Nesterov momentum in the first moment (as ``optax.scale_by_adam``).
+      **adam_kwargs: ``optax.scale_by_adam``'s arguments (``b1``, ``b2``,
+        ``eps``, ``eps_root``, ``mu_dtype``, ``nesterov``), passed to it as given.
 
     Returns:
       An ``optax.GradientTransformation`` with a :class:`FlatAdamState`.
@@ -198,8 +186,7 @@ def scale_by_adam_flat(
       Kingma & Ba, `Adam: A Method for Stochastic Optimization
       <https://arxiv.org/abs/1412.6980>`_, ICLR 2015.
     """
-    inner = optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype,
-                                nesterov=nesterov)
+    inner = optax.scale_by_adam(**adam_kwargs)
 
     def init_fn(params: PyTree) -> FlatAdamState:
         if _trees.is_params_placeholder(params):

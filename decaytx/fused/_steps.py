@@ -1,20 +1,23 @@
 """The public fused steps: each recipe's signature, its plain program, and the sibling form.
 
-Each step is its recipe (the plain program, the state) plus the sibling
-update of :mod:`decaytx.fused._step` on the recipe's own decay stage. The
-arguments the sibling form does not fuse run the recipe's exact program.
+Each step takes its recipe's arguments (bound against the recipe's own
+signature, so an argument added to a recipe reaches its fused step), builds
+the recipe's chain on the recipe's decay stage, and adds the sibling update
+of :mod:`decaytx.fused._step` on that same stage. The arguments the sibling
+form does not fuse run the recipe's exact program.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import optax
 
 from decaytx import _coefficients as coef
-from decaytx import _parity
+from decaytx import _parity, _recipes
 from decaytx._chains import (
-    DecayScaling,
     decay_multiplier,
     decoupled_chain,
     decoupled_stage,
@@ -34,12 +37,34 @@ from decaytx.fused._step import (
     with_layout,
 )
 
+_KW = inspect.Parameter.KEYWORD_ONLY
 
-def _flat_adam(name: str, layout: Layout, amsgrad: bool, b1: float, b2: float, eps: float,
-               eps_root: float, mu_dtype: Any, nesterov: bool) -> optax.GradientTransformation | None:
+
+def _recipe_args(recipe: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's arguments, completed with its defaults (an unknown one is a TypeError)."""
+    bound = inspect.signature(recipe).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _signed(recipe: Callable[..., Any], *extra: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Gives a fused step its recipe's signature plus ``extra`` (for ``help`` and ``inspect``)."""
+
+    def sign(fn: Callable[..., Any]) -> Callable[..., Any]:
+        own = inspect.signature(fn).parameters
+        params = list(inspect.signature(recipe).parameters.values())
+        params += [own[name].replace(kind=_KW) for name in extra]
+        fn.__signature__ = inspect.signature(recipe).replace(parameters=params)  # type: ignore[attr-defined]
+        return fn
+
+    return sign
+
+
+def _flat_adam(name: str, layout: Layout, a: dict[str, Any]) -> optax.GradientTransformation | None:
     """The flat-moments Adam, or ``None`` where it cannot hold the state (AMSGrad)."""
-    if not amsgrad:
-        return scale_by_adam_flat(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov)
+    if not a["amsgrad"]:
+        return scale_by_adam_flat(b1=a["b1"], b2=a["b2"], eps=a["eps"], eps_root=a.get("eps_root", 0.0),
+                                  mu_dtype=a["mu_dtype"], nesterov=a.get("nesterov", False))
     if layout == "flat":
         raise ValueError(
             f"{name}: amsgrad=True keeps a third moment (the running max), which "
@@ -49,28 +74,14 @@ def _flat_adam(name: str, layout: Layout, amsgrad: bool, b1: float, b2: float, e
     return None
 
 
-def _sgd_fusable(dampening: Any, accumulator_dtype: Any) -> bool:
-    return coef.concrete_value(dampening) == 0.0 and accumulator_dtype is None
+def _sgd_fusable(a: dict[str, Any]) -> bool:
+    return coef.concrete_value(a["dampening"]) == 0.0 and a["accumulator_dtype"] is None
 
 
-def adamw(
-    learning_rate: optax.ScalarOrSchedule,
-    weight_decay: Coefficient,
-    *,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    eps_root: float = 0.0,
-    mu_dtype: Any = None,
-    nesterov: bool = False,
-    mask: Any = None,
-    anchor: Any = None,
-    decay_scaling: DecayScaling = "lr",
-    cautious: bool = False,
-    amsgrad: bool = False,
-    formulation: Formulation = "auto",
-    layout: Layout = "auto",
-) -> optax.GradientTransformation:
+@_signed(_recipes.adamw, "formulation", "layout")
+def adamw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
+           formulation: Formulation = "auto", layout: Layout = "auto",
+           **recipe_kwargs: Any) -> optax.GradientTransformation:
     r""":func:`decaytx.adamw` as one kernel per leaf (with XLA:CPU multi-output fusion).
 
     .. math::
@@ -90,7 +101,8 @@ def adamw(
     Args:
       learning_rate, weight_decay, b1, b2, eps, mask, anchor, decay_scaling,
         cautious: as :func:`decaytx.adamw` (fused; an anchor is read once
-        more per step: +4 B/param).
+        more per step: +4 B/param). Every argument of the recipe is taken,
+        with its default; ``inspect.signature`` shows them all.
       eps_root: as :func:`decaytx.adamw` (fused).
       mu_dtype, nesterov, amsgrad: as :func:`decaytx.adamw`; a value other
         than the default runs the recipe's program (``amsgrad=True`` with
@@ -124,35 +136,26 @@ def adamw(
     References:
       `XLA flags <https://openxla.org/xla/flags_guidance>`_.
     """
+    a = _recipe_args(_recipes.adamw, (learning_rate, weight_decay), recipe_kwargs)
     formulation, layout = check_formulation(formulation), check_layout(layout)
-    m = decay_multiplier(learning_rate, decay_scaling)
-    opt = _parity.adam(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad)
-    stage = decoupled_stage(m, weight_decay, mask, anchor, cautious)
-    fusable = mu_dtype is None and not nesterov and not amsgrad
-    sibling = Sibling(adam=True, coupled=False, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+    m = decay_multiplier(learning_rate, a["decay_scaling"])
+    opt = _parity.adam(a["b1"], a["b2"], a["eps"], a["eps_root"], a["mu_dtype"], a["nesterov"], a["amsgrad"])
+    stage = decoupled_stage(m, weight_decay, a["mask"], a["anchor"], a["cautious"])
+    fusable = a["mu_dtype"] is None and not a["nesterov"] and not a["amsgrad"]
+    sibling = Sibling(adam=True, coupled=False, b1=a["b1"], b2=a["b2"], eps=a["eps"], eps_root=a["eps_root"])
     tree = fused_transform(
         "fused.adamw", decoupled_chain(learning_rate, stage, opt),
         sibling.update(learning_rate, stage, shared_rate(learning_rate, stage)),
         formulation if fusable else "plain")
-    flat = _flat_adam("fused.adamw", layout, amsgrad, b1, b2, eps, eps_root, mu_dtype, nesterov)
+    flat = _flat_adam("fused.adamw", layout, a)
     flat = None if flat is None else decoupled_chain(learning_rate, stage, flat)
     return with_layout("fused.adamw", tree, flat, layout, formulation)
 
 
-def adam_l2(
-    learning_rate: optax.ScalarOrSchedule,
-    weight_decay: Coefficient,
-    *,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    mask: Any = None,
-    anchor: Any = None,
-    mu_dtype: Any = None,
-    amsgrad: bool = False,
-    formulation: Formulation = "auto",
-    layout: Layout = "auto",
-) -> optax.GradientTransformation:
+@_signed(_recipes.adam_l2, "formulation", "layout")
+def adam_l2(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
+           formulation: Formulation = "auto", layout: Layout = "auto",
+           **recipe_kwargs: Any) -> optax.GradientTransformation:
     r""":func:`decaytx.adam_l2` as one kernel per leaf (with XLA:CPU multi-output fusion).
 
     .. math::
@@ -178,40 +181,32 @@ def adam_l2(
       (in the tree layout).
 
     Examples:
-      >>> import jax.numpy as jnp, optax, decaytx
-      >>> opt = decaytx.fused.adam_l2(0.1, 0.01)
-      >>> params = jnp.array([1.0, -2.0])
-      >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
-      >>> [round(float(u), 4) for u in updates]
-      [-0.1, 0.1]
+      >>> import jax.numpy as jnp, decaytx
+      >>> params, grads = jnp.array([1.0, -2.0]), jnp.array([0.5, 0.5])
+      >>> fused, recipe = decaytx.fused.adam_l2(0.1, 0.01), decaytx.adam_l2(0.1, 0.01)
+      >>> u, _ = fused.update(grads, fused.init(params), params)
+      >>> bool(jnp.all(u == recipe.update(grads, recipe.init(params), params)[0]))
+      True
     """
+    a = _recipe_args(_recipes.adam_l2, (learning_rate, weight_decay), recipe_kwargs)
     formulation, layout = check_formulation(formulation), check_layout(layout)
     coef.check("learning_rate", learning_rate)
-    stage = l2_stage(weight_decay, mask, anchor)
-    opt = _parity.adam(b1, b2, eps, 0.0, mu_dtype, False, amsgrad)
-    fusable = mu_dtype is None and not amsgrad
-    sibling = Sibling(adam=True, coupled=True, b1=b1, b2=b2, eps=eps)
+    stage = l2_stage(weight_decay, a["mask"], a["anchor"])
+    opt = _parity.adam(a["b1"], a["b2"], a["eps"], 0.0, a["mu_dtype"], False, a["amsgrad"])
+    fusable = a["mu_dtype"] is None and not a["amsgrad"]
+    sibling = Sibling(adam=True, coupled=True, b1=a["b1"], b2=a["b2"], eps=a["eps"])
     tree = fused_transform("fused.adam_l2", l2_chain(learning_rate, stage, opt),
                            sibling.update(learning_rate, stage, None),
                            formulation if fusable else "plain")
-    flat = _flat_adam("fused.adam_l2", layout, amsgrad, b1, b2, eps, 0.0, mu_dtype, False)
+    flat = _flat_adam("fused.adam_l2", layout, a)
     flat = None if flat is None else l2_chain(learning_rate, stage, flat)
     return with_layout("fused.adam_l2", tree, flat, layout, formulation)
 
 
-def sgdw(
-    learning_rate: optax.ScalarOrSchedule,
-    weight_decay: Coefficient,
-    *,
-    momentum: float | None = None,
-    nesterov: bool = False,
-    dampening: float = 0.0,
-    mask: Any = None,
-    anchor: Any = None,
-    decay_scaling: DecayScaling = "lr",
-    accumulator_dtype: Any = None,
-    formulation: Formulation = "auto",
-) -> optax.GradientTransformation:
+@_signed(_recipes.sgdw, "formulation")
+def sgdw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
+           formulation: Formulation = "auto",
+           **recipe_kwargs: Any) -> optax.GradientTransformation:
     r""":func:`decaytx.sgdw` as one kernel per leaf (with XLA:CPU multi-output fusion).
 
     .. math::
@@ -236,36 +231,30 @@ def sgdw(
       An ``optax.GradientTransformation`` whose state is :func:`decaytx.sgdw`'s.
 
     Examples:
-      >>> import jax.numpy as jnp, optax, decaytx
+      >>> import jax, jax.numpy as jnp, decaytx
       >>> opt = decaytx.fused.sgdw(0.1, 0.01, momentum=0.9, decay_scaling="none")
-      >>> params = jnp.array([1.0, -2.0])
-      >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
-      >>> updates
+      >>> w = jnp.array([1.0, -2.0])
+      >>> opt.update(jnp.zeros(2), opt.init(w), w)[0]  # m = 1: lambda * theta
       Array([-0.01,  0.02], dtype=float32)
+      >>> jax.tree.structure(opt.init(w)) == jax.tree.structure(decaytx.sgdw(0.1, 0.01, momentum=0.9).init(w))
+      True
     """
+    a = _recipe_args(_recipes.sgdw, (learning_rate, weight_decay), recipe_kwargs)
     formulation = check_formulation(formulation)
-    m = decay_multiplier(learning_rate, decay_scaling)
-    opt = _parity.momentum(momentum, nesterov, dampening, accumulator_dtype)
-    stage = decoupled_stage(m, weight_decay, mask, anchor, False)
-    sibling = Sibling(adam=False, coupled=False, momentum=momentum, nesterov=nesterov)
+    m = decay_multiplier(learning_rate, a["decay_scaling"])
+    opt = _parity.momentum(a["momentum"], a["nesterov"], a["dampening"], a["accumulator_dtype"])
+    stage = decoupled_stage(m, weight_decay, a["mask"], a["anchor"], False)
+    sibling = Sibling(adam=False, coupled=False, momentum=a["momentum"], nesterov=a["nesterov"])
     return fused_transform(
         "fused.sgdw", decoupled_chain(learning_rate, stage, opt),
         sibling.update(learning_rate, stage, shared_rate(learning_rate, stage)),
-        formulation if _sgd_fusable(dampening, accumulator_dtype) else "plain")
+        formulation if _sgd_fusable(a) else "plain")
 
 
-def sgd_l2(
-    learning_rate: optax.ScalarOrSchedule,
-    weight_decay: Coefficient,
-    *,
-    momentum: float | None = None,
-    nesterov: bool = False,
-    dampening: float = 0.0,
-    mask: Any = None,
-    anchor: Any = None,
-    accumulator_dtype: Any = None,
-    formulation: Formulation = "auto",
-) -> optax.GradientTransformation:
+@_signed(_recipes.sgd_l2, "formulation")
+def sgd_l2(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
+           formulation: Formulation = "auto",
+           **recipe_kwargs: Any) -> optax.GradientTransformation:
     r""":func:`decaytx.sgd_l2` as one kernel per leaf (with XLA:CPU multi-output fusion).
 
     .. math::
@@ -288,18 +277,16 @@ def sgd_l2(
       An ``optax.GradientTransformation`` whose state is :func:`decaytx.sgd_l2`'s.
 
     Examples:
-      >>> import jax.numpy as jnp, optax, decaytx
-      >>> opt = decaytx.fused.sgd_l2(0.1, 0.5, momentum=0.9)
-      >>> params = jnp.array([1.0, -2.0])
-      >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
-      >>> updates
-      Array([-0.05,  0.1 ], dtype=float32)
+      >>> import inspect, decaytx
+      >>> "dampening" in inspect.signature(decaytx.fused.sgd_l2).parameters
+      True
     """
+    a = _recipe_args(_recipes.sgd_l2, (learning_rate, weight_decay), recipe_kwargs)
     formulation = check_formulation(formulation)
     coef.check("learning_rate", learning_rate)
-    stage = l2_stage(weight_decay, mask, anchor)
-    opt = _parity.momentum(momentum, nesterov, dampening, accumulator_dtype)
-    sibling = Sibling(adam=False, coupled=True, momentum=momentum, nesterov=nesterov)
+    stage = l2_stage(weight_decay, a["mask"], a["anchor"])
+    opt = _parity.momentum(a["momentum"], a["nesterov"], a["dampening"], a["accumulator_dtype"])
+    sibling = Sibling(adam=False, coupled=True, momentum=a["momentum"], nesterov=a["nesterov"])
     return fused_transform(
         "fused.sgd_l2", l2_chain(learning_rate, stage, opt), sibling.update(learning_rate, stage, None),
-        formulation if _sgd_fusable(dampening, accumulator_dtype) else "plain")
+        formulation if _sgd_fusable(a) else "plain")
