@@ -200,7 +200,7 @@ def _check(name: str, mask: str, skeleton: Any, params: Any, grads: Any, steps: 
         params = jax.tree.map(lambda p: None if p is None or p.dtype == I32 else p, params, is_leaf=_none)
         grads = jax.tree.map(lambda p: None if p is None or p.dtype == I32 else p, grads, is_leaf=_none)
     with jax.enable_x64(x64), warnings.catch_warnings():
-        # bf16/f16 leaves with small factors warn by design (test_hardening_precision)
+        # bf16/f16 leaves with small factors warn by design (test_precision)
         warnings.simplefilter("ignore", decaytx.DecayWarning)
         params = jax.tree.map(jnp.asarray, params)
         grads = jax.tree.map(jnp.asarray, grads)
@@ -464,7 +464,7 @@ def test_fuzz_coefficient_trees_anchors_mixed_dtypes(name: str, data: st.DataObj
         {k: jnp.asarray(v) for k, v in user.items()})}[anchor_kind]
     j = lambda flat: _nest({k: jnp.asarray(v) for k, v in flat.items()})  # noqa: E731
     with warnings.catch_warnings():
-        # bf16 leaves with small factors warn by design (test_hardening_precision)
+        # bf16 leaves with small factors warn by design (test_precision)
         warnings.simplefilter("ignore", decaytx.DecayWarning)
         t = build(given_coef, MASKS[mask_name], anchor)
         state = t.init(j(p0))

@@ -44,7 +44,7 @@ def _zeros(tree):
 MISSING_B = r"state\.anchor has no entry at \['b'\], which the mask decays"
 
 
-def test_item01_state_built_with_another_mask_raises() -> None:
+def test_state_built_with_another_mask_raises() -> None:
     p = _params()
     built = decaytx.add_l2_grad(0.5, mask={"w": True, "b": False}, anchor="init")
     used = decaytx.add_l2_grad(0.5, anchor="init")
@@ -52,7 +52,7 @@ def test_item01_state_built_with_another_mask_raises() -> None:
         used.update(_zeros(p), built.init(p), _plus_one(p))
 
 
-def test_item01_orbax_restore_after_mask_change_raises(tmp_path) -> None:
+def test_orbax_restore_after_mask_change_raises(tmp_path) -> None:
     ocp = pytest.importorskip("orbax.checkpoint")
     p = _params()
     old = decaytx.add_l2_grad(0.5, mask={"w": True, "b": False}, anchor="init")
@@ -78,7 +78,7 @@ def _nnx_linear():
     return nnx, nnx.Linear(3, 2, rngs=nnx.Rngs(0))
 
 
-def test_item01_flax_nnx_init_on_state_update_on_arrays() -> None:
+def test_flax_nnx_init_on_state_update_on_arrays() -> None:
     """``init`` sees ``nnx.state`` (paths ending in ``.value``), ``update``
     pure arrays: the kernel decays toward its init value, the bias not at all,
     and no false "selects none" warning."""
@@ -93,7 +93,7 @@ def test_item01_flax_nnx_init_on_state_update_on_arrays() -> None:
     np.testing.assert_array_equal(np.asarray(out["bias"]), np.zeros(2, np.float32))
 
 
-def test_item01_flax_nnx_optimizer() -> None:
+def test_flax_nnx_optimizer() -> None:
     nnx, model = _nnx_linear()
     k0 = np.asarray(model.kernel[...], np.float64)
     b0 = np.asarray(model.bias[...], np.float64)
@@ -117,14 +117,14 @@ def _refused() -> optax.GradientTransformation:
     return decaytx.add_l2_grad(lambda t: 1e-2 - 1e-3 * t)  # negative from step 11
 
 
-def test_item04_refused_init_refuses_again() -> None:
+def test_refused_init_refuses_again() -> None:
     t, p = _refused(), _params()
     for _ in range(2):
         with pytest.raises(ValueError, match="weight_decay"):
             t.init(p)
 
 
-def test_item04_two_threads_both_refused() -> None:
+def test_two_threads_both_refused() -> None:
     t, p = _refused(), _params()
     barrier = threading.Barrier(2)
     outcome: list[str] = []
@@ -149,7 +149,7 @@ def test_item04_two_threads_both_refused() -> None:
 
 
 @pytest.mark.parametrize("form", ["prox_l1", "prox_elastic_net"])
-def test_item05_prox_f32_params_bf16_updates_exact_zeros(form: str) -> None:
+def test_prox_f32_params_bf16_updates_exact_zeros(form: str) -> None:
     p = jnp.array([0.3, -0.7, 1.5, 0.01], jnp.float32)
     u = jnp.array([-0.2, 0.4, -0.1, 1e-3], BF16)
     l1, l2 = 0.5, 0.25
@@ -172,7 +172,7 @@ def test_item05_prox_f32_params_bf16_updates_exact_zeros(form: str) -> None:
     (decaytx.add_decoupled_decay, {"learning_rate": 0.1}),
     (decaytx.prox_l1, {"learning_rate": None}),
 ], ids=["add_l2_grad", "add_decoupled_decay", "prox_l1"])
-def test_item06_inject_hyperparams_checks_schedules(factory, kwargs) -> None:
+def test_inject_hyperparams_checks_schedules(factory, kwargs) -> None:
     decreasing = lambda t: 1e-2 - 1e-4 * t  # noqa: E731  (< 0 from step 101)
     with pytest.raises(ValueError, match=r"at step 101, its first bad step"):
         decaytx.inject_hyperparams(factory)(decreasing, **kwargs)
@@ -181,7 +181,7 @@ def test_item06_inject_hyperparams_checks_schedules(factory, kwargs) -> None:
 # --- item 7: the anchor's shape in update ---------------------------------------------
 
 
-def test_item07_anchor_shape_checked_in_update() -> None:
+def test_anchor_shape_checked_in_update() -> None:
     t = decaytx.add_l2_grad(0.1, anchor="init")
     p = {"w": jnp.ones(3)}
     restored = decaytx.DecayState(count=None, anchor={"w": jnp.zeros((3, 1))})
@@ -194,20 +194,20 @@ def test_item07_anchor_shape_checked_in_update() -> None:
 # --- item 8: complex parts and non-finite anchors --------------------------------------
 
 
-def test_item08_complex_anchor_for_real_params_refused() -> None:
+def test_complex_anchor_for_real_params_refused() -> None:
     t = decaytx.add_l2_grad(0.1, anchor={"w": jnp.array([1 + 1j, 2.0, 0.0])})
     with pytest.raises(ValueError, match=r"\['w'\] is complex"):
         t.init({"w": jnp.ones(3)})
 
 
-def test_item08_real_updates_for_complex_params_refused() -> None:
+def test_real_updates_for_complex_params_refused() -> None:
     t = decaytx.add_l2_grad(0.1)
     p = {"w": jnp.array([1 + 2j, 3 - 1j])}
     with pytest.raises(ValueError, match=r"imaginary part"):
         t.update({"w": jnp.ones(2)}, t.init(p), p)
 
 
-def test_item08_complex_params_and_anchor_decay_exactly() -> None:
+def test_complex_params_and_anchor_decay_exactly() -> None:
     a = np.array([0.5 - 1j, 2j])
     p = np.array([1 + 2j, 3 - 1j])
     t = decaytx.add_l2_grad(0.25, anchor={"w": jnp.asarray(a, jnp.complex64)})
@@ -217,7 +217,7 @@ def test_item08_complex_params_and_anchor_decay_exactly() -> None:
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_item08_non_finite_anchor_refused(bad: float) -> None:
+def test_non_finite_anchor_refused(bad: float) -> None:
     t = decaytx.add_decoupled_decay(0.1, learning_rate=0.1, anchor={"w": jnp.array([0.0, bad])})
     with pytest.raises(ValueError, match=r"\['w'\] has non-finite values"):
         t.init({"w": jnp.ones(2)})
@@ -226,7 +226,7 @@ def test_item08_non_finite_anchor_refused(bad: float) -> None:
 # --- item 12: a state/params mismatch names the state's anchor --------------------------
 
 
-def test_item12_mismatch_names_the_anchor() -> None:
+def test_mismatch_names_the_anchor() -> None:
     t = decaytx.add_l2_grad(0.1, anchor="init")
     state = t.init({"w": jnp.ones(3)})
     p = _params()  # updates and params agree; the state does not
@@ -244,7 +244,7 @@ def test_item12_mismatch_names_the_anchor() -> None:
     (lambda: decaytx.add_decoupled_decay(optax.linear_schedule(0.1, 0.0, 10), learning_rate=0.1),
      "add_decoupled_decay"),
 ], ids=["anchor", "schedule"])
-def test_item13_wrong_state_is_a_type_error(make, name, state) -> None:
+def test_wrong_state_is_a_type_error(make, name, state) -> None:
     t, p = make(), _params()
     with pytest.raises(TypeError, match=rf"{name}\.update received state .*DecayState"):
         t.update(p, state, p)
@@ -253,13 +253,13 @@ def test_item13_wrong_state_is_a_type_error(make, name, state) -> None:
 # --- item 14: anchor errors name the path ---------------------------------------------
 
 
-def test_item14_anchor_with_a_none_leaf_names_the_path() -> None:
+def test_anchor_with_a_none_leaf_names_the_path() -> None:
     t = decaytx.add_l2_grad(0.1, anchor={"w": jnp.zeros(3), "b": None})
     with pytest.raises(ValueError, match=r"anchor has None at \['b'\]"):
         t.init(_params())
 
 
-def test_item14_restored_anchor_of_another_shape_names_the_path() -> None:
+def test_restored_anchor_of_another_shape_names_the_path() -> None:
     t = decaytx.add_decoupled_decay(0.1, learning_rate=0.1, anchor="init")
     p = _params()
     state = t.init(p)
@@ -304,7 +304,7 @@ SHARDING_SCRIPT = textwrap.dedent(
 )
 
 
-def test_item15_anchor_placed_like_params_on_explicit_mesh() -> None:
+def test_anchor_placed_like_params_on_explicit_mesh() -> None:
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
     env["JAX_PLATFORMS"] = "cpu"
@@ -330,7 +330,7 @@ def _warning_tx():
     return decaytx.inject_hyperparams(decaytx.add_decoupled_decay)(4.0, learning_rate=0.5)
 
 
-def test_item22_init_leaves_the_warning_filters_alone() -> None:
+def test_init_leaves_the_warning_filters_alone() -> None:
     seen: list[list] = []
 
     def mask(params):
@@ -344,7 +344,7 @@ def test_item22_init_leaves_the_warning_filters_alone() -> None:
     assert len(seen) == 2 and all(f == before for f in seen)
 
 
-def test_item22_other_threads_keep_their_warnings() -> None:
+def test_other_threads_keep_their_warnings() -> None:
     """While one thread is inside ``init``, another thread's DecayWarning
     gets through (0.1 silenced them process-wide from the second init on),
     and the initialising thread's own warning comes once."""
@@ -368,7 +368,7 @@ def test_item22_other_threads_keep_their_warnings() -> None:
     assert sum("flips the sign" in m for m in messages) == 1  # m * lambda = 2 >= 1
 
 
-def test_item22_inject_hyperparams_warns_once_per_transform() -> None:
+def test_inject_hyperparams_warns_once_per_transform() -> None:
     t, p = _warning_tx(), _params()
     with pytest.warns(decaytx.DecayWarning, match="flips the sign"):
         state = t.init(p)
@@ -381,7 +381,7 @@ def test_item22_inject_hyperparams_warns_once_per_transform() -> None:
 # --- item 23: once-only warnings are per params signature -------------------------------
 
 
-def test_item23_bf16_model_after_f32_model_warns() -> None:
+def test_bf16_model_after_f32_model_warns() -> None:
     # m * lambda = 1e-6: above f32's resolution (eps/4 = 3e-8), below bf16's (2e-3)
     t = decaytx.add_decoupled_decay(1e-4, learning_rate=1e-2)
     f32 = {"w": jnp.ones((2, 2))}
@@ -396,7 +396,7 @@ def test_item23_bf16_model_after_f32_model_warns() -> None:
         t.init(bf16)  # once per signature
 
 
-def test_item23_one_transform_two_trees_right_answer_for_both() -> None:
+def test_one_transform_two_trees_right_answer_for_both() -> None:
     """The plan is kept per params signature: interleaved updates on two
     trees (other structure, dtypes and mask verdicts) each match the closed
     form u + lambda (theta - theta_0) on the leaves ndim >= 2 selects."""

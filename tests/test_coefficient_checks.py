@@ -7,7 +7,7 @@ f16 case whose factor m*lambda is below f16's range, a peak= at or above the
 maximum, and the inject_hyperparams trap message. Tests of
 ``decaytx.with_horizon`` (0.2) fail on 0.1 for want of the name; 0.1's
 spelling, the bare schedule, is refused there without suggesting a horizon
-(``test_item17_refusal_suggests_with_horizon``). References are closed forms
+(``test_refusal_suggests_with_horizon``). References are closed forms
 or NumPy float64, never decaytx's own output.
 """
 
@@ -40,13 +40,13 @@ def _l2_step(weight_decay: Any, params: Any) -> Any:
 # --------------------------------------------------------------------------
 
 
-def test_item02_traced_non_scalar_coefficient_under_jit_is_refused() -> None:
+def test_traced_non_scalar_coefficient_under_jit_is_refused() -> None:
     # 0.1 turned the 0-d param "w" into shape (1,).
     with pytest.raises(TypeError, match=r"weight_decay is a traced array of shape \(1,\)"):
         jax.jit(_l2_step)(jnp.array([0.1]), PARAMS)
 
 
-def test_item02_traced_non_scalar_learning_rate_is_refused() -> None:
+def test_traced_non_scalar_learning_rate_is_refused() -> None:
     def step(lr: jax.Array) -> Any:
         tx = decaytx.add_decoupled_decay(0.1, learning_rate=lr)
         return tx.update(PARAMS, tx.init(PARAMS), PARAMS)[0]
@@ -55,7 +55,7 @@ def test_item02_traced_non_scalar_learning_rate_is_refused() -> None:
         jax.jit(step)(jnp.array([0.1, 0.2]))
 
 
-def test_item02_inject_hyperparams_non_scalar_coefficient_is_refused() -> None:
+def test_inject_hyperparams_non_scalar_coefficient_is_refused() -> None:
     """Given to the wrapper (refused at init, as 0.1 did), and set in the state under jit (0.1 did not)."""
     wrapped = decaytx.inject_hyperparams(decaytx.add_l2_grad)(jnp.full((3,), 0.1))
     with pytest.raises(TypeError, match=r"weight_decay must be a scalar, got an array of shape \(3,\)"):
@@ -67,7 +67,7 @@ def test_item02_inject_hyperparams_non_scalar_coefficient_is_refused() -> None:
         jax.jit(tx.update)(PARAMS, state, PARAMS)
 
 
-def test_item02_traced_scalar_coefficient_still_works() -> None:
+def test_traced_scalar_coefficient_still_works() -> None:
     got = jax.jit(_l2_step)(jnp.asarray(0.1), PARAMS)
     np.testing.assert_allclose(np.asarray(got["b"]), np.full(3, 1.1), rtol=1e-6)
     assert got["w"].shape == ()
@@ -78,20 +78,20 @@ def test_item02_traced_scalar_coefficient_still_works() -> None:
 # --------------------------------------------------------------------------
 
 
-def test_item03_schedule_negative_for_its_first_steps_is_refused_at_step_0() -> None:
+def test_schedule_negative_for_its_first_steps_is_refused_at_step_0() -> None:
     tx = decaytx.add_l2_grad(lambda t: 1e-2 * (t - 1000) / 1000)
     with pytest.raises(ValueError, match=r"returns -0\.01\d* at step 0, its first bad step"):
         tx.init(PARAMS)
 
 
-def test_item03_first_bad_step_past_the_dense_grid_is_exact() -> None:
+def test_first_bad_step_past_the_dense_grid_is_exact() -> None:
     """Negative from step 30,001 on (closed form: 30,000.5 - t < 0)."""
     tx = decaytx.add_l2_grad(lambda t: 1e-3 * (30_000.5 - t))
     with pytest.raises(ValueError, match=r"at step 30001, its first bad step"):
         tx.init(PARAMS)
 
 
-def test_item03_rounding_negative_is_accepted_and_a_real_one_is_not() -> None:
+def test_rounding_negative_is_accepted_and_a_real_one_is_not() -> None:
     """The tolerance kept for rounding (0.1 accepted these too; its message lacked "first bad step")."""
     def rounded(t: Any) -> Any:  # 0.9 - 9 * 0.1 in float32: a rounding negative at t >= 9
         return jnp.float32(0.9) - jnp.float32(0.1) * jnp.minimum(t, 9).astype(jnp.float32)
@@ -126,7 +126,7 @@ F16_CASES = {
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 @pytest.mark.parametrize("case", list(F16_CASES))
-def test_item09_f16_leaf_with_coefficient_above_f16_max(case: str, jit: bool) -> None:
+def test_f16_leaf_with_coefficient_above_f16_max(case: str, jit: bool) -> None:
     make, reference = F16_CASES[case]
     theta = jnp.asarray(THETA16)
     with pytest.warns(decaytx.DecayWarning, match="flips the sign") if case.endswith("None)") else _nothing():
@@ -164,7 +164,7 @@ class _nothing:
     ],
     ids=["add_l2_grad", "add_decoupled_decay", "prox_l1"],
 )
-def test_item10_a_type_is_not_a_schedule(factory: Any, arg: str, kind: Any) -> None:
+def test_a_type_is_not_a_schedule(factory: Any, arg: str, kind: Any) -> None:
     # 0.1 called it with the step count: add_l2_grad(jnp.float32) decayed by t.
     with pytest.raises(TypeError, match=rf"{arg}=.* is a type, not a coefficient or a schedule"):
         factory(kind)
@@ -172,7 +172,7 @@ def test_item10_a_type_is_not_a_schedule(factory: Any, arg: str, kind: Any) -> N
 
 @pytest.mark.parametrize("helper", [decaytx.lr_multiplier, decaytx.corrected_decay],
                          ids=["lr_multiplier", "corrected_decay"])
-def test_item10_peak_below_the_schedule_maximum_warns(helper: Any) -> None:
+def test_peak_below_the_schedule_maximum_warns(helper: Any) -> None:
     sched = optax.warmup_cosine_decay_schedule(0.0, 0.3, 100, 1000)  # max 0.3 at step 100
     with pytest.warns(decaytx.DecayWarning, match=r"peak=0\.2 is below the schedule's largest value 0\.3\d* \(at step 100\)"):
         m = helper(sched, peak=0.2)
@@ -182,7 +182,7 @@ def test_item10_peak_below_the_schedule_maximum_warns(helper: Any) -> None:
 
 
 @pytest.mark.parametrize("peak", [0.3, 0.6])
-def test_item10_peak_at_or_above_the_maximum_is_silent(peak: float) -> None:
+def test_peak_at_or_above_the_maximum_is_silent(peak: float) -> None:
     # pytest turns a DecayWarning into an error (pyproject filterwarnings).
     sched = optax.warmup_cosine_decay_schedule(0.0, 0.3, 100, 1000)
     decaytx.lr_multiplier(sched, peak=peak)
@@ -212,7 +212,7 @@ def _decoupled_update(lr: Any, helper: Any, t: int) -> Any:
 
 @pytest.mark.parametrize("helper, power", [(decaytx.lr_multiplier, 1), (decaytx.corrected_decay, 2)],
                          ids=["lr_multiplier", "corrected_decay"])
-def test_item11_traced_peak_under_vmap_and_jit(helper: Any, power: int) -> None:
+def test_traced_peak_under_vmap_and_jit(helper: Any, power: int) -> None:
     lrs = np.array([0.1, 0.3])
     t = 4
     # m_t = eta_t / p (eta_t**2 / p) with eta_t = lr * c_t and p = lr.
@@ -223,7 +223,7 @@ def test_item11_traced_peak_under_vmap_and_jit(helper: Any, power: int) -> None:
     np.testing.assert_allclose(float(got), want[1], rtol=1e-5)
 
 
-def test_item11_traced_peak_under_grad() -> None:
+def test_traced_peak_under_grad() -> None:
     # corrected_decay(lr * c_t, peak=lr) = lr * c_t**2: d/d lr of the update is -0.5 c_t**2.
     t = 3
     got = jax.grad(lambda lr: _decoupled_update(lr, decaytx.corrected_decay, t))(0.2)
@@ -231,14 +231,14 @@ def test_item11_traced_peak_under_grad() -> None:
 
 
 @pytest.mark.parametrize("helper", ["lr_multiplier", "corrected_decay"])
-def test_item11_traced_schedule_without_peak_asks_for_peak(helper: str) -> None:
+def test_traced_schedule_without_peak_asks_for_peak(helper: str) -> None:
     fn = getattr(decaytx, helper)
     with pytest.raises(ValueError, match=rf"{helper}: the schedule's values depend on a traced value.*Pass it: decaytx\.{helper}\(schedule, peak=peak_lr\)"):
         jax.jit(lambda lr: fn(optax.cosine_decay_schedule(lr, 10))(3))(0.1)
 
 
 @pytest.mark.parametrize("scaling", ["schedule", "corrected"])
-def test_item11_recipe_decay_scaling_under_vmap_asks_for_peak(scaling: str) -> None:
+def test_recipe_decay_scaling_under_vmap_asks_for_peak(scaling: str) -> None:
     def step(lr: jax.Array) -> Any:
         tx = decaytx.adamw(optax.cosine_decay_schedule(lr, 10), 0.1, decay_scaling=scaling)
         return tx.update(PARAMS, tx.init(PARAMS), PARAMS)[0]
@@ -247,7 +247,7 @@ def test_item11_recipe_decay_scaling_under_vmap_asks_for_peak(scaling: str) -> N
         jax.vmap(step)(jnp.array([0.1, 0.2]))
 
 
-def test_item11_traced_peak_must_be_a_scalar() -> None:
+def test_traced_peak_must_be_a_scalar() -> None:
     sched = optax.cosine_decay_schedule(0.1, 10)
     with pytest.raises(TypeError, match=r"peak is a traced array of shape \(2,\)"):
         jax.jit(lambda p: decaytx.lr_multiplier(sched, peak=p)(0))(jnp.array([0.1, 0.2]))
@@ -261,32 +261,32 @@ def test_item11_traced_peak_must_be_a_scalar() -> None:
 @pytest.mark.parametrize("value, kind", [(decimal.Decimal("0.1"), "decimal.Decimal"),
                                          (fractions.Fraction(1, 10), "fractions.Fraction")],
                          ids=["Decimal", "Fraction"])
-def test_item16_decimal_and_fraction_are_named(value: Any, kind: str) -> None:
+def test_decimal_and_fraction_are_named(value: Any, kind: str) -> None:
     # 0.1: "is complex" (Decimal) and "has dtype object" (Fraction).
     with pytest.raises(TypeError, match=rf"weight_decay=.* is a {kind}, which JAX cannot hold; pass a Python float") as e:
         decaytx.add_l2_grad(value)
     assert "complex" not in str(e.value) and "dtype object" not in str(e.value)
 
 
-def test_item16_schedule_returning_none() -> None:
+def test_schedule_returning_none() -> None:
     tx = decaytx.add_l2_grad(lambda t: None)
     with pytest.raises(TypeError, match=r"the schedule returns None at step 0 \(a missing return\?\)"):
         tx.init(PARAMS)
 
 
-def test_item16_huge_int_gets_a_short_message() -> None:
+def test_huge_int_gets_a_short_message() -> None:
     with pytest.raises(ValueError, match=r"weight_decay=an int of 401 digits is too large") as e:
         decaytx.add_l2_grad(10**400)
     assert len(str(e.value)) < 300  # 0.1 printed all 401 digits
 
 
-def test_item16_cautious_bool_array_is_refused_by_name() -> None:
+def test_cautious_bool_array_is_refused_by_name() -> None:
     # 0.1: "The truth value of an array with more than one element is ambiguous".
     with pytest.raises(TypeError, match=r"cautious=.* must be one bool \(a bool array of shape \(2,\) was given\)"):
         decaytx.add_decoupled_decay(0.1, learning_rate=None, cautious=jnp.array([True, False]))
 
 
-def test_item16_callable_mask_returning_jnp_bools_works_under_jit() -> None:
+def test_callable_mask_returning_jnp_bools_works_under_jit() -> None:
     params = {"w": jnp.full((2, 2), 2.0), "b": jnp.full((2,), 3.0)}
     grads = {"w": jnp.full((2, 2), 0.5), "b": jnp.full((2,), 0.25)}
 
@@ -305,13 +305,13 @@ def test_item16_callable_mask_returning_jnp_bools_works_under_jit() -> None:
 
 
 @pytest.mark.parametrize("mask", [False, True], ids=["False", "True"])
-def test_item16_bare_bool_mask_without_inject_hyperparams(mask: bool) -> None:
+def test_bare_bool_mask_without_inject_hyperparams(mask: bool) -> None:
     with pytest.raises(TypeError, match=rf"mask={mask} is a bare bool; pass mask=None") as e:
         decaytx.add_l2_grad(0.1, mask=mask)
     assert "inject_hyperparams" not in str(e.value)  # 0.1 blamed inject_hyperparams
 
 
-def test_item16_inject_hyperparams_trap_is_still_explained() -> None:
+def test_inject_hyperparams_trap_is_still_explained() -> None:
     """Pins 0.1's message where optax.inject_hyperparams is involved."""
     tx = optax.inject_hyperparams(decaytx.add_l2_grad)(0.1, mask=lambda p: jax.tree.map(lambda x: True, p))
     with pytest.raises(TypeError, match=r"optax\.inject_hyperparams makes of a callable mask"):
@@ -327,14 +327,14 @@ def _sqrt_schedule(t: Any) -> Any:
     return 1e-2 * jnp.sqrt(1 - t / 10_000)  # nan from step 10,001
 
 
-def test_item17_refusal_suggests_with_horizon() -> None:
+def test_refusal_suggests_with_horizon() -> None:
     tx = decaytx.add_l2_grad(_sqrt_schedule)
     with pytest.raises(ValueError, match=r"nan at step 10001, its first bad step.*decaytx\.with_horizon\(schedule, total_steps=10001\)"):
         tx.init(PARAMS)
 
 
 @pytest.mark.parametrize("total", [10_000, 10_001])
-def test_item17_with_horizon_accepts_and_keeps_the_values(total: int) -> None:
+def test_with_horizon_accepts_and_keeps_the_values(total: int) -> None:
     sched = decaytx.with_horizon(_sqrt_schedule, total)
     tx = decaytx.add_l2_grad(sched)
     state = tx.init(PARAMS)
@@ -346,14 +346,14 @@ def test_item17_with_horizon_accepts_and_keeps_the_values(total: int) -> None:
     assert math.isnan(float(sched(10_002)))  # used as given past the horizon
 
 
-def test_item17_with_horizon_still_checks_inside_it() -> None:
+def test_with_horizon_still_checks_inside_it() -> None:
     tx = decaytx.add_l2_grad(decaytx.with_horizon(lambda t: 1e-3 * (t - 5), 100))
     with pytest.raises(ValueError, match=r"at step 0, its first bad step \(checked up to its horizon, step 99\)"):
         tx.init(PARAMS)
 
 
 @pytest.mark.parametrize("total", [0, -1, 2.5, True, 2**31 + 1])
-def test_item17_with_horizon_refuses_bad_total_steps(total: Any) -> None:
+def test_with_horizon_refuses_bad_total_steps(total: Any) -> None:
     with pytest.raises(ValueError, match=r"total_steps=.* must be an int in \[1, 2\*\*31\]"):
         decaytx.with_horizon(_sqrt_schedule, total)
 
@@ -367,20 +367,20 @@ def test_item17_with_horizon_refuses_bad_total_steps(total: Any) -> None:
 PREFIX_PARAMS = {"enc": {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}, "dec": {"w": jnp.ones((2, 2))}}
 
 
-def test_item18_prefix_mask_missing_a_key_names_that_key() -> None:
+def test_prefix_mask_missing_a_key_names_that_key() -> None:
     tx = decaytx.add_l2_grad(0.1, mask={"enc": True})
     with pytest.raises(ValueError, match=r"mask does not match params: it has no entry for params keys \['dec'\]"):
         tx.init(PREFIX_PARAMS)
 
 
-def test_item18_prefix_mask_does_not_blame_the_keys_present() -> None:
+def test_prefix_mask_does_not_blame_the_keys_present() -> None:
     tx = decaytx.add_l2_grad(0.1, mask={"enc": True})
     with pytest.raises(ValueError, match=r"mask does not match params") as e:
         tx.init(PREFIX_PARAMS)
     assert "enc" not in str(e.value).split("Pass")[0]
 
 
-def test_item18_equinox_module_of_coefficients_is_a_tree() -> None:
+def test_equinox_module_of_coefficients_is_a_tree() -> None:
     eqx = pytest.importorskip("equinox")
     model = eqx.nn.Linear(3, 2, key=jax.random.PRNGKey(0))  # callable, with array leaves
     params = eqx.filter(model, eqx.is_array)
@@ -399,7 +399,7 @@ def test_item18_equinox_module_of_coefficients_is_a_tree() -> None:
 BOUND = 16_384 + 2_048 + 1  # dense part, geometric part, last step (docs/schedules.md)
 
 
-def test_item19_1000_knot_piecewise_grid_is_bounded() -> None:
+def test_1000_knot_piecewise_grid_is_bounded() -> None:
     boundaries = {100 * i: 0.999 for i in range(1, 1001)}
     sched = optax.piecewise_constant_schedule(1e-3, boundaries)
     steps, values = coef._grid_values(sched)
@@ -412,7 +412,7 @@ def test_item19_1000_knot_piecewise_grid_is_bounded() -> None:
     np.testing.assert_allclose(np.asarray(values, np.float64), want, rtol=2e-4)
 
 
-def test_item19_steps_evaluated_by_the_first_init_are_bounded() -> None:
+def test_steps_evaluated_by_the_first_init_are_bounded() -> None:
     """Counts the calls the first init makes to a schedule and the concrete steps it passes.
 
     Since 0.3 a 1000-knot piecewise schedule is traced once on a scalar step
