@@ -109,8 +109,9 @@ class Findings:
 
     def problems(self) -> list[tuple[ProblemKind, str, tuple[str, ...], str, str]]:
         """``(kind, label, paths, message, fix)`` per entry, in :data:`ORDER`."""
-        found = [(kind, label, tuple(paths), *wording(kind, len(paths), self._detail[kind, label]))
-                 for (kind, label), paths in self._paths.items()]
+        found: list[tuple[ProblemKind, str, tuple[str, ...], str, str]] = [
+            (kind, label, tuple(paths), *wording(kind, len(paths), self._detail[kind, label]))
+            for (kind, label), paths in self._paths.items()]
         found.sort(key=lambda p: ORDER.index(p[0]))
         return found
 

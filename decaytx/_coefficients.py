@@ -275,7 +275,7 @@ def number(
         bad_kind = bad_kind or not isinstance(value, (int, np.integer))
     elif not bad_kind:
         try:
-            v = float(value)
+            v = float(value)  # pyright: ignore[reportArgumentType]
         except (TypeError, ValueError, OverflowError):
             bad_kind = True
     span = _range_text(low, low_open, high, high_open, integer)
@@ -284,7 +284,7 @@ def number(
         raise TypeError(
             f"{name}={show(value)} must be {want} ({span}); got {type(value).__name__}.{fix}"
         )
-    v = float(value)
+    v = float(value)  # pyright: ignore[reportArgumentType]
     if not math.isfinite(v):
         raise ValueError(f"{name}={v!r} is not finite; {name} must be {span}.{fix}")
     too_low = low is not None and (v < low or (low_open and v == low))

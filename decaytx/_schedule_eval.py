@@ -153,7 +153,7 @@ class Program:
 
     def _read(self, var: Any, env: dict[Any, int]) -> int:
         if isinstance(var, Literal):
-            value = np.asarray(var.val, dtype=var.aval.dtype)
+            value = np.asarray(var.val, dtype=var.aval.dtype)  # pyright: ignore[reportAttributeAccessIssue]
             key = (value.dtype, value.tobytes())
             if key not in self.literals:
                 self.literals[key] = self._new()

@@ -37,8 +37,8 @@ import pytest
 from _flagged import run_worker
 
 import decaytx
-from decaytx.fused._flat import FlatAdamState, scale_by_adam_flat
 from decaytx.fused import FLAT_MEAN_LEAF_SIZE, many_small_leaves
+from decaytx.fused._flat import FlatAdamState, scale_by_adam_flat
 
 STEPS = 50
 SCHEDULE = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 6, STEPS)

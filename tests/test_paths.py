@@ -45,7 +45,7 @@ def _steps(opt: optax.GradientTransformation, params: Any, n: int = 3, state: An
     state = opt.init(params) if state is None else state
     step = jax.jit(opt.update)
     for i in range(n):
-        g = jax.tree.map(lambda x: jnp.cos(x * (i + 1)).astype(x.dtype), params)
+        g = jax.tree.map(lambda x, k=i + 1: jnp.cos(x * k).astype(x.dtype), params)
         u, state = step(g, state, params)
         params = optax.apply_updates(params, u)
     return params, state

@@ -68,7 +68,7 @@ def lr_value(learning_rate: Any, lr_state: Any) -> tuple[Any, Any]:
     """``(eta_t, factor)``: the rate and what ``optax.scale_by_learning_rate``
     multiplies by, before its cast (``eta_t`` is ``None`` for a constant)."""
     if callable(learning_rate):
-        eta = learning_rate(lr_state.count)
+        eta: Any = learning_rate(lr_state.count)
         return eta, -1 * eta
     return None, -1 * learning_rate
 
