@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.bench import cli, gpu, hlo, report, timing, trees
+from experiments.bench import cli, gpu, gpu_parts, hlo, report, timing, trees
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
@@ -155,15 +155,70 @@ def test_report_renders_from_the_run(tiny_run, tmp_path):
     assert (tmp_path / "docs" / "assets" / "bench" / "bench.json").exists()
 
 
-def test_gpu_script_runs_on_cpu_at_tiny_size(tmp_path):
-    res = gpu.main(["--size", "2048", "--leaves", "1", "4", "--rounds", "1", "--steps", "1", "--warmup", "1",
-                    "--out", str(tmp_path)])
+@pytest.fixture(scope="module")
+def gpu_smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu")
+    res = gpu.main(["--size", "2048", "--leaves", "1", "4", "--rounds", "2", "--steps", "1", "--warmup", "1",
+                    "--mlp", "16", "32", "4", "--batch", "4", "--out", str(out)])
+    return out, res
+
+
+def test_gpu_script_runs_on_cpu_at_tiny_size(gpu_smoke):
+    out, res = gpu_smoke
     assert [t["tree"]["leaves"] for t in res["trees"]] == [1, 4]
+    names = {s.name for s in gpu_parts.variants()}
+    assert {gpu_parts.REF, gpu_parts.CONTROL, "decaytx.fused.adamw [bf16]",
+            "decaytx.fused.adamw [schedule+mask]"} <= names
     for t in res["trees"]:
-        assert set(t["variants"]) == set(gpu.optimizers())
-        for d in t["variants"].values():
-            assert d["array_fusions"] >= 1 and d["fraction_of_copy"] > 0
-    assert (tmp_path / "gpu_bench.md").read_text().startswith("## GPU:")
+        assert names <= set(t["variants"])
+        for name in names:
+            d = t["variants"][name]
+            assert d["launches"]["array_kernels"] >= 1 and d["fraction_of_copy"] > 0
+            assert len(d["samples_s"]) == 2
+            assert "fraction_of_nominal" in d  # None on a CPU: bandwidth unknown
+        assert set(t["ratios"]) == names - {gpu_parts.REF}
+        for r in t["ratios"].values():
+            assert r["paired"] and r["lo"] <= r["median"] <= r["hi"]
+        # Every fused step (and decaytx's recipes vs optax) reproduces its recipe's maths.
+        assert {"decaytx.fused.adamw", "decaytx.fused.adam_l2", "decaytx.fused.sgdw",
+                "decaytx.fused.adamw [bf16]", "decaytx.fused.adamw [schedule+mask]"} <= set(t["maths"])
+        assert all(m["ok"] for m in t["maths"].values()), t["maths"]
+        torch_row = t["variants"].get("torch.AdamW (fused, CUDA)")
+        assert torch_row is None or "unavailable" in torch_row  # no CUDA here
+    tr = res["train"]
+    assert {gpu_parts.REF, gpu_parts.CONTROL, "decaytx.fused.adamw"} <= set(tr["variants"])
+    assert all(r["paired"] for r in tr["ratios"].values())
+    for key in ("nominal_entry", "nominal_gbs", "estimate", "compile_s", "wall_s"):
+        assert key in res
+    assert res["nominal_entry"] == "unknown" and res["estimate"]["total_s"] > 0
+    assert (out / "gpu_bench.md").read_text().startswith("## GPU:")
+    assert json.loads((out / "gpu_bench.json").read_text())["trees"][0]["maths"]
+
+
+def test_nominal_bandwidth_table():
+    nb = gpu_parts.nominal_gbs
+    assert nb("NVIDIA H100 80GB HBM3") == ("H100 SXM", 3350.0)
+    assert nb("NVIDIA H100 PCIe") == ("H100 PCIe", 2000.0)
+    assert nb("NVIDIA H200") == ("H200", 4800.0)
+    assert nb("NVIDIA A100-SXM4-80GB") == ("A100 80GB", 2039.0)
+    assert nb("NVIDIA A100-PCIE-40GB") == ("A100 40GB", 1555.0)
+    assert nb("cpu") == ("unknown", None) and nb("NVIDIA H100 NVL") == ("unknown", None)
+
+
+def test_launches_count_every_computation():
+    # A command buffer moves the ENTRY's kernels into a called computation.
+    text = HLO.replace("ENTRY %main", "%command_buffer").replace("HloModule m\n", "HloModule m\n") + (
+        "\nENTRY %e (a: f32[1000], b: f32[1000]) -> (f32[1000], f32[]) {\n"
+        "  ROOT %c = (f32[1000]{0}, f32[]) call(%a, %b), to_apply=%command_buffer\n}\n")
+    assert hlo.fusion_shapes(text) == []
+    assert hlo.launches(text) == {"fusions": 2, "custom_calls": 0, "kernels": 2, "array_kernels": 1}
+
+
+def test_max_ulps_by_hand():
+    a = {"x": jnp.array([1.0, 2.0], jnp.float32)}
+    b = {"x": jnp.array([1.0, 2.0 + 2 * 2.0 ** -22], jnp.float32)}  # 2 ulps at 2.0 (spacing 2**-22)
+    assert gpu_parts.max_ulps(a, b) == pytest.approx(2.0)
+    assert gpu_parts.max_ulps(a, a) == 0.0
 
 
 def test_cli_help_lists_quick():
