@@ -1,8 +1,9 @@
 """The benchmark package's deterministic parts, and smoke runs at tiny sizes.
 
 No timing is asserted: tree sizes, HLO counting (against hand-written HLO and
-hand-counted bytes), the bootstrap's exact cases, the two processes' flags,
-report rendering from one tiny run, the CLI, and the GPU script on CPU.
+hand-counted bytes), the bootstrap's exact cases, the three processes' flags,
+that every ratio is paired and every section is there in one tiny run, report
+rendering from it, the CLI, and the GPU script on CPU.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.bench import cli, gpu, gpu_parts, hlo, report, timing, trees
+from experiments.bench import cli, gpu, gpu_parts, hlo, report, sched_init, timing, trees
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
@@ -82,6 +83,15 @@ def test_kernel_table_on_a_compiled_elementwise_step():
     assert ks[0]["bytes"] == 8 * n  # read x, write the result
 
 
+def test_schedule_table_parse_by_hand():
+    text = ("decaytx from /x\n| schedule | optimizer | first init (s) | first jitted step (s) |\n|---|---|---|---|\n"
+            "| cosine | decaytx | 0.200 | 1.000 |\n| cosine | optax | 0.100 | 0.500 |\n")
+    r = sched_init.parse(text)
+    assert r["header"] == ["schedule", "optimizer", "first init (s)", "first jitted step (s)"]
+    assert r["rows"] == [["cosine", "decaytx", "0.200", "1.000"], ["cosine", "optax", "0.100", "0.500"]]
+    assert r["ratios"] == {"cosine": {"first init (s)": 2.0, "first jitted step (s)": 2.0}}
+
+
 def test_paired_ratio_exact_cases():
     rng = np.random.default_rng(0)
     b = rng.uniform(1, 2, 25)
@@ -100,6 +110,7 @@ def test_paired_ratio_exact_cases():
 def test_worker_env_adds_or_removes_the_flag(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count=2 {FLAG}")
     assert cli.worker_env("plain")["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+    assert cli.worker_env("control")["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
     flags = cli.worker_env("flag")["XLA_FLAGS"].split()
     assert flags == ["--xla_force_host_platform_device_count=2", FLAG]
 
@@ -128,7 +139,42 @@ def test_tiny_run_has_both_processes_and_every_section(tiny_run):
             continue
         assert any(k.startswith("torch.AdamW (fused, 1 thread)") for k in names)
     assert set(plain["init"]["cases"]) == {"warmup-cosine", "piecewise, 10 knots"}
-    assert (out / "plain.json").exists() and (out / "flag.json").exists()
+    for label in ("plain", "flag", "control"):
+        assert (out / f"{label}.json").exists()
+
+
+def test_tiny_run_cross_process_ratios_are_paired(tiny_run):
+    _, res = tiny_run
+    control = res["workers"]["control"]
+    assert not control["multi_output_fusion_active"] and FLAG not in control["xla_flags"]
+    assert set(control["trees"][0]["variants"]) - {"copy (jit x+1, donated)", "copy (numpy copyto)"} == {"optax.adamw"}
+    reps = res["reps"]
+    for label in ("plain", "flag", "control"):  # every process ran the same repetitions of every section
+        w = res["workers"][label]
+        for section in (*w["trees"], w["train"]):
+            assert all(len(v["samples_s"]) == reps for v in section["variants"].values() if "samples_s" in v)
+    for cross in (*res["cross"]["trees"], res["cross"]["train"]):
+        assert {"decaytx.fused.adamw", "optax.adamw"} <= set(cross["vs_plain_optax"])
+        assert "decaytx.fused.adamw" in cross["vs_plain_same"]
+        ratios = [cross["control"], *cross["vs_plain_optax"].values(), *cross["vs_plain_same"].values()]
+        for r in ratios:
+            assert r["paired"] and r["lo"] <= r["median"] <= r["hi"]
+    # Same-process ratios are paired too.
+    for w in res["workers"].values():
+        for section in (*w["trees"], w["train"]):
+            assert all(r["paired"] for r in section["ratios"].values())
+
+
+def test_tiny_run_fresh_process_sections(tiny_run):
+    _, res = tiny_run
+    cc = res["coeff_compile"]
+    assert cc["leaves"] == 8 and set(cc["cases"]) == {"scalar", "1", "2", "8"}
+    assert cc["cases"]["1"]["ratio_to_shared"] == 1.0
+    assert all(r["total_s"] > 0 and r["ratio_to_shared"] > 0 for r in cc["cases"].values())
+    si = res["schedule_init"]
+    assert "error" not in si, si
+    assert {(r[0], r[1]) for r in si["rows"]} == {("warmup_cosine", "decaytx"), ("warmup_cosine", "optax")}
+    assert "warmup_cosine" in si["ratios"]
 
 
 def test_tiny_run_kernel_counts(tiny_run):
@@ -147,8 +193,10 @@ def test_report_renders_from_the_run(tiny_run, tmp_path):
     md = (out / "BENCHMARKS.md").read_text()
     assert md == report.render(res)
     for heading in ("## Summary", "## Whole MLP train step", "## Every variant, per tree",
-                    "## Init and first-compile time", "## Kernels of one step", "## GPU"):
+                    "## Init and first-compile time", "## Scheduled first init and first compile",
+                    "## Compile time against distinct coefficient values", "## Kernels of one step", "## GPU"):
         assert heading in md
+    assert "Every ratio is paired" in md and "UNPAIRED" not in md and "unpaired" not in md
     assert "nice" in md and "Load average" in md
     cli.publish(out, root=tmp_path)
     assert (tmp_path / "BENCHMARKS.md").read_text() == md
