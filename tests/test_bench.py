@@ -253,6 +253,16 @@ def test_nominal_bandwidth_table():
     assert nb("cpu") == ("unknown", None) and nb("NVIDIA H100 NVL") == ("unknown", None)
 
 
+def test_gpu_default_run_is_estimated_under_five_minutes():
+    args = gpu.parse([])
+    specs = {k: gpu.specs_for(k, args) for k in args.leaves}
+    assert [s.name for s in specs[1000]] == list(gpu_parts.CORE)
+    est = gpu_parts.estimate_s(args.leaves, args.size, {k: sum(s.same_as is None for s in v) for k, v in specs.items()},
+                               {k: len(v) + 3 for k, v in specs.items()}, args.rounds, args.steps, args.warmup, 6,
+                               gpu_parts.NOMINAL_GBS["H100 SXM"])
+    assert est["total_s"] < 300, est
+
+
 def test_launches_count_every_computation():
     # A command buffer moves the ENTRY's kernels into a called computation.
     text = HLO.replace("ENTRY %main", "%command_buffer").replace("HloModule m\n", "HloModule m\n") + (
