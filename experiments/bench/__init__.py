@@ -7,15 +7,22 @@
   1, 100 and 309 leaves; one of 0.5M params in 309 leaves) and each mode's sizes;
 * :mod:`~experiments.bench.variants`: the contenders (optax, decaytx, the
   fused steps, PyTorch AdamW, copy baselines);
-* :mod:`~experiments.bench.timing`: the interleaved loop, ratios with
-  paired bootstrap CIs;
+* :mod:`~experiments.bench.timing`: the interleaved loop (one repetition at
+  a time), ratios with paired bootstrap CIs;
 * :mod:`~experiments.bench.hlo`: compiled cost (kernels, bytes per param);
 * :mod:`~experiments.bench.train`, :mod:`~experiments.bench.init_cost`:
   a whole MLP train step; init and first-compile time with schedules;
-* :mod:`~experiments.bench.worker`: one process's sections;
+* :mod:`~experiments.bench.coeff_compile`: compile time against the number
+  of distinct coefficient values, fresh processes;
+* :mod:`~experiments.bench.sched_init`: the scheduled first init and first
+  compile (runs ``experiments/measure_schedule_init.py``);
+* :mod:`~experiments.bench.worker`: one process, answering the driver's
+  commands over a pipe;
 * :mod:`~experiments.bench.report`: BENCHMARKS.md;
-* :mod:`~experiments.bench.cli`: runs a plain and a flag process, merges them;
-* :mod:`~experiments.bench.gpu`: the GPU script (``python -m experiments.bench.gpu``).
+* :mod:`~experiments.bench.cli`: drives a plain, a flag and a control
+  process in lockstep (paired cross-process ratios), merges them;
+* :mod:`~experiments.bench.gpu` (with :mod:`~experiments.bench.gpu_parts`):
+  the GPU script (``python -m experiments.bench.gpu``).
 """
 
 from experiments.bench.cli import main, publish, run

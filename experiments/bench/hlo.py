@@ -68,6 +68,28 @@ def fusion_shapes(text: str) -> list[str]:
     return [shape for _, shape in _FUSION.findall(entry_computation(text))]
 
 
+# Any instruction that XLA runs as a kernel of its own: fusions and library calls
+# (cuBLAS, cuDNN, Triton), in any computation: XLA:GPU's command buffers move
+# the ENTRY's fusions into a called computation, where an ENTRY-only count
+# would miss them.
+_LAUNCH = re.compile(r"^\s*(?:ROOT\s+)?%?(\S+)\s*=\s*(.+?)\s+(fusion|custom-call)\(", re.M)
+
+
+def launches(text: str) -> dict[str, int]:
+    """Kernels an HLO module launches, counted in all its computations (not only ENTRY).
+
+    ``{"fusions", "custom_calls", "kernels", "array_kernels"}``: ``kernels`` =
+    fusions + custom calls; ``array_kernels`` = those whose result is not a
+    scalar (the ones that stream params-sized data). A fused computation's
+    body holds plain ops, so nothing is counted twice; a loop body would be
+    counted once (optimizer steps have none).
+    """
+    found = _LAUNCH.findall(text)
+    fusions = sum(op == "fusion" for _, _, op in found)
+    return {"fusions": fusions, "custom_calls": len(found) - fusions, "kernels": len(found),
+            "array_kernels": sum(not is_scalar_shape(shape) for _, shape, _ in found)}
+
+
 def is_scalar_shape(shape: str) -> bool:
     """Whether an HLO result shape is rank 0 (``f32[]``, ``s32[]``, ``(f32[], s32[])``)."""
     dims = re.findall(r"\[([^\]]*)\]", shape)

@@ -14,9 +14,11 @@ def _f(x: Any, nd: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
 
-def _r(r: dict[str, float] | None) -> str:
-    """``0.812 [0.79, 0.83]``."""
-    return "n/a" if not r else f"{r['median']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]"
+def _r(r: dict[str, Any] | None) -> str:
+    """``0.812 [0.79, 0.83]`` (every ratio here is paired; one that is not says so)."""
+    if not r:
+        return "n/a"
+    return f"{r['median']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]" + ("" if r.get("paired", True) else " (UNPAIRED)")
 
 
 def _ms(v: dict[str, Any] | None) -> str:
@@ -47,43 +49,51 @@ def header(res: dict[str, Any]) -> list[str]:
                  f"tests and scripts were running on this shared machine throughout), system {share['system']:.0%}, "
                  f"idle {share['idle']:.0%}.")
     L += ["",
-          "Two processes, one after the other: **plain** (no option) and **flag** (`XLA_FLAGS="
-          "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion`, process-wide). Within each, all variants "
-          "of a tree are interleaved in one loop (a fresh random order per repetition, warm-up excluded, params "
-          f"and state donated); a step time is the median of {res['reps']} repetitions. A ratio is a variant's "
-          "median time over `optax.adamw`'s (below 1 = faster) with a 95% bootstrap CI: paired (same repetitions) "
-          "within a process; unpaired for *cross-process* ratios (flag variant over plain `optax.adamw`), which "
-          "also carry any drift between the two processes. `B/param` = XLA's `bytes accessed` / params; "
-          "`kernels` = params-sized fused kernels; `copy` = fraction of the jit copy's bandwidth at the nominal "
-          "one-pass bytes (AdamW, Adam-L2: 28 B/param; SGD-momentum: 20). The A/A control (a second, identical "
-          "`optax.adamw`) shows the noise floor.", ""]
+          "Three processes, driven in lockstep: **plain** (no option), **flag** (`XLA_FLAGS="
+          "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion`, process-wide) and **control** (plain "
+          "again, timing `optax.adamw` only). Within each, all variants of a tree are interleaved in one loop (a "
+          "fresh random order per repetition, warm-up excluded, params and state donated); the driver runs one "
+          "repetition in each process in turn (a fresh random order of the three per round), so repetition i of "
+          f"every process ran side by side. A step time is the median of {res['reps']} repetitions. **Every ratio "
+          "is paired**: a variant's median time over `optax.adamw`'s (below 1 = faster) with a 95% bootstrap CI "
+          "that resamples the repetitions jointly, within a process and across processes alike (flag variant over "
+          "plain `optax.adamw`: repetition i of both). Two A/A controls show the noise floor: a second, identical "
+          "`optax.adamw` in the same loop, and the control process's `optax.adamw` over plain's (cross-process). "
+          "`B/param` = XLA's `bytes accessed` / params; `kernels` = params-sized fused kernels; `copy` = fraction "
+          "of the jit copy's bandwidth at the nominal one-pass bytes (AdamW, Adam-L2: 28 B/param; SGD-momentum: "
+          "20).", ""]
     return L
 
 
 def headline(res: dict[str, Any]) -> list[str]:
     plain, flag = res["workers"]["plain"], res["workers"]["flag"]
     L = ["## Summary: fused AdamW / Adam-L2 vs optax.adamw vs PyTorch fused", "",
-         "Step time / `optax.adamw` step time (plain process unless marked). `fused (flag)` = the fused step "
-         "with the option on, over plain `optax.adamw` (cross-process) and over `optax.adamw` in the flag "
-         "process (same loop).", "",
-         "| tree | optax.adamw (ms) | fused_adamw (flag) / plain optax | same loop | fused_adam_l2 (flag) / plain "
-         "optax | same loop | torch fused 1 thread | torch fused all threads | B/param: optax.adamw -> "
-         "fused_adamw (flag) |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         "Step time / `optax.adamw` step time (plain process unless marked), all paired with 95% CIs. "
+         "`fused (flag)` = the fused step with the option on, over plain `optax.adamw` (cross-process, paired "
+         "repetitions) and over `optax.adamw` in the flag process (same loop). A/A: the control process's "
+         "`optax.adamw` over plain's (cross-process noise floor).", "",
+         "| tree | optax.adamw (ms) | A/A control process / plain (paired) | fused_adamw (flag) / plain optax "
+         "(paired) | same loop (paired) | fused_adam_l2 (flag) / plain optax (paired) | same loop (paired) "
+         "| optax.adamw flag / plain (paired) | torch fused 1 thread (paired) | torch fused all threads (paired) "
+         "| B/param: optax.adamw -> fused_adamw (flag) |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, (p, f) in enumerate(zip(plain["trees"], flag["trees"], strict=True)):
-        cross = res["cross"]["trees"][i]
+        c = res["cross"]["trees"][i]
+        cross = c["vs_plain_optax"]
         tn = _torch_names(p["variants"])
         t1 = next((k for k in tn if "1 thread" in k), None)
         tall = next((k for k in tn if "1 thread" not in k), None)
         L.append(
-            f"| {p['tree']['label']} | {_ms(p['variants'][REF])} | {_r(cross.get(FUSED[0]))} "
+            f"| {p['tree']['label']} | {_ms(p['variants'][REF])} | {_r(c['control'])} | {_r(cross.get(FUSED[0]))} "
             f"| {_r(f['ratios'].get(FUSED[0]))} | {_r(cross.get(FUSED[1]))} | {_r(f['ratios'].get(FUSED[1]))} "
+            f"| {_r(cross.get(REF))} "
             f"| {_r(p['ratios'].get(t1)) if t1 else 'n/a'} | {_r(p['ratios'].get(tall)) if tall else 'n/a'} "
             f"| {_f(p['variants'][REF]['compiled_bytes_per_param'], 1)} -> "
             f"{_f(f['variants'][FUSED[0]]['compiled_bytes_per_param'], 1)} |")
-    tp, tf, tc = plain["train"], flag["train"], res["cross"]["train"]
+    tp, tf, c = plain["train"], flag["train"], res["cross"]["train"]
+    tc = c["vs_plain_optax"]
     L.append(f"| MLP train step ({tp['params'] / 2**20:.1f}M params, batch {tp['batch']}) | {_ms(tp['variants'][REF])} "
-             f"| {_r(tc.get(FUSED[0]))} | {_r(tf['ratios'].get(FUSED[0]))} | | | | "
+             f"| {_r(c['control'])} | {_r(tc.get(FUSED[0]))} | {_r(tf['ratios'].get(FUSED[0]))} | | | {_r(tc.get(REF))} | | "
              f"| {_f(tp['variants'][REF]['compiled_bytes_per_param'], 1)} -> "
              f"{_f(tf['variants'][FUSED[0]]['compiled_bytes_per_param'], 1)} |")
     L.append("")
@@ -98,10 +108,14 @@ def tree_tables(res: dict[str, Any]) -> list[str]:
         L += [f"### {t['label']} ({t['leaves']} leaves, {t['params']:,} f32 params)", "",
               f"Copy bandwidth (jit x+1, 8 B/elem): plain {_f(p['copy_gbs'], 1)} GB/s, flag {_f(f['copy_gbs'], 1)} "
               "GB/s.", "",
-              "| variant | plain: ms | / optax.adamw | kernels | B/param | copy | flag: ms | / optax.adamw (same loop) "
-              "| / plain optax.adamw | kernels | B/param | copy |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        cross = res["cross"]["trees"][i]
+              f"Cross-process A/A (control process's `optax.adamw` / plain's, paired): "
+              f"{_r(res['cross']['trees'][i]['control'])}.", "",
+              "| variant | plain: ms | / optax.adamw (paired) | kernels | B/param | copy | flag: ms "
+              "| / optax.adamw (same loop, paired) | / plain optax.adamw (paired) | flag / plain, same variant (paired) "
+              "| kernels | B/param | copy |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        cross = res["cross"]["trees"][i]["vs_plain_optax"]
+        same = res["cross"]["trees"][i]["vs_plain_same"]
         for name, v in p["variants"].items():
             if v["kind"] == "copy":
                 continue
@@ -111,7 +125,7 @@ def tree_tables(res: dict[str, Any]) -> list[str]:
             L.append(f"| `{name}` | {_ms(v)} | {pr} | {v.get('array_fusions', '')} "
                      f"| {_f(v.get('compiled_bytes_per_param'), 1) if 'compiled_bytes_per_param' in v else ''} "
                      f"| {_f(v.get('fraction_of_copy'))} | {_ms(w)} | {fr} | {_r(cross.get(name)) if name in cross else ''} "
-                     f"| {w.get('array_fusions', '') if w else ''} "
+                     f"| {_r(same.get(name)) if name in same else ''} | {w.get('array_fusions', '') if w else ''} "
                      f"| {_f(w.get('compiled_bytes_per_param'), 1) if w and 'compiled_bytes_per_param' in w else ''} "
                      f"| {_f(w.get('fraction_of_copy')) if w else ''} |")
         L.append("")
@@ -119,19 +133,23 @@ def tree_tables(res: dict[str, Any]) -> list[str]:
 
 
 def train_table(res: dict[str, Any]) -> list[str]:
-    tp, tf, tc = res["workers"]["plain"]["train"], res["workers"]["flag"]["train"], res["cross"]["train"]
+    tp, tf = res["workers"]["plain"]["train"], res["workers"]["flag"]["train"]
+    tc, ts = res["cross"]["train"]["vs_plain_optax"], res["cross"]["train"]["vs_plain_same"]
     dims = " -> ".join(map(str, tp["dims"]))
     L = ["## Whole MLP train step, with and without the option", "",
          f"ReLU MLP {dims} ({tp['params']:,} params), batch {tp['batch']}, softmax cross-entropy: forward, "
          "backward and optimizer in one jitted, donated step. `kernels` = all fused kernels of the step; "
-         "`B/param` = bytes accessed by the whole step / params.", "",
-         "| optimizer | plain: ms | / optax.adamw | kernels | B/param | flag: ms | / optax.adamw (same loop) "
-         "| / plain optax.adamw | kernels | B/param |", "|---|---|---|---|---|---|---|---|---|---|"]
+         "`B/param` = bytes accessed by the whole step / params. Cross-process A/A (control / plain "
+         f"`optax.adamw`, paired): {_r(res['cross']['train']['control'])}.", "",
+         "| optimizer | plain: ms | / optax.adamw (paired) | kernels | B/param | flag: ms "
+         "| / optax.adamw (same loop, paired) | / plain optax.adamw (paired) | flag / plain, same optimizer (paired) "
+         "| kernels | B/param |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, v in tp["variants"].items():
         w = tf["variants"][name]
         L.append(f"| `{name}` | {_ms(v)} | {'1' if name == REF else _r(tp['ratios'].get(name))} | {v['fusions']} "
                  f"| {_f(v['compiled_bytes_per_param'], 1)} | {_ms(w)} "
-                 f"| {'1' if name == REF else _r(tf['ratios'].get(name))} | {_r(tc.get(name))} | {w['fusions']} "
+                 f"| {'1' if name == REF else _r(tf['ratios'].get(name))} | {_r(tc.get(name))} | {_r(ts.get(name))} "
+                 f"| {w['fusions']} "
                  f"| {_f(w['compiled_bytes_per_param'], 1)} |")
     L.append("")
     return L
@@ -183,17 +201,52 @@ def kernel_tables(res: dict[str, Any]) -> list[str]:
     return L
 
 
+def coeff_table(res: dict[str, Any]) -> list[str]:
+    cc = res.get("coeff_compile")
+    if not cc:
+        return []
+    from experiments.bench import coeff_compile
+
+    return ["## Compile time against distinct coefficient values", "",
+            f"One step (update + apply_updates) of `decaytx.adamw(lr, λ)` over {cc['leaves']} leaves of 16x16 "
+            "where λ is a coefficient tree holding 1, 10, 100, ... distinct values (or one scalar), each case in "
+            f"a fresh process (`python -m experiments.bench.coeff_compile`), median of {cc['repeats']}; "
+            "`/ shared λ` = lower + compile seconds over the one-value tree's.", "",
+            *coeff_compile.table(cc), ""]
+
+
+def schedule_table(res: dict[str, Any]) -> list[str]:
+    si = res.get("schedule_init")
+    if not si:
+        return []
+    L = ["## Scheduled first init and first compile, in fresh processes", ""]
+    if "error" in si:
+        return [*L, f"`{si.get('command', 'experiments/measure_schedule_init.py')}` failed: {si['error']}", ""]
+    L += [f"`{si['command']}`: each row in a fresh process (the script's table as printed).", ""]
+    if si["header"]:
+        L += ["| " + " | ".join(si["header"]) + " |", "|" + "---|" * len(si["header"])]
+    L += ["| " + " | ".join(r) + " |" for r in si["rows"]]
+    if si["ratios"]:
+        L += ["", "decaytx / optax: " + "; ".join(
+            f"{case}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()) for case, r in si["ratios"].items())]
+    return [*L, ""]
+
+
 def gpu_note() -> list[str]:
     return ["## GPU", "",
-            "`python -m experiments.bench.gpu` (fused and plain AdamW / Adam-L2 / SGDW on 1, 100 and 1000 leaves, "
-            "fraction of the device's copy bandwidth, kernels per step; under 5 minutes on one H100/H200) writes "
-            "`gpu_bench.md`, to be added here with the device name. No GPU was available for this run; the script "
-            "is tested on CPU at a tiny size (`tests/test_bench.py`).", ""]
+            "`python -m experiments.bench.gpu` (optax.adamw with an A/A control, decaytx's AdamW, Adam-L2 and SGDW "
+            "recipes and fused steps, bf16 AdamW, the docs' default schedule + mask, torch CUDA fused AdamW, a "
+            "whole MLP train step; 1, 100 and 1000 leaves; paired rounds with bootstrap CIs; fraction of the "
+            "device's nominal bandwidth and of an in-run copy; kernels counted in all HLO computations; each fused "
+            "step checked against its recipe's maths; it prints its estimated run time first, under 5 minutes on "
+            "one H100) writes `gpu_bench.md`, to be added here with the device name. No GPU was available for this "
+            "run; the script is tested on CPU at a tiny size (`tests/test_bench.py`).", ""]
 
 
 def render(res: dict[str, Any]) -> str:
     """The whole report."""
-    L = header(res) + headline(res) + train_table(res) + tree_tables(res) + init_table(res) + kernel_tables(res)
+    L = header(res) + headline(res) + train_table(res) + tree_tables(res) + init_table(res) + schedule_table(res)
+    L += coeff_table(res) + kernel_tables(res)
     L += gpu_note()
     return "\n".join(L) + "\n"
 
@@ -202,11 +255,17 @@ def summary(res: dict[str, Any]) -> str:
     """Key ratios, one line per tree (printed at the end of a run)."""
     lines = []
     for i, (p, f) in enumerate(zip(res["workers"]["plain"]["trees"], res["workers"]["flag"]["trees"], strict=True)):
-        c = res["cross"]["trees"][i]
-        lines.append(f"  {p['tree']['label']}: A/A {_r(p['ratios'].get(CONTROL))}; fused_adamw flag/plain-optax "
-                     f"{_r(c.get(FUSED[0]))}; same loop {_r(f['ratios'].get(FUSED[0]))}; fused_adam_l2 "
-                     f"{_r(c.get(FUSED[1]))}")
-    c = res["cross"]["train"]
-    lines.append(f"  MLP train step: fused_adamw flag/plain-optax {_r(c.get(FUSED[0]))}; optax flag/plain "
-                 f"{_r(c.get(REF))}")
+        x = res["cross"]["trees"][i]
+        c = x["vs_plain_optax"]
+        lines.append(f"  {p['tree']['label']} (all paired): A/A same loop {_r(p['ratios'].get(CONTROL))}, "
+                     f"A/A control process {_r(x['control'])}; fused_adamw flag/plain-optax {_r(c.get(FUSED[0]))}; "
+                     f"same loop {_r(f['ratios'].get(FUSED[0]))}; fused_adam_l2 {_r(c.get(FUSED[1]))}; "
+                     f"optax flag/plain {_r(c.get(REF))}")
+    x = res["cross"]["train"]
+    lines.append(f"  MLP train step (paired): A/A control process {_r(x['control'])}; fused_adamw flag/plain-optax "
+                 f"{_r(x['vs_plain_optax'].get(FUSED[0]))}; optax flag/plain {_r(x['vs_plain_optax'].get(REF))}")
+    cc = res.get("coeff_compile")
+    if cc:
+        lines.append(f"  compile time, {cc['leaves']} leaves, distinct λ / shared λ: "
+                     + ", ".join(f"{k}: {r['ratio_to_shared']:.2f}" for k, r in cc["cases"].items()))
     return "\n".join(lines)

@@ -2,7 +2,9 @@
 
 All variants of one section run in one loop: each repetition visits every
 variant once, in a fresh random order, so that slow drifts of a shared
-machine hit all alike. A ratio compares two variants' medians; its CI
+machine hit all alike. Across processes (:mod:`experiments.bench.cli`), a
+driver runs one repetition in each process in turn, so repetition ``i`` of
+two processes ran side by side too and their ratios are paired as well. A ratio compares two variants' medians; its CI
 resamples the repetitions (the same indices for both, since repetition ``i``
 of both ran side by side) and takes the 2.5th and 97.5th percentiles of the
 resampled ratio of medians.
@@ -29,39 +31,61 @@ def _calibrate(v: Variant, target_s: float) -> int:
     return max(1, int(round(target_s / max(best, 1e-6)))) if target_s else 1
 
 
-def time_interleaved(variants: Sequence[Variant], *, reps: int, warmup: int, target_s: float,
-                     rng: np.random.Generator, log: Callable[[str], None] = lambda s: None) -> dict[str, dict[str, Any]]:
-    """Per variant: the per-repetition seconds per step (wall and process CPU) and their medians.
+class Loop:
+    """An interleaved loop, one repetition at a time (so that a driver can alternate processes between them).
 
-    Every JAX step runs the same number of steps per repetition (calibrated on
-    the reference, ``optax.adamw``, or the first JAX variant): a variant
-    repeated more often would find more of its buffers in cache. Copies and
-    PyTorch calibrate alone.
+    Built: warms every variant up and fixes each one's steps per repetition.
+    Every JAX step runs the same number of steps per repetition: ``steps``
+    if given (a driver passes one process's figure to the others, so that
+    paired processes run alike), else calibrated on the reference,
+    ``optax.adamw`` (or the first JAX variant): a variant repeated more often
+    would find more of its buffers in cache. Copies and PyTorch calibrate
+    alone.
     """
-    for v in variants:
-        for _ in range(warmup):
-            v.warm()
-    jax_steps = [v for v in variants if v.kind == "jax"]
-    ref = next((v for v in jax_steps if v.name == REF), jax_steps[0] if jax_steps else None)
-    common = _calibrate(ref, target_s) if ref is not None else 1
-    steps = {v.name: common if v.kind == "jax" else _calibrate(v, target_s) for v in variants}
-    wall: dict[str, list[float]] = {v.name: [] for v in variants}
-    cpu: dict[str, list[float]] = {v.name: [] for v in variants}
-    for rep in range(reps):
-        for i in rng.permutation(len(variants)):
-            v = variants[i]
-            k = steps[v.name]
+
+    def __init__(self, variants: Sequence[Variant], *, warmup: int, target_s: float, rng: np.random.Generator,
+                 steps: int | None = None):
+        self.variants, self.rng = list(variants), rng
+        for v in self.variants:
+            for _ in range(warmup):
+                v.warm()
+        jax_steps = [v for v in self.variants if v.kind == "jax"]
+        ref = next((v for v in jax_steps if v.name == REF), jax_steps[0] if jax_steps else None)
+        if steps is None:
+            steps = _calibrate(ref, target_s) if ref is not None else 1
+        self.common = steps
+        self.steps = {v.name: steps if v.kind == "jax" else _calibrate(v, target_s) for v in self.variants}
+        self.wall: dict[str, list[float]] = {v.name: [] for v in self.variants}
+        self.cpu: dict[str, list[float]] = {v.name: [] for v in self.variants}
+
+    def rep(self) -> None:
+        """One repetition: every variant once, in a fresh random order."""
+        for i in self.rng.permutation(len(self.variants)):
+            v = self.variants[i]
+            k = self.steps[v.name]
             c0, t0 = time.process_time(), time.perf_counter()
             v.run(k)
             t1, c1 = time.perf_counter(), time.process_time()
-            wall[v.name].append((t1 - t0) / k)
-            cpu[v.name].append((c1 - c0) / k)
+            self.wall[v.name].append((t1 - t0) / k)
+            self.cpu[v.name].append((c1 - c0) / k)
+
+    def results(self) -> dict[str, dict[str, Any]]:
+        """Per variant: the per-repetition seconds per step (wall and process CPU) and their medians."""
+        return {name: {"samples_s": s, "cpu_samples_s": self.cpu[name], "median_s": float(np.median(s)),
+                       "min_s": float(np.min(s)), "cpu_median_s": float(np.median(self.cpu[name])),
+                       "steps_per_rep": self.steps[name], "reps": len(s)}
+                for name, s in self.wall.items()}
+
+
+def time_interleaved(variants: Sequence[Variant], *, reps: int, warmup: int, target_s: float,
+                     rng: np.random.Generator, log: Callable[[str], None] = lambda s: None) -> dict[str, dict[str, Any]]:
+    """:class:`Loop` run for ``reps`` repetitions in one process."""
+    loop = Loop(variants, warmup=warmup, target_s=target_s, rng=rng)
+    for rep in range(reps):
+        loop.rep()
         if rep == 0:
             log(f"    rep 1/{reps} done")
-    return {name: {"samples_s": s, "cpu_samples_s": cpu[name], "median_s": float(np.median(s)),
-                   "min_s": float(np.min(s)), "cpu_median_s": float(np.median(cpu[name])),
-                   "steps_per_rep": steps[name], "reps": len(s)}
-            for name, s in wall.items()}
+    return loop.results()
 
 
 def paired_ratio(a: Sequence[float], b: Sequence[float], rng: np.random.Generator,

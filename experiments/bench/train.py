@@ -74,8 +74,9 @@ class TrainStep(Variant):
         return {"kind": self.kind, "fusions": self.kernels, "compiled_bytes_per_param": self.bytes_per_param}
 
 
-def train_variants(dims: tuple[int, ...], batch: int, rng: np.random.Generator) -> tuple[list[Variant], int]:
-    """``optax.adamw``, ``decaytx.adamw`` and ``decaytx.fused.adamw`` train steps; and the param count."""
+def train_variants(dims: tuple[int, ...], batch: int, rng: np.random.Generator,
+                   only: tuple[str, ...] | None = None) -> tuple[list[Variant], int]:
+    """``optax.adamw``, ``decaytx.adamw`` and ``decaytx.fused.adamw`` train steps (``only`` those named); params."""
     import decaytx
     from experiments.bench.variants import LR, REF, WD
 
@@ -84,4 +85,4 @@ def train_variants(dims: tuple[int, ...], batch: int, rng: np.random.Generator) 
     y = jnp.asarray(rng.integers(0, dims[-1], batch).astype(np.int32))
     opts = {REF: optax.adamw(LR, weight_decay=WD), "decaytx.adamw": decaytx.adamw(LR, WD),
             "decaytx.fused.adamw": decaytx.fused.adamw(LR, WD)}
-    return [TrainStep(k, o, params, x, y) for k, o in opts.items()], hlo.tree_size(params)
+    return [TrainStep(k, o, params, x, y) for k, o in opts.items() if only is None or k in only], hlo.tree_size(params)

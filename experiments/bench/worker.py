@@ -1,17 +1,34 @@
-"""One benchmark process: every section under this process's ``XLA_FLAGS``.
+"""One benchmark process, driven in lockstep over a pipe by :mod:`experiments.bench.cli`.
 
-``python -m experiments.bench --worker {plain,flag} --mode M --seed S --out F``
-is started by :func:`experiments.bench.cli.run`, once without and once with
-XLA:CPU's multi-output fusion option (process-wide: it is read when the
-backend starts), and writes its figures to the JSON file ``F``.
+``python -m experiments.bench --worker {plain,flag,control} --mode M --seed S``
+is started by :func:`experiments.bench.cli.run` three times: without
+XLA:CPU's multi-output fusion option (``plain``), with it (``flag``;
+process-wide: it is read when the backend starts), and ``control``: a second
+plain process that times ``optax.adamw`` only, the cross-process A/A control.
+Each reads one JSON command per line on stdin and answers one JSON line on
+stdout (everything else it prints goes to stderr):
+
+* ``{"cmd": "static"}``: the untimed sections (kernels; forms and in-process
+  init cost in ``plain``);
+* ``{"cmd": "setup", "section": "tree"|"train", "index": i, "steps": N|null}``:
+  builds and compiles the section's variants, warms them up, fixes the steps
+  per repetition (``N``, or calibrated when null); answers ``{"steps": ...}``;
+* ``{"cmd": "rep"}``: one repetition of the section's loop;
+* ``{"cmd": "finish"}``: the section's figures (and frees its buffers);
+* ``{"cmd": "quit"}``.
+
+The driver alternates processes between repetitions, so repetition ``i`` of
+every process ran side by side and cross-process ratios are paired.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pathlib
+import sys
 import time
+import traceback
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -21,11 +38,26 @@ import numpy as np
 from experiments.bench import hlo, init_cost, timing, train, trees, variants
 
 FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
+LABELS = ("plain", "flag", "control")
 
 
-def tree_section(tree: trees.Tree, cfg: trees.Config, rng: np.random.Generator,
-                 log: Callable[[str], None], only: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """The optimizers (``only`` these if given), PyTorch AdamW and the copies on ``tree``, in one loop."""
+def only_for(label: str, cfg: trees.Config) -> tuple[str, ...] | None:
+    """The optimizers a process times (``None``: all of them)."""
+    if label == "control":
+        return (variants.REF,)
+    if not cfg.subset:
+        return None
+    return variants.QUICK_FLAG if label == "flag" else variants.QUICK_PLAIN
+
+
+def section_rng(seed: int, index: int) -> np.random.Generator:
+    """The data of section ``index``: the same params and grads in every process."""
+    return np.random.default_rng([seed, index])
+
+
+def tree_variants(tree: trees.Tree, cfg: trees.Config, rng: np.random.Generator,
+                  only: tuple[str, ...] | None, torch: bool) -> tuple[list[variants.Variant], dict[str, Any], float]:
+    """The optimizers (``only`` these if given), PyTorch AdamW and the copies on ``tree``; compile seconds."""
     params_np, grads_np = trees.make_params(tree, rng)
     params = {k: jnp.asarray(v) for k, v in params_np.items()}
     grads = {k: jnp.asarray(v) for k, v in grads_np.items()}
@@ -38,12 +70,21 @@ def tree_section(tree: trees.Tree, cfg: trees.Config, rng: np.random.Generator,
     vs: list[variants.Variant] = list(steps.values())
     compile_s = time.perf_counter() - t0
     torch_info: dict[str, Any] = {}
-    if cfg.torch:
+    if torch:
         tv, torch_info = variants.torch_variants(params_np, grads_np)
         vs += tv
     vs += [variants.JaxCopy(cfg.copy_elems), variants.NumpyCopy(cfg.copy_elems)]
-    log(f"  {tree.label}: {len(vs)} variants ({compile_s:.1f}s to compile); {cfg.reps} reps")
-    times = timing.time_interleaved(vs, reps=cfg.reps, warmup=cfg.warmup, target_s=cfg.target_s, rng=rng, log=log)
+    return vs, torch_info, compile_s
+
+
+def ratios_to_ref(times: dict[str, dict[str, Any]], rng: np.random.Generator) -> dict[str, Any]:
+    """Every variant's median step time over ``optax.adamw``'s, with a paired bootstrap CI."""
+    ref = times[variants.REF]["samples_s"]
+    return {name: timing.paired_ratio(t["samples_s"], ref, rng) for name, t in times.items()
+            if name != variants.REF}
+
+
+def tree_rows(tree: trees.Tree, vs: list[variants.Variant], times: dict[str, dict[str, Any]]) -> tuple[dict, float]:
     copy = next(v for v in vs if isinstance(v, variants.JaxCopy))
     copy_gbs = copy.bytes / times[copy.name]["median_s"] / 1e9
     rows: dict[str, Any] = {}
@@ -54,27 +95,7 @@ def tree_section(tree: trees.Tree, cfg: trees.Config, rng: np.random.Generator,
         if isinstance(v, (variants.JaxCopy, variants.NumpyCopy)):
             row["gbs"] = v.bytes / times[v.name]["median_s"] / 1e9
         rows[v.name] = row
-        v.close()
-    return {"tree": tree.as_dict(), "variants": rows, "copy_gbs": copy_gbs, "torch": torch_info,
-            "ratios": ratios_to_ref(times, rng)}
-
-
-def ratios_to_ref(times: dict[str, dict[str, Any]], rng: np.random.Generator) -> dict[str, Any]:
-    """Every variant's median step time over ``optax.adamw``'s, with a paired bootstrap CI."""
-    ref = times[variants.REF]["samples_s"]
-    return {name: timing.paired_ratio(t["samples_s"], ref, rng) for name, t in times.items()
-            if name != variants.REF}
-
-
-def train_section(cfg: trees.Config, rng: np.random.Generator, log: Callable[[str], None]) -> dict[str, Any]:
-    vs, n = train.train_variants(cfg.mlp_dims, cfg.mlp_batch, rng)
-    log(f"  MLP train step ({n:,} params, batch {cfg.mlp_batch}): {len(vs)} variants; {cfg.reps} reps")
-    times = timing.time_interleaved(vs, reps=cfg.reps, warmup=cfg.warmup, target_s=cfg.target_s, rng=rng)
-    rows = {v.name: v.info() | times[v.name] for v in vs}
-    for v in vs:
-        v.close()
-    return {"dims": list(cfg.mlp_dims), "batch": cfg.mlp_batch, "params": n, "variants": rows,
-            "ratios": ratios_to_ref(times, rng)}
+    return rows, copy_gbs
 
 
 def kernels_section(n: int) -> dict[str, Any]:
@@ -84,29 +105,90 @@ def kernels_section(n: int) -> dict[str, Any]:
                                    if name != variants.CONTROL}}
 
 
-def run(mode: str, seed: int, label: str, log: Callable[[str], None]) -> dict[str, Any]:
-    import decaytx
+class Session:
+    """One process's state between commands: its config and the section being timed."""
 
-    cfg = trees.config(mode)
-    rng = np.random.default_rng(seed)
-    active = decaytx.multi_output_fusion_active()
-    log(f"worker {label}: XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, multi-output fusion active: {active}")
-    t0 = time.perf_counter()
-    out: dict[str, Any] = {"label": label, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                           "multi_output_fusion_active": active}
-    out["kernels"] = kernels_section(4096 if mode == "tiny" else trees.M)  # one leaf: every optimizer
-    if label == "plain" and cfg.forms:
-        out["forms"] = hlo.forms_table()
-    only = (variants.QUICK_FLAG if label == "flag" else variants.QUICK_PLAIN) if cfg.subset else None
-    out["trees"] = [tree_section(t, cfg, rng, log, only) for t in cfg.trees]
-    out["train"] = train_section(cfg, rng, log)
-    if label == "plain":
-        log(f"  init / first compile on {cfg.init_tree.label}")
-        out["init"] = init_cost.measure(cfg.init_tree, cfg.init_repeats, rng, cfg.init_knots)
-    out["wall_s"] = time.perf_counter() - t0
-    return out
+    def __init__(self, mode: str, seed: int, label: str, log: Callable[[str], None]):
+        import decaytx
+
+        self.mode, self.seed, self.label, self.log = mode, seed, label, log
+        self.cfg = trees.config(mode)
+        self.rng = np.random.default_rng([seed, zlib.crc32(label.encode())])
+        self.active = decaytx.fused.multi_output_fusion_active()
+        self.only = only_for(label, self.cfg)
+        self.section: dict[str, Any] = {}
+        log(f"worker {label}: XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, multi-output fusion active: "
+            f"{self.active}")
+
+    def static(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"label": self.label, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                               "multi_output_fusion_active": self.active}
+        if self.label == "control":
+            return out
+        out["kernels"] = kernels_section(4096 if self.mode == "tiny" else trees.M)  # one leaf: every optimizer
+        if self.label == "plain":
+            if self.cfg.forms:
+                out["forms"] = hlo.forms_table()
+            self.log(f"  init / first compile on {self.cfg.init_tree.label}")
+            out["init"] = init_cost.measure(self.cfg.init_tree, self.cfg.init_repeats, self.rng, self.cfg.init_knots)
+        return out
+
+    def setup(self, section: str, index: int, steps: int | None) -> dict[str, Any]:
+        data = section_rng(self.seed, index)
+        cfg = self.cfg
+        if section == "tree":
+            tree = cfg.trees[index]
+            vs, torch_info, compile_s = tree_variants(tree, cfg, data, self.only, cfg.torch and self.label != "control")
+            self.section = {"kind": "tree", "tree": tree, "torch": torch_info}
+            self.log(f"  {self.label} {tree.label}: {len(vs)} variants ({compile_s:.1f}s to compile)")
+        else:
+            vs, n = train.train_variants(cfg.mlp_dims, cfg.mlp_batch, data,
+                                          self.only if self.label == "control" else None)
+            self.section = {"kind": "train", "params": n}
+            self.log(f"  {self.label} MLP train step ({n:,} params, batch {cfg.mlp_batch}): {len(vs)} variants")
+        self.section["vs"] = vs
+        self.section["loop"] = timing.Loop(vs, warmup=cfg.warmup, target_s=cfg.target_s, rng=self.rng, steps=steps)
+        return {"steps": self.section["loop"].common}
+
+    def rep(self) -> dict[str, Any]:
+        self.section["loop"].rep()
+        return {}
+
+    def finish(self) -> dict[str, Any]:
+        s, cfg = self.section, self.cfg
+        times = s["loop"].results()
+        vs = s["vs"]
+        if s["kind"] == "tree":
+            rows, copy_gbs = tree_rows(s["tree"], vs, times)
+            out = {"tree": s["tree"].as_dict(), "variants": rows, "copy_gbs": copy_gbs, "torch": s["torch"],
+                   "ratios": ratios_to_ref(times, self.rng)}
+        else:
+            out = {"dims": list(cfg.mlp_dims), "batch": cfg.mlp_batch, "params": s["params"],
+                   "variants": {v.name: v.info() | times[v.name] for v in vs}, "ratios": ratios_to_ref(times, self.rng)}
+        for v in vs:
+            v.close()
+        self.section = {}
+        return out
 
 
-def main(mode: str, seed: int, label: str, out_file: pathlib.Path) -> None:
-    result = run(mode, seed, label, lambda s: print(s, flush=True))
-    out_file.write_text(json.dumps(result, default=float))
+def serve(mode: str, seed: int, label: str) -> None:
+    """Answers the driver's commands until ``quit``: one JSON line in, one JSON line out."""
+    proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # anything else printed, by Python or by C++, goes to stderr
+    sys.stdout = sys.stderr
+    session = None
+    for line in sys.stdin:
+        msg = json.loads(line)
+        cmd = msg.pop("cmd")
+        try:
+            if cmd == "quit":
+                break
+            if session is None:
+                session = Session(mode, seed, label, lambda s: print(s, file=sys.stderr, flush=True))
+            reply = getattr(session, cmd)(**msg)
+        except Exception:  # noqa: BLE001 - reported to the driver, which stops the run
+            reply = {"error": traceback.format_exc()}
+        proto.write(json.dumps(reply, default=float) + "\n")
+        proto.flush()
+        if "error" in reply:
+            break
