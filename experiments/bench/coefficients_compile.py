@@ -63,20 +63,22 @@ def compile_seconds(leaves: int, distinct: int, form: str, enabled: bool) -> dic
     _constants.ENABLED = enabled
     step, params, state = build(leaves, distinct, form)
     lowered = jax.jit(step).lower(params, state, params)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     compiled = lowered.compile()
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     text = compiled.as_text()
-    return {"compile_s": seconds, "fusions": text.count(" fusion("), "hlo_chars": len(text)}
+    return {"compile_s": seconds, "compile_cpu_s": cpu, "fusions": text.count(" fusion("),
+            "hlo_chars": len(text)}
 
 
 def measure(leaves: int, distinct: list[int], form: str, repeats: int, baseline: bool,
             seed: int = 0) -> dict[str, Any]:
-    """``{label: {d: [seconds per round]}}``, each in a fresh process."""
+    """``{label: {d: [seconds per round]}}`` (wall and process CPU), each in a fresh process."""
     rng = np.random.default_rng(seed)
     labels = ["decaytx"] + (["constants (0.2)"] if baseline else [])
     cases = [(lab, d) for lab in labels for d in distinct]
     out: dict[str, dict[int, list[float]]] = {lab: {d: [] for d in distinct} for lab in labels}
+    cpu: dict[str, dict[int, list[float]]] = {lab: {d: [] for d in distinct} for lab in labels}
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     for _ in range(repeats):
         for i in rng.permutation(len(cases)):
@@ -86,7 +88,8 @@ def measure(leaves: int, distinct: list[int], form: str, repeats: int, baseline:
             res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
                                             env=env, cwd=ROOT).stdout.splitlines()[-1])
             out[lab][d].append(res["compile_s"])
-    return {"leaves": leaves, "form": form, "repeats": repeats, "seconds": out}
+            cpu[lab][d].append(res["compile_cpu_s"])
+    return {"leaves": leaves, "form": form, "repeats": repeats, "seconds": out, "cpu_seconds": cpu}
 
 
 def step_times(leaves: int, form: str, rounds: int = 15, steps: int = 30) -> dict[str, float]:
@@ -139,10 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     res = measure(args.leaves, distinct, args.form, args.repeats, args.baseline)
     print(f"{args.leaves} leaves of (64,), form {args.form}, medians of {args.repeats} fresh processes")
     for lab, by_d in res["seconds"].items():
-        base = float(np.median(by_d[distinct[0]]))
+        by_cpu = res["cpu_seconds"][lab]
+        base, base_cpu = float(np.median(by_d[distinct[0]])), float(np.median(by_cpu[distinct[0]]))
         for d in distinct:
-            med = float(np.median(by_d[d]))
-            print(f"  {lab:16s} distinct={d:5d}  compile {med:6.2f} s  ratio to {distinct[0]}: {med / base:.2f}")
+            med, med_cpu = float(np.median(by_d[d])), float(np.median(by_cpu[d]))
+            print(f"  {lab:16s} distinct={d:5d}  compile {med:6.2f} s wall, {med_cpu:6.2f} s CPU;"
+                  f"  ratio to {distinct[0]}: {med / base:.2f} wall, {med_cpu / base_cpu:.2f} CPU")
     if args.step:
         st = step_times(args.leaves, args.form)
         print(f"  step ({args.leaves} distinct): 0.2 constants {st['A'] * 1e3:.3f} ms, "
