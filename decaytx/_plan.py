@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from decaytx import _coefficients as coef
-from decaytx import _groups, _schedules
+from decaytx import _constants, _groups, _schedules
 from decaytx._trees import is_decayable, is_empty, path_of
 
 
@@ -60,29 +60,58 @@ class Plan:
         """The scalars of group ``g`` cast to the real dtype of ``dtype``.
 
         Python/NumPy coefficients become NumPy constants once per plan (no
-        work per update); others (schedules, arrays) once per step and dtype.
-        ``given``: coefficient values already evaluated for this step (a
-        recipe's eta_t), used instead of evaluating them again.
+        work per update); where a name takes more than
+        ``_constants.MAX_CONSTANTS`` distinct values over the static groups,
+        its values enter through ``_constants.pick``, once per step, so that
+        every leaf compiles to the same fusion (compile time independent of
+        the count of distinct values). Others (schedules, arrays) are
+        computed once per step and dtype. ``given``: coefficient values
+        already evaluated for this step (a recipe's eta_t), used instead of
+        evaluating them again.
         """
         key = (g, dtype)
-        cache = self.consts if self.static[g] else step
-        if key not in cache:
-            real = jnp.finfo(dtype).dtype
-            if self.static[g]:
-                with jax.ensure_compile_time_eval():
-                    s = _combined(self.groups[g], combine, None)
-                    cache[key] = {
-                        k: None if v is None else np.asarray(jnp.asarray(v).astype(real))
-                        for k, v in s.items()
-                    }
-            else:
-                if ("values", g) not in step:
-                    step[("values", g)] = _combined(self.groups[g], combine, count, given)
-                cache[key] = {
-                    k: None if v is None else jnp.asarray(v).astype(real)
-                    for k, v in step[("values", g)].items()
+        if self.static[g]:
+            values = self._constants(g, dtype, combine)
+            spread = self._spread(dtype, combine)
+            if not spread:
+                return values
+            if key not in step:
+                step[key] = {
+                    k: _constants.pick(v) if k in spread and v is not None else v
+                    for k, v in values.items()
                 }
-        return cache[key]
+            return step[key]
+        if key not in step:
+            real = jnp.finfo(dtype).dtype
+            if ("values", g) not in step:
+                step[("values", g)] = _combined(self.groups[g], combine, count, given)
+            step[key] = {
+                k: None if v is None else jnp.asarray(v).astype(real)
+                for k, v in step[("values", g)].items()
+            }
+        return step[key]
+
+    def _constants(self, g: int, dtype: Any, combine: Any) -> dict[str, Any]:
+        """The NumPy scalars of static group ``g`` in the real dtype of ``dtype``."""
+        key = (g, dtype)
+        if key not in self.consts:
+            real = jnp.finfo(dtype).dtype
+            with jax.ensure_compile_time_eval():
+                s = _combined(self.groups[g], combine, None)
+                self.consts[key] = {
+                    k: None if v is None else np.asarray(jnp.asarray(v).astype(real))
+                    for k, v in s.items()
+                }
+        return self.consts[key]
+
+    def _spread(self, dtype: Any, combine: Any) -> frozenset[str]:
+        """The names with more than MAX_CONSTANTS distinct static values at ``dtype``."""
+        key = ("spread", dtype, _constants.ENABLED)
+        if key not in self.consts:
+            self.consts[key] = _constants.spread([
+                self._constants(h, dtype, combine) for h, s in enumerate(self.static) if s
+            ])
+        return self.consts[key]
 
 
 def _combined(group: dict[str, Any], combine: Any, count: Any,

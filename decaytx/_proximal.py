@@ -77,7 +77,10 @@ def _prox_term(
     if t1 is not None:
         z = _soft_threshold(z, t1)
     if t2 is not None:
-        z = z / (1 + t2)
+        # A multiplication by the reciprocal, which is what XLA makes of a
+        # division by a constant: the same bits whether t2 is a constant, an
+        # operand (decaytx._constants.pick), traced or eager.
+        z = z * (1 / (1 + t2))
     # theta + (S - theta) is exactly S = 0 where S is 0.
     return z - p
 
