@@ -411,3 +411,16 @@ def test_penalty_refuses_a_bad_axis_naming_the_leaf():
         decaytx.group_lasso_penalty({"w": jnp.ones((2, 2, 2)), "b": jnp.ones(2)}, 0.1, axis=2)
     with pytest.raises(ValueError, match=r"l1"):
         decaytx.group_lasso_penalty({"w": jnp.ones((2, 2))}, -0.1, axis=1)
+
+
+def test_complex_leaves_shrink_the_groups_modulus(rng):
+    z = rng.normal(size=(4, 3)) + 1j * rng.normal(size=(4, 3))
+    z[0] *= 0.1  # norm below the threshold: exactly 0
+    w = jnp.asarray(z, jnp.complex64)
+    t = decaytx.prox_group_lasso(0.8, learning_rate=1.0, axis=1)
+    u, _ = t.update(jnp.zeros_like(w), t.init(w), w)
+    assert u.dtype == jnp.complex64
+    new = np.asarray(optax.apply_updates(w, u))
+    np.testing.assert_allclose(new, np_group_shrink(np.asarray(w, np.complex128), 0.8, 1),
+                               rtol=1e-6, atol=1e-6)
+    assert (new[0] == 0).all()
