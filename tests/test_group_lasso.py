@@ -424,3 +424,26 @@ def test_complex_leaves_shrink_the_groups_modulus(rng):
     np.testing.assert_allclose(new, np_group_shrink(np.asarray(w, np.complex128), 0.8, 1),
                                rtol=1e-6, atol=1e-6)
     assert (new[0] == 0).all()
+
+
+def test_prox_l1_then_group_lasso_is_the_sparse_group_lasso_prox(rng, x64):
+    """chain(prox_l1, prox_group_lasso) lands on argmin 1/2||z - x||^2 + t1||z||_1 + t2||z||_2
+    (Simon et al. 2013: the sparse-group lasso prox is the composition), by Nelder-Mead."""
+    t1, t2 = 0.3, 0.5
+    opt = optax.chain(decaytx.prox_l1(t1, learning_rate=None),
+                      decaytx.prox_group_lasso(t2, learning_rate=None, axis=0))
+    worst = 0.0
+    for scale in (0.2, 0.6, 1.5, 4.0):
+        x = rng.normal(size=3) * scale
+        ours = np.asarray(_step(opt, jnp.asarray(x)))
+
+        def f(z, x=x):
+            return 0.5 * np.sum((z - x) ** 2) + t1 * np.sum(np.abs(z)) + t2 * np.linalg.norm(z)
+
+        brute = scipy_optimize.minimize(
+            f, x, method="Nelder-Mead",
+            options={"xatol": 1e-12, "fatol": 1e-15, "maxiter": 20_000, "maxfev": 40_000}).x
+        assert f(ours) <= f(brute) + 1e-13
+        worst = max(worst, float(np.max(np.abs(ours - brute))))
+    print(f"\nsparse-group lasso: max|ours - Nelder-Mead| = {worst:.2e}")
+    assert worst <= 1e-6
