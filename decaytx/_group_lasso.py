@@ -36,6 +36,13 @@ def _check_axis(name: str, axis: Any) -> Axes:
     if axis is None:
         return None
     items = axis if isinstance(axis, (tuple, list)) else (axis,)
+    if any(isinstance(a, jax.Array) for a in items):
+        raise TypeError(
+            f"{name}: axis arrived as an array ({type(axis).__name__}): axis is structure "
+            "(it shapes the groups), so it must be Python ints. optax.inject_hyperparams "
+            "injects int arguments as numbers: use decaytx.inject_hyperparams (which "
+            "keeps axis static), or static_args=('axis',)."
+        )
     try:
         if any(isinstance(a, bool) for a in items):
             raise TypeError
@@ -192,29 +199,35 @@ def prox_group_lasso(
         side="update", combine=_threshold, decides=("l1",), multiplier=m,
         params_dtype_out=True,
     )
-    return _checking_axes(Stage(form, mask=mask), axis, axes)
+    checked = _AxisChecked(Stage(form, mask=mask), axis, axes)
+    return optax.GradientTransformation(checked.init, checked.update)
 
 
-def _checking_axes(stage: Stage, axis: Any, axes: Axes) -> optax.GradientTransformation:
-    """The stage's ``init``/``update``, with ``axis`` checked against each decayed leaf."""
+class _AxisChecked:
+    """The stage's ``init``/``update``, with ``axis`` checked against each decayed leaf.
 
-    def check(params: Any) -> None:
-        plan = stage.plan(params)  # the plan init decides (cached), which names the leaves
+    A class, not closures, so that the transform pickles like every form
+    (its ``init`` and ``update`` are bound methods of a picklable object).
+    """
+
+    def __init__(self, stage: Stage, axis: Any, axes: Axes) -> None:
+        self.stage, self.axis, self.axes = stage, axis, axes
+
+    def check(self, params: Any) -> None:
+        plan = self.stage.plan(params)  # the plan init decides (cached); it names the leaves
         for lf, p in zip(plan.leaves, _trees.flatten(params)[0], strict=True):
             if lf.decayed:
-                _check_leaf_axes(stage.name, axis, axes, lf.keypath, p)
+                _check_leaf_axes(self.stage.name, self.axis, self.axes, lf.keypath, p)
 
-    def init_fn(params: Any) -> Any:
+    def init(self, params: Any) -> Any:
         if not _trees.is_params_placeholder(params):
-            check(params)
-        return stage.init(params)
+            self.check(params)
+        return self.stage.init(params)
 
-    def update_fn(updates: Any, state: Any, params: Any = None) -> Any:
+    def update(self, updates: Any, state: Any, params: Any = None) -> Any:
         if updates is not None and params is not None:
-            check(params)
-        return stage.update(updates, state, params)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+            self.check(params)
+        return self.stage.update(updates, state, params)
 
 
 def group_lasso_penalty(

@@ -447,3 +447,94 @@ def test_prox_l1_then_group_lasso_is_the_sparse_group_lasso_prox(rng, x64):
         worst = max(worst, float(np.max(np.abs(ours - brute))))
     print(f"\nsparse-group lasso: max|ours - Nelder-Mead| = {worst:.2e}")
     assert worst <= 1e-6
+
+
+# --- the cross-path properties every form keeps (as tests/test_paths.py states them) ---
+
+PARAMS = {"w": jnp.asarray(np.random.default_rng(1).normal(size=(4, 3)), jnp.float32),
+          "b": jnp.asarray(np.random.default_rng(2).normal(size=3), jnp.float32)}
+
+
+def _run(opt: optax.GradientTransformation, n: int = 3, params: Any = None, state: Any = None) -> Any:
+    p = PARAMS if params is None else params
+    s = opt.init(p) if state is None else state
+    update = jax.jit(opt.update)
+    for i in range(n):
+        g = jax.tree.map(lambda x, i=i: jnp.cos(x * (i + 1)).astype(x.dtype), p)
+        u, s = update(g, s, p)
+        p = optax.apply_updates(p, u)
+    return p
+
+
+def _chain(l1: Any = 0.5) -> optax.GradientTransformation:
+    return optax.chain(optax.sgd(0.1), decaytx.prox_group_lasso(l1, learning_rate=0.1, axis=-1))
+
+
+def test_pickles_with_plain_pickle_and_cloudpickle():
+    import pickle
+
+    cloudpickle = pytest.importorskip("cloudpickle")
+    t = decaytx.prox_group_lasso(0.5, learning_rate=0.1, axis=-1)
+    np.testing.assert_array_equal(_run(pickle.loads(pickle.dumps(t)))["w"], _run(t)["w"])
+    opt = _chain(optax.linear_schedule(0.5, 1.0, 5))
+    state = opt.init(PARAMS)
+    again = cloudpickle.loads(cloudpickle.dumps(opt))
+    restored = pickle.loads(pickle.dumps(state))
+    for k in PARAMS:
+        np.testing.assert_array_equal(_run(again, state=restored)[k], _run(opt, state=state)[k])
+
+
+def test_lax_scan_over_steps_equals_a_loop():
+    opt = _chain(optax.linear_schedule(0.5, 2.0, 3))
+    grads = [jax.tree.map(lambda x, i=i: jnp.cos(x * (i + 1)), PARAMS) for i in range(4)]
+
+    def step(carry: Any, g: Any) -> Any:
+        p, s = carry
+        u, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *grads)
+    scanned = jax.lax.scan(step, (PARAMS, opt.init(PARAMS)), stacked)[0]
+    carry = (PARAMS, opt.init(PARAMS))
+    for g in grads:
+        carry = jax.jit(step)(carry, g)[0]
+    for a, b in zip(jax.tree.leaves(scanned), jax.tree.leaves(carry), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_optax_map_params_and_none_updates():
+    t = decaytx.prox_group_lasso(optax.linear_schedule(0.5, 1.0, 5), learning_rate=0.1, axis=-1)
+    state = t.init(PARAMS)
+    mapped = optax.tree.map_params(t, lambda x: x + 1, state)
+    assert jax.tree.structure(mapped) == jax.tree.structure(state)
+    assert t.update(None, state, PARAMS)[0] is None
+
+
+def test_optax_inject_hyperparams_needs_axis_static_and_says_so():
+    with pytest.raises(TypeError, match=r"axis arrived as an array.*decaytx.inject_hyperparams"):
+        optax.inject_hyperparams(decaytx.prox_group_lasso)(0.5, learning_rate=0.1, axis=-1).init(PARAMS)
+    injected = optax.inject_hyperparams(decaytx.prox_group_lasso, static_args=("axis",))(
+        0.5, learning_rate=0.1, axis=-1)
+    ours = decaytx.inject_hyperparams(decaytx.prox_group_lasso)(0.5, learning_rate=0.1, axis=-1)
+    plain = _run(decaytx.prox_group_lasso(0.5, learning_rate=0.1, axis=-1))
+    for t in (injected, ours):  # the injected numbers are f32 arrays: float32 rounding apart
+        out = _run(t)
+        for k in PARAMS:
+            np.testing.assert_allclose(out[k], plain[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("l1", [1e5, 1e-30], ids=["huge", "tiny"])
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16], ids=lambda d: jnp.dtype(d).name)
+def test_half_precision_with_extreme_coefficients_matches_float32(dtype, l1):
+    params = jax.tree.map(lambda x: (x * 1e-3).astype(dtype), PARAMS)
+    ref_params = jax.tree.map(lambda x: x.astype(jnp.float32), params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", decaytx.DecayWarning)
+        out = _run(_chain(l1), n=1, params=params)
+        ref = _run(_chain(l1), n=1, params=ref_params)
+    eps = float(jnp.finfo(dtype).eps)
+    for k in PARAMS:
+        assert out[k].dtype == dtype and np.isfinite(np.asarray(out[k], np.float64)).all()
+        y = np.asarray(ref[k].astype(dtype), np.float64)
+        scale = max(float(np.abs(y).max()), 1e-3)
+        assert np.abs(np.asarray(out[k], np.float64) - y).max() <= 4 * eps * scale
