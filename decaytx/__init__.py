@@ -9,6 +9,7 @@ from decaytx._audit import Audit, AuditProblem, AuditRow, audit
 from decaytx._decoupled import add_decoupled_decay
 from decaytx._deprecated import fused_adam_l2, fused_adamw, fused_sgd_l2, fused_sgdw
 from decaytx._gradient import add_elastic_net_grad, add_l1_subgrad, add_l2_grad
+from decaytx._group_lasso import group_lasso_penalty, prox_group_lasso
 from decaytx._groups import per_leaf
 from decaytx._inject import inject_hyperparams
 from decaytx._parity import scale_by_keras_adam
@@ -48,6 +49,7 @@ __all__ = [
     "fused_adamw",
     "fused_sgd_l2",
     "fused_sgdw",
+    "group_lasso_penalty",
     "inject_hyperparams",
     "l1_penalty",
     "l2_penalty",
@@ -57,6 +59,7 @@ __all__ = [
     "normalized_weight_decay",
     "per_leaf",
     "prox_elastic_net",
+    "prox_group_lasso",
     "prox_l1",
     "proximal_sgd",
     "scale_by_keras_adam",
