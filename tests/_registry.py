@@ -32,6 +32,10 @@ class Entry:
     chain: bool = False
     fused: bool = False
     flat: bool = False
+    # optax.inject_hyperparams turns every number into an array: a structural
+    # number (``axis``) or a schedule-derived scaling is refused, pointing to
+    # decaytx.inject_hyperparams.
+    optax_inject: bool = True
 
     def make(self, **kw: Any) -> optax.GradientTransformation:
         return self.factory(*self.args, **{**self.kwargs, **kw})
@@ -53,12 +57,15 @@ REGISTRY: dict[str, Entry] = {
     "add_decoupled_decay": Entry(D.add_decoupled_decay, (0.1,), {"learning_rate": _sched()}),
     "prox_l1": Entry(D.prox_l1, (0.01,), {"learning_rate": 0.1}, anchor=False),
     "prox_elastic_net": Entry(D.prox_elastic_net, (0.01, 0.1), {"learning_rate": _sched()}, anchor=False),
+    "prox_group_lasso": Entry(D.prox_group_lasso, (0.01,), {"learning_rate": 0.1, "axis": -1}, anchor=False,
+                              optax_inject=False),
     # the recipes
     "sgd_l2": Entry(D.sgd_l2, (0.1, 0.1), {"momentum": 0.9}, chain=True),
     "sgdw": Entry(D.sgdw, (_sched(), 0.1), {"momentum": 0.9}, chain=True),
     "adam_l2": Entry(D.adam_l2, (1e-2, 0.1), {}, chain=True),
     "adamw": Entry(D.adamw, (_sched(), 0.1), {}, chain=True),
-    "adamw-schedule": Entry(D.adamw, (_sched(), 0.1), {"decay_scaling": "schedule"}, chain=True),
+    "adamw-schedule": Entry(D.adamw, (_sched(), 0.1), {"decay_scaling": "schedule"}, chain=True,
+                            optax_inject=False),
     "proximal_sgd": Entry(D.proximal_sgd, (0.1, 0.01, 0.1), {}, anchor=False, chain=True),
     # the fused steps (sibling formulation), both layouts
     "fused.adamw": Entry(F.adamw, (_sched(), 0.1), {**SIB, "layout": "tree"}, chain=True, fused=True),
