@@ -45,8 +45,8 @@ def header(res: dict[str, Any]) -> list[str]:
                                                       for k, v in ld.items())]
     if share:
         L.append(f"- Share of all CPU time during the run (/proc/stat): user {share['user']:.0%} (this benchmark "
-                 f"and any normal-priority job), nice {share['nice']:.0%} (other jobs at nice 19: other helpers' "
-                 f"tests and scripts were running on this shared machine throughout), system {share['system']:.0%}, "
+                 f"and any normal-priority job), nice {share['nice']:.0%} (lower-priority processes), "
+                 f"system {share['system']:.0%}, "
                  f"idle {share['idle']:.0%}.")
     L += ["",
           "Three processes, driven in lockstep: **plain** (no option), **flag** (`XLA_FLAGS="
