@@ -329,7 +329,10 @@ def adamw(
       ValueError: for an unknown ``decay_scaling`` (at construction), and for
         ``"schedule"``/``"corrected"`` with an array ``learning_rate``: the
         schedule already evaluated, as ``optax.inject_hyperparams`` passes it
-        (``decaytx.inject_hyperparams`` keeps it static for these scalings).
+        (``decaytx.inject_hyperparams`` keeps it static for these scalings);
+        for ``b1``/``b2`` outside ``[0, 1)`` or a negative or non-finite
+        ``eps``/``eps_root`` (checked when concrete, at construction).
+      TypeError: for a ``mu_dtype`` that is not a float dtype JAX knows.
 
     Examples:
       >>> import jax.numpy as jnp, optax, decaytx
