@@ -191,12 +191,12 @@ def _advice(pattern: str, paths: Sequence[str]) -> str:
             f"{meant!r}."
         )
     slashed = re.sub(r"\\?\.(?=\w)", "/", pattern)  # a torch name: encoder.layer.0
-    if slashed != pattern and any(re.search(slashed, p) for p in paths):
-        return f" Paths are joined with \"/\", not \".\": write {slashed!r}."
     try:
-        folded = [p for p in paths if re.search(pattern, p, re.IGNORECASE)]
-    except re.error:  # pragma: no cover - the pattern compiled at construction
-        folded = []
+        if slashed != pattern and any(re.search(slashed, p) for p in paths):
+            return f" Paths are joined with \"/\", not \".\": write {slashed!r}."
+    except re.error:  # the substitution broke the regex (a "." inside a class)
+        pass
+    folded = [p for p in paths if re.search(pattern, p, re.IGNORECASE)]
     if folded:
         return (
             f" It matches {folded[0]!r} ignoring case: patterns are case-sensitive; "
@@ -222,7 +222,7 @@ def warn_unmatched(name: str, mask: Any, paths: Sequence[str]) -> None:
     shown = ", ".join(repr(p) for p in real[:4]) + (
         f" and {len(real) - 4} more" if len(real) > 4 else "")
     for fn, pattern in unmatched_patterns(mask, paths):
-        does = "excludes nothing" if fn == "exclude" else "includes nothing"
+        does = "excludes nothing" if fn == "exclude" else "selects no leaf"
         warnings.warn(
             f"{name}: mask pattern {fn}({pattern!r}) in {mask!r} matches no params "
             f"path, so it {does}. Patterns are regexes searched in each leaf's "
