@@ -3,11 +3,18 @@
 A mask is a pytree of bools (or a prefix of params, as ``optax.masked``
 takes) or a callable of params returning one (every :mod:`decaytx.masks`
 rule). :func:`check` refuses what cannot be right before anything is traced;
-:func:`resolve` turns a mask into one Python bool per params leaf.
+:func:`resolve` turns a mask into one Python bool per params leaf;
+:func:`unmatched_patterns` finds the ``include``/``exclude`` patterns that
+match no path (the init-time warning, :func:`warn_unmatched`, and the audit
+read it).
 """
 
 from __future__ import annotations
 
+import difflib
+import re
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -15,6 +22,7 @@ import numpy as np
 
 from decaytx import _trees
 from decaytx import masks as _masks
+from decaytx._warnings import DecayWarning
 
 PyTree = Any
 
@@ -130,3 +138,98 @@ def resolve(mask: Any, params: PyTree) -> PyTree:
 def leaves(mask: Any, params: PyTree) -> list[bool]:
     """:func:`resolve`, flattened: one bool per params leaf (empty leaves included)."""
     return jax.tree_util.tree_leaves(resolve(mask, params), is_leaf=_trees.is_empty)
+
+
+def unmatched_patterns(mask: Any, paths: Sequence[str]) -> list[tuple[str, str]]:
+    """The ``(factory, pattern)`` rules of a decaytx mask that match none of ``paths``.
+
+    ``paths``: the "/"-joined paths of the params leaves (empty leaves
+    included: a pattern that names a leaf another wrapper masked out is not a
+    typo). Each rule is listed once; masks that are not decaytx masks have
+    no patterns to check.
+    """
+    if not isinstance(mask, _masks.Mask):
+        return []
+    out: list[tuple[str, str]] = []
+    for fn, pattern in mask.pattern_rules():
+        if (fn, pattern) not in out and not any(re.search(pattern, p) for p in paths):
+            out.append((fn, pattern))
+    return out
+
+
+# One key of jax.tree_util.keystr, as 0.1 patterns spelled it (possibly
+# regex-escaped): ['name'], ["name"], [0] or .attr.
+_KEYSTR = re.compile(
+    r"""\\?\[\s*(?:'([^'\\]*)\\?'|"([^"\\]*)\\?"|(\d+))\s*\\?\]"""
+    r"|(?:(?<=^)|(?<=[\]'\"]))\\?\.([A-Za-z_]\w*)"
+)
+
+
+def keystr_to_path(pattern: str) -> str | None:
+    """A 0.1 keystr-style pattern written with "/"-joined names, or ``None``.
+
+    ``r"\\['dense'\\]\\['bias'\\]"`` -> ``"dense/bias"``, ``r"\\.bias$"`` ->
+    ``"bias$"``; ``None`` when ``pattern`` has no keystr key.
+    """
+    if not _KEYSTR.search(pattern):
+        return None
+
+    def name(m: re.Match[str]) -> str:
+        return "/" + next(g for g in m.groups() if g is not None)
+
+    path = _KEYSTR.sub(name, pattern)
+    return path[1:] if path.startswith("/") else path
+
+
+def _advice(pattern: str, paths: Sequence[str]) -> str:
+    """How the pattern might have been meant, from the paths it missed."""
+    meant = keystr_to_path(pattern)
+    if meant is not None:
+        return (
+            " It is written as a jax.tree_util.keystr path (['name'], [0], .attr), the "
+            "0.1 syntax; since 0.2 patterns see \"/\"-joined names: write "
+            f"{meant!r}."
+        )
+    slashed = re.sub(r"\\?\.(?=\w)", "/", pattern)  # a torch name: encoder.layer.0
+    try:
+        if slashed != pattern and any(re.search(slashed, p) for p in paths):
+            return f" Paths are joined with \"/\", not \".\": write {slashed!r}."
+    except re.error:  # the substitution broke the regex (a "." inside a class)
+        pass
+    folded = [p for p in paths if re.search(pattern, p, re.IGNORECASE)]
+    if folded:
+        return (
+            f" It matches {folded[0]!r} ignoring case: patterns are case-sensitive; "
+            f"write the path's spelling or add (?i): {'(?i)' + pattern!r}."
+        )
+    if re.fullmatch(r"\w+", pattern):
+        names = sorted({n for p in paths for n in p.split("/")})
+        close = difflib.get_close_matches(pattern, names, n=3, cutoff=0.6)
+        if close:
+            return f" Did you mean {' or '.join(repr(c) for c in close)}?"
+    return ""
+
+
+def warn_unmatched(name: str, mask: Any, paths: Sequence[str]) -> None:
+    """Warns once per ``include``/``exclude`` pattern of ``mask`` that matches no path.
+
+    Such a pattern does nothing: ``exclude("bais")`` excludes nothing and the
+    biases are decayed; ``include("kernel", "wieght")`` decays only the
+    kernels. The warning names the pattern, a few real paths and, for a 0.1
+    keystr pattern (``r"\\['bias'\\]"``), its 0.2 spelling.
+    """
+    real = [p for p in paths if p]
+    shown = ", ".join(repr(p) for p in real[:4]) + (
+        f" and {len(real) - 4} more" if len(real) > 4 else "")
+    for fn, pattern in unmatched_patterns(mask, paths):
+        does = "excludes nothing" if fn == "exclude" else "selects no leaf"
+        warnings.warn(
+            f"{name}: mask pattern {fn}({pattern!r}) in {mask!r} matches no params "
+            f"path, so it {does}. Patterns are regexes searched in each leaf's "
+            f"\"/\"-joined path; the paths here are {shown or 'none'}."
+            + _advice(pattern, real)
+            + " Fix the pattern (decaytx.masks.path_of(keypath) shows a leaf's path), "
+            "or remove it.",
+            DecayWarning,
+            stacklevel=5,
+        )

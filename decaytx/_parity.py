@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from optax._src import numerics
 
@@ -34,6 +35,50 @@ def _check_rate(name: str, value: object, *, upper: float | None) -> float:
         raise ValueError(f"{name}={value!r} must be {bound}; Keras' default is " + {
             "b1": "beta_1=0.9.", "b2": "beta_2=0.999.", "eps": "epsilon=1e-7."}[name])
     return v
+
+
+_DEFAULTS = {"b1": "b1=0.9", "b2": "b2=0.999", "eps": "eps=1e-8", "eps_root": "eps_root=0.0"}
+
+
+def check_hyperparameter(name: str, value: Any, *, below_one: bool) -> None:
+    """A recipe's beta (in [0, 1)) or epsilon (finite, >= 0), checked when concrete.
+
+    A traced value (``optax.inject_hyperparams``' update under ``jit``) cannot
+    be seen and is used as given; its ``init``, where the value is concrete,
+    was checked. A low-precision array is what ``inject_hyperparams`` makes of
+    a float for bf16/f16 params (``b2=0.999`` rounds to 1.0 in bf16): the
+    message says so.
+    """
+    if coef.is_traced(value):
+        return
+    fix = f" Pass e.g. {_DEFAULTS[name]} (the default)."
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jnp.complexfloating):
+        # inject_hyperparams casts to complex for complex params; the real part is the value.
+        arr = np.asarray(value)
+        if arr.shape == () and arr.imag == 0:
+            value, dtype = arr.real, arr.real.dtype
+    if isinstance(value, jax.Array) and jnp.issubdtype(dtype, jnp.floating) and (
+            jnp.finfo(dtype).bits < 32):
+        fix += (f" The value is a {jnp.dtype(dtype).name} array, as "
+                "optax.inject_hyperparams casts hyperparameters to the params' "
+                "dtype: pass hyperparam_dtype=jnp.float32 to keep them exact.")
+    coef.number(name, value, low=0.0, high=1.0 if below_one else None, fix=fix)
+
+
+def check_dtype(name: str, value: Any) -> Any:
+    """``mu_dtype``/``accumulator_dtype``: ``None`` or a float (or complex) dtype JAX knows."""
+    if value is None:
+        return None
+    fix = (f"pass {name}=None (the params' dtype) or a float dtype such as "
+           "jnp.float32 or jnp.bfloat16 (8-bit floats are spelt e.g. jnp.float8_e4m3fn).")
+    try:
+        dt = jnp.dtype(value)
+    except TypeError:
+        raise TypeError(f"{name}={value!r} is not a dtype JAX knows; {fix}") from None
+    if not jnp.issubdtype(dt, jnp.inexact):
+        raise TypeError(f"{name}={value!r} is {dt.name}, not a floating dtype; {fix}")
+    return value
 
 
 def scale_by_keras_adam(
@@ -136,6 +181,7 @@ def momentum(
     """PyTorch's momentum buffer: ``b_1 = g_1``, ``b <- mu b + (1 - dampening) g``."""
     if not isinstance(nesterov, bool):
         raise TypeError(f"nesterov={nesterov!r} must be a Python bool.")
+    check_dtype("accumulator_dtype", accumulator_dtype)
     d = coef.concrete_value(dampening)
     # Under optax.inject_hyperparams dampening arrives as an array (concrete
     # at init, traced in update): both must build the same chain.
@@ -272,6 +318,11 @@ def adam(
     for name, value in (("nesterov", nesterov), ("amsgrad", amsgrad)):
         if not isinstance(value, bool):
             raise TypeError(f"{name}={value!r} must be a Python bool.")
+    check_hyperparameter("b1", b1, below_one=True)
+    check_hyperparameter("b2", b2, below_one=True)
+    check_hyperparameter("eps", eps, below_one=False)
+    check_hyperparameter("eps_root", eps_root, below_one=False)
+    check_dtype("mu_dtype", mu_dtype)
     if not amsgrad:
         return optax.scale_by_adam(
             b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov

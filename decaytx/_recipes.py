@@ -327,7 +327,10 @@ def adamw(
 
     Raises:
       ValueError: as :func:`sgdw` (an unknown ``decay_scaling``; ``"schedule"``
-        or ``"corrected"`` with an already evaluated, array ``learning_rate``).
+        or ``"corrected"`` with an already evaluated, array ``learning_rate``);
+        for ``b1``/``b2`` outside ``[0, 1)`` or a negative or non-finite
+        ``eps``/``eps_root`` (checked when concrete, at construction).
+      TypeError: for a ``mu_dtype`` that is not a float dtype JAX knows.
 
     Examples:
       >>> import jax.numpy as jnp, optax, decaytx

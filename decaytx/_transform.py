@@ -187,6 +187,7 @@ class Stage:
             _warnings.warn_empty_mask(self.name, self.mask, [
                 lf.masked_in for lf, p in zip(plan.leaves, leaves, strict=True)
                 if _trees.is_decayable(p)])
+            _mask_arg.warn_unmatched(self.name, self.mask, [lf.path for lf in plan.leaves])
         if self.form.rates:
             _warnings.warn_step_decay(self.name, rates(self.form, plan, leaves))
 
