@@ -83,11 +83,11 @@ class Plan:
             return step[key]
         if key not in step:
             real = jnp.finfo(dtype).dtype
-            if ("values", g) not in step:
-                step[("values", g)] = _combined(self.groups[g], combine, count, given)
+            if ("values", g, real) not in step:
+                step[("values", g, real)] = _combined(self.groups[g], combine, count, given, real)
             step[key] = {
                 k: None if v is None else jnp.asarray(v).astype(real)
-                for k, v in step[("values", g)].items()
+                for k, v in step[("values", g, real)].items()
             }
         return step[key]
 
@@ -115,11 +115,26 @@ class Plan:
 
 
 def _combined(group: dict[str, Any], combine: Any, count: Any,
-              given: dict[str, Any] | None = None) -> dict[str, Any]:
+              given: dict[str, Any] | None = None, real: Any = None) -> dict[str, Any]:
+    """The group's coefficients at ``count`` (or ``given``), combined.
+
+    ``real``: the leaf's real dtype; a value narrower than it (an f32
+    schedule for f64 params) is widened first, so that ``m * lambda`` is
+    computed in the params' precision, not rounded to the schedule's.
+    """
     given = given or {}
-    values = {k: None if v is None else given[k] if k in given else coef.value_at(v, count)
+    values = {k: None if v is None else _widen(given[k] if k in given else coef.value_at(v, count), real)
               for k, v in group.items()}
     return combine(values) if combine is not None else values
+
+
+def _widen(v: Any, real: Any) -> Any:
+    if real is None:
+        return v
+    a = jnp.asarray(v)
+    if jnp.issubdtype(a.dtype, jnp.inexact) and jnp.finfo(a.dtype).bits < jnp.finfo(real).bits:
+        return a.astype(jnp.promote_types(a.dtype, real))
+    return v
 
 
 def _ident(v: Any) -> Any:

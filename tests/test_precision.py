@@ -243,3 +243,33 @@ def test_decay_keeps_bf16_with_f32_schedule() -> None:
     assert u.dtype == jnp.bfloat16 and state.count.dtype == jnp.int32
     ref = np.asarray(params, np.float64) * (1 - 0.1)
     np.testing.assert_allclose(np.asarray(u, np.float64), ref, rtol=2**-7)
+
+
+@pytest.mark.parametrize("form", ["decoupled", "prox_elastic_net", "adamw"])
+def test_float64_params_with_a_float32_schedule_get_the_factor_in_float64(form: str) -> None:
+    """m * lambda is computed in the params' precision, not rounded to the schedule's float32.
+
+    Reference: NumPy float64 with the schedule's own (float32) values: the
+    only rounding left is float64's. 0.2 computed m * lambda in float32
+    (about 3e-8 relative off here).
+    """
+    def sched(c):
+        return jnp.float32(1e-2) / (jnp.float32(1.0) + jnp.float32(0.013) * c.astype(jnp.float32))
+
+    lam = 0.3
+    with jax.enable_x64(True):
+        p = jnp.asarray(np.random.default_rng(0).normal(size=7), jnp.float64)
+        if form == "decoupled":
+            t = decaytx.add_decoupled_decay(lam, learning_rate=sched)
+        elif form == "prox_elastic_net":
+            t = decaytx.prox_elastic_net(0.0, lam, learning_rate=sched)
+        else:
+            t = optax.chain(optax.scale_by_learning_rate(1.0, flip_sign=False),
+                            decaytx.add_decoupled_decay(lam, learning_rate=sched))
+        s = t.init(p)
+        for i in range(3):
+            u, s = t.update(jnp.zeros_like(p), s, p)
+            m = np.float64(np.asarray(sched(jnp.asarray(i, jnp.int32))))
+            ref = (-(m * lam) * np.asarray(p) if form != "prox_elastic_net"
+                   else np.asarray(p) / (1 + m * lam) - np.asarray(p))
+            np.testing.assert_allclose(np.asarray(u), ref, rtol=4e-16, atol=0)
