@@ -51,10 +51,10 @@ def _signed(recipe: Callable[..., Any], *extra: str) -> Callable[[Callable[..., 
     """Gives a fused step its recipe's signature plus ``extra`` (for ``help`` and ``inspect``)."""
 
     def sign(fn: Callable[..., Any]) -> Callable[..., Any]:
-        own = inspect.signature(fn).parameters
-        params = list(inspect.signature(recipe).parameters.values())
-        params += [own[name].replace(kind=_KW) for name in extra]
-        fn.__signature__ = inspect.signature(recipe).replace(parameters=params)  # type: ignore[attr-defined]
+        own = inspect.signature(fn, eval_str=True).parameters
+        theirs = inspect.signature(recipe, eval_str=True)  # types, not strings: inject_hyperparams reads them
+        params = [*theirs.parameters.values(), *(own[name].replace(kind=_KW) for name in extra)]
+        fn.__signature__ = theirs.replace(parameters=params)  # type: ignore[attr-defined]
         return fn
 
     return sign
