@@ -23,20 +23,21 @@ STUDIES: dict[str, str] = {
     "matches-sklearn-lasso": "study_lasso",
 }
 
-# Wall seconds per study and mode, measured on the 2-core machine (quick: the committed
-# quick run; smoke and full: estimates scaled from it). The CLI's header and progress
-# lines estimate the time left from these, corrected by how fast the run goes so far.
+# Wall seconds per study and mode on the 2-core machine: quick from the committed quick run
+# (measured while other jobs loaded the machine), smoke and full estimated from it and from
+# the earlier full run. The CLI's header and progress lines estimate the time left from
+# these, corrected by how fast the run goes so far.
 SECONDS: dict[str, dict[str, float]] = {
-    "decoupled-hyperparameter-landscape": {"smoke": 8, "quick": 300, "full": 770},
-    "cautious-decay": {"smoke": 3, "quick": 30, "full": 80},
-    "adamw-rotational-equilibrium": {"smoke": 3, "quick": 20, "full": 50},
-    "corrected-decay": {"smoke": 3, "quick": 30, "full": 80},
-    "prevents-overfitting": {"smoke": 3, "quick": 37, "full": 240},
-    "keeps-weights-small": {"smoke": 3, "quick": 90, "full": 350},
-    "anchor-toward-pretrained": {"smoke": 6, "quick": 80, "full": 150},
-    "l1-sparsity": {"smoke": 4, "quick": 40, "full": 180},
-    "elastic-net-both": {"smoke": 2, "quick": 4, "full": 6},
-    "sgd-l2-equals-decoupled": {"smoke": 5, "quick": 15, "full": 30},
-    "schedule-coupling": {"smoke": 3, "quick": 30, "full": 165},
-    "matches-sklearn-lasso": {"smoke": 1, "quick": 2, "full": 3},
+    "decoupled-hyperparameter-landscape": {"smoke": 8, "quick": 216, "full": 400},
+    "cautious-decay": {"smoke": 3, "quick": 13, "full": 60},
+    "adamw-rotational-equilibrium": {"smoke": 3, "quick": 11, "full": 30},
+    "corrected-decay": {"smoke": 3, "quick": 21, "full": 50},
+    "prevents-overfitting": {"smoke": 3, "quick": 18, "full": 120},
+    "keeps-weights-small": {"smoke": 3, "quick": 36, "full": 200},
+    "anchor-toward-pretrained": {"smoke": 6, "quick": 50, "full": 100},
+    "l1-sparsity": {"smoke": 4, "quick": 22, "full": 80},
+    "elastic-net-both": {"smoke": 2, "quick": 2, "full": 4},
+    "sgd-l2-equals-decoupled": {"smoke": 5, "quick": 22, "full": 40},
+    "schedule-coupling": {"smoke": 3, "quick": 11, "full": 90},
+    "matches-sklearn-lasso": {"smoke": 1, "quick": 1, "full": 2},
 }

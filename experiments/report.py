@@ -97,7 +97,8 @@ def write_results(out_dir: pathlib.Path, claims: list[Claim], meta: dict[str, An
         # One study re-run into a full report: keep the report's meta, note the update.
         for k in ("study_seconds", "study_cpu_seconds"):
             old_meta.setdefault(k, {}).update(meta.get(k, {}))
-        old_meta.setdefault("updated_by", []).append(meta.get("command"))
+        if old_meta.setdefault("updated_by", [])[-1:] != [meta.get("command")]:  # written twice per study
+            old_meta["updated_by"].append(meta.get("command"))
         meta = old_meta
     new = {c.id: c.to_json() for c in claims}
     merged = [new.pop(c["id"]) if c["id"] in new else c for c in existing] + list(new.values())

@@ -114,8 +114,10 @@ def run(ctx: Context) -> Claim:
         f"{m['float32_max_gap']:.1e} vs one-ulp floor {m['float32_one_ulp_floor']:.1e}",
         notes="With momentum β the two forms differ by design (the L2 gradient goes through the momentum buffer, "
         f"a steady-state decay 1/(1-β) times larger): float64 gap {m['momentum_contrast_float64']:.1e}. In float32 "
-        "the identity holds only up to rounding, and the network's training amplifies any rounding difference: "
-        "the float32 gap is of the order of the one-ulp floor, which is why the verdict is taken in float64.",
+        "the identity holds only up to rounding, which training can amplify; the float32 gap "
+        f"({m['float32_max_gap']:.1e}) is {'below' if m['float32_max_gap'] < m['float32_one_ulp_floor'] else 'not below'} "
+        f"the float32 floor ({m['float32_one_ulp_floor']:.1e}: the L2 form against itself from an init one ulp away), "
+        "so a float32 tolerance would test rounding, not the decay; the verdict is taken in float64.",
     )
 
 
