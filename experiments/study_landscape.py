@@ -250,16 +250,18 @@ def _figure(ctx: Context, fams: dict, grids: dict, paired: dict) -> None:
     ax = axes.ravel()[-1]
     for k, (name, f) in enumerate(fams.items()):
         log_lr, _ = grids[name]
-        pts = [(10 ** v, b) for v, b in zip(log_lr, f["best_wd_by_lr"]) if b is not None]
+        fs = next((p[name] for p in paired.values() if name in p), None)
+        pts = [(10 ** v, b) for i, (v, b) in enumerate(zip(log_lr, f["best_wd_by_lr"]))
+               if b is not None and i in f["counted_rows"]]
         if pts:
             x, y = zip(*pts)
             ax.plot(np.asarray(x) / x[0], np.asarray(y) / y[0], "o-", color=f"C{k}",
-                    label=f"{name}: {_fmt(f['slope'])}")
+                    label=f"{name}: {_fmt(fs['slope'] if fs else f['slope'])}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("η / smallest uncensored η")
+    ax.set_xlabel("η / smallest counted uncensored η")
     ax.set_ylabel("best λ / its value there")
-    ax.set_title("best λ vs η (log-log; slope 0 = separable)\n" + "; ".join(
+    ax.set_title("best λ vs η, counted rows (log-log; slope 0 = separable)\n" + "; ".join(
         f"{b}: |L2|-|dec| {_fmt(p['difference'])} [{_fmt(p['difference_ci'][0])}, {_fmt(p['difference_ci'][1])}]"
         for b, p in paired.items()), fontsize=8)
     ax.legend(fontsize=6)
