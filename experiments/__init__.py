@@ -20,8 +20,11 @@ STUDIES: dict[str, str] = {
     "elastic-net-both": "study_elastic_net",
     "sgd-l2-equals-decoupled": "study_sgd_equivalence",
     "schedule-coupling": "study_schedules",
+    "weight-decay-transfer": "study_transfer",
     "matches-sklearn-lasso": "study_lasso",
 }
+# Claims whose design needs full-size runs: ``all --quick`` leaves them out (smoke runs them, tiny).
+FULL_ONLY = {"weight-decay-transfer"}
 
 # Wall seconds per study and mode on the 2-core machine: quick from the committed quick run
 # (measured while other jobs loaded the machine), smoke and full estimated from it and from
@@ -39,5 +42,6 @@ SECONDS: dict[str, dict[str, float]] = {
     "elastic-net-both": {"smoke": 2, "quick": 2, "full": 4},
     "sgd-l2-equals-decoupled": {"smoke": 5, "quick": 22, "full": 40},
     "schedule-coupling": {"smoke": 3, "quick": 11, "full": 90},
+    "weight-decay-transfer": {"smoke": 6, "quick": 0, "full": 300},
     "matches-sklearn-lasso": {"smoke": 1, "quick": 1, "full": 2},
 }

@@ -11,7 +11,7 @@ import sys
 import time
 import warnings
 
-from experiments import SECONDS, STUDIES, common
+from experiments import FULL_ONLY, SECONDS, STUDIES, common
 from experiments.report import Claim, Context, summary_table, write_report, write_results
 
 
@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     if args.study == "bench":
         return run_bench(args.out, mode != "full", args.seed)
-    ids = list(STUDIES) if args.study == "all" else [args.study]
+    ids = [i for i in STUDIES if mode != "quick" or i not in FULL_ONLY] if args.study == "all" else [args.study]
+    if mode == "quick" and set(ids) & FULL_ONLY:
+        print(f"{args.study} runs in full mode only; run it without --quick.")
+        return 2
     common.FAST_FIGURES = mode == "smoke"
     ctx = Context.make(args.out, mode, args.seed)
     t0, c0 = time.perf_counter(), _cpu()
