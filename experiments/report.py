@@ -93,8 +93,8 @@ def write_results(out_dir: pathlib.Path, claims: list[Claim], meta: dict[str, An
             existing, old_meta = old["claims"], old.get("meta", {})
         except (ValueError, KeyError):
             existing = []
-    if existing and {c.id for c in claims} < {c["id"] for c in existing} and old_meta.get("mode") == meta.get("mode"):
-        # One study re-run into a full report: keep the report's meta, note the update.
+    if existing and not {c["id"] for c in existing} <= {c.id for c in claims} and old_meta.get("mode") == meta.get("mode"):
+        # One study (re-)run into a bigger report: keep the report's meta, note the update.
         for k in ("study_seconds", "study_cpu_seconds"):
             old_meta.setdefault(k, {}).update(meta.get(k, {}))
         if old_meta.setdefault("updated_by", [])[-1:] != [meta.get("command")]:  # written twice per study
