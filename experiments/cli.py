@@ -20,7 +20,9 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m experiments",
         description="Test the claims of the weight-decay notes with decaytx; writes "
         "results.json, one PNG per claim and report.md into --out.",
-        epilog="studies: all (every claim), " + ", ".join(STUDIES) + ", bench (benchmarks)",
+        epilog="studies:\n  all (every claim; --quick leaves out " + ", ".join(sorted(FULL_ONLY)) + ")\n  "
+        + "\n  ".join(STUDIES) + "\n  bench (benchmarks)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("study", choices=["all", *STUDIES, "bench"], metavar="study",
                    help="'all', one claim id (" + ", ".join(STUDIES) + ") or 'bench'")
