@@ -11,7 +11,7 @@ import sys
 import time
 import warnings
 
-from experiments import STUDIES, common
+from experiments import FULL_ONLY, SECONDS, STUDIES, common
 from experiments.report import Claim, Context, summary_table, write_report, write_results
 
 
@@ -20,7 +20,9 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m experiments",
         description="Test the claims of the weight-decay notes with decaytx; writes "
         "results.json, one PNG per claim and report.md into --out.",
-        epilog="studies: all (the ten claims), " + ", ".join(STUDIES) + ", bench (benchmarks)",
+        epilog="studies:\n  all (every claim; --quick leaves out " + ", ".join(sorted(FULL_ONLY)) + ")\n  "
+        + "\n  ".join(STUDIES) + "\n  bench (benchmarks)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("study", choices=["all", *STUDIES, "bench"], metavar="study",
                    help="'all', one claim id (" + ", ".join(STUDIES) + ") or 'bench'")
@@ -51,10 +53,10 @@ def run_bench(out_dir: pathlib.Path, quick: bool, seed: int) -> int:
 
 def run_study(study_id: str, ctx: Context) -> Claim:
     module = importlib.import_module(f"experiments.{STUDIES[study_id]}")
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0 = time.perf_counter(), _cpu()
     claim = module.run(ctx)
     claim.seconds = time.perf_counter() - t0
-    claim.cpu_seconds = time.process_time() - c0  # user + sys of every thread of this process
+    claim.cpu_seconds = _cpu() - c0  # user + sys of every thread of this process and of its subprocesses
     assert claim.id == study_id, (claim.id, study_id)
     return claim
 
@@ -64,34 +66,64 @@ def main(argv: list[str] | None = None) -> int:
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     if args.study == "bench":
         return run_bench(args.out, mode != "full", args.seed)
-    ids = list(STUDIES) if args.study == "all" else [args.study]
+    ids = [i for i in STUDIES if mode != "quick" or i not in FULL_ONLY] if args.study == "all" else [args.study]
+    if mode == "quick" and set(ids) & FULL_ONLY:
+        print(f"{args.study} runs in full mode only; run it without --quick.")
+        return 2
     common.FAST_FIGURES = mode == "smoke"
     ctx = Context.make(args.out, mode, args.seed)
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0 = time.perf_counter(), _cpu()
     claims = []
+    planned = sum(SECONDS[i][mode] for i in ids)
+    print(f"{len(ids)} studies ({mode}); estimated {_minutes(planned)} on 2 idle cores "
+          "(from measured per-study costs)", flush=True)
     with warnings.catch_warnings():
         # DecayWarnings are part of what some studies show; keep them quiet here.
         warnings.simplefilter("ignore", category=UserWarning)
         for i, study_id in enumerate(ids, 1):
             print(f"[{i}/{len(ids)}] {study_id} ({mode})", flush=True)
+            print(f"    {_progress(ids, i - 1, mode, time.perf_counter() - t0)}", flush=True)
             claim = run_study(study_id, ctx)
-            print(f"    {'HOLDS' if claim.holds else 'does not hold'}: {claim.key_number} ({claim.seconds:.0f} s wall, {claim.cpu_seconds:.0f} s CPU)", flush=True)
+            print(f"    {'HOLDS' if claim.holds else 'does not hold'} ({claim.seconds:.0f} s wall, "
+                  f"{claim.cpu_seconds:.0f} s CPU)", flush=True)
             claims.append(claim)
             # Written after every study, so a crash or a kill keeps the studies already done.
             write_results(args.out, claims, _meta(args, argv, mode, claims, t0, c0, partial=len(claims) < len(ids)))
     path = write_results(args.out, claims, _meta(args, argv, mode, claims, t0, c0, partial=False))
     report = write_report(args.out)
     all_claims = json.loads(path.read_text())["claims"]
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
     print()
     print(summary_table(all_claims))
-    print(f"\n{len(claims)} studies in {wall:.0f} s wall, {cpu:.0f} s CPU ({mode}). Report: {report}  Results: {path}")
+    print(f"\n{len(claims)} studies in {wall:.0f} s wall, {cpu:.0f} s CPU ({mode}).\nReport: {report}\nResults: {path}")
     return 0
+
+
+def _cpu() -> float:
+    """CPU time (user + sys) of this process and of the subprocesses it has waited for."""
+    import os
+
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _progress(ids: list[str], done: int, mode: str, elapsed: float) -> str:
+    """Overall position and time left: the remaining studies' measured costs, scaled by
+    how this run's elapsed time compares with the costs of the studies already done."""
+    est_done = sum(SECONDS[i][mode] for i in ids[:done])
+    left = sum(SECONDS[i][mode] for i in ids[done:])
+    pace = elapsed / est_done if done and est_done > 0 else 1.0
+    share = est_done / max(est_done + left, 1e-9)
+    return f"{share:.0%} of the estimated work done, {_minutes(elapsed)} elapsed, about {_minutes(left * pace)} left"
 
 
 def _meta(args: argparse.Namespace, argv: list[str] | None, mode: str, claims: list[Claim], t0: float, c0: float,
           *, partial: bool) -> dict:
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
     meta = {
         "mode": mode,
         "seed": args.seed,

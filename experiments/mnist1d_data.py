@@ -28,9 +28,12 @@ class Split:
     y_test: jax.Array
 
 
-def generate(n_train: int, n_val: int, n_test: int, seed: int, cache_dir: pathlib.Path) -> dict[str, np.ndarray]:
-    """``n_train + n_val + n_test`` MNIST-1D examples (length 40, 10 classes)."""
-    path = cache_dir / f"mnist1d-{n_train}-{n_val}-{n_test}-s{seed}.npz"
+def generate(n_train: int, n_val: int, n_test: int, seed: int, cache_dir: pathlib.Path,
+             shift: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """``n_train + n_val + n_test`` MNIST-1D examples (length 40, 10 classes). ``shift``: generator
+    arguments that differ from MNIST-1D's defaults (a domain shift, e.g. more noise)."""
+    tag = "".join(f"-{k}{v:g}" for k, v in sorted((shift or {}).items()))
+    path = cache_dir / f"mnist1d-{n_train}-{n_val}-{n_test}-s{seed}{tag}.npz"
     if path.exists():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
@@ -41,6 +44,8 @@ def generate(n_train: int, n_val: int, n_test: int, seed: int, cache_dir: pathli
     args.num_samples = total
     args.train_split = (n_train + n_val) / total
     args.seed = 1000 + seed
+    for k, v in (shift or {}).items():
+        setattr(args, k, v)
     d = make_dataset(args)
     out = {
         "x_train": d["x"][:n_train], "y_train": d["y"][:n_train],
@@ -62,14 +67,16 @@ def load(
     *,
     label_noise: float = 0.0,
     classes: tuple[int, ...] | None = None,
+    shift: dict[str, float] | None = None,
 ) -> Split:
     """A split, standardised with the training mean and std.
 
     ``label_noise``: that fraction of the TRAINING labels (only) replaced by a
     uniformly drawn different class, seeded. ``classes``: keep only these
-    classes, relabelled 0..len(classes)-1 (for the transfer task).
+    classes, relabelled 0..len(classes)-1 (for the transfer task). ``shift``: see
+    :func:`generate`; the split is then standardised with its own training statistics.
     """
-    d = generate(n_train, n_val, n_test, seed, cache_dir)
+    d = generate(n_train, n_val, n_test, seed, cache_dir, shift)
     if classes is not None:
         relabel = np.full(10, -1, np.int32)
         relabel[list(classes)] = np.arange(len(classes))

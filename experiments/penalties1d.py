@@ -18,16 +18,16 @@ from experiments.report import Context
 from experiments.train1d import Runs, train
 
 LR = 0.05  # plain SGD, constant
-L1S = [3e-4, 1e-3, 3e-3, 1e-2]  # the L1 sweep of l1-sparsity
-EN_L1, EN_L2 = 1e-3, 1e-2  # elastic-net-both's strengths
+L1S = [3e-4, 1e-3, 3e-3, 1e-2, 3e-2]  # the λ path of both L1 and (as its l1) elastic net
+EN_L2 = 1e-2  # elastic net's l2 along its path
 KEYS = ("l1_sub", "en_sub_l1", "en_sub_l2", "l2", "prox_l1", "prox_l2")
 ROWS: dict[str, dict[str, float]] = {
     "none": {},
     **{f"subgradient L1 {v:g}": {"l1_sub": v} for v in L1S},
     **{f"proximal L1 {v:g}": {"prox_l1": v} for v in L1S},
     "L2 (add_l2_grad)": {"l2": EN_L2},
-    "elastic net (prox_elastic_net)": {"prox_l1": EN_L1, "prox_l2": EN_L2},
-    "elastic net (add_elastic_net_grad)": {"en_sub_l1": EN_L1, "en_sub_l2": EN_L2},
+    **{f"proximal elastic net {v:g}": {"prox_l1": v, "prox_l2": EN_L2} for v in L1S},
+    **{f"subgradient elastic net {v:g}": {"en_sub_l1": v, "en_sub_l2": EN_L2} for v in L1S},
 }
 SIZES = {
     "smoke": dict(data=(600, 200, 600), seeds=2, steps=60, channels=4, boot=100),
@@ -65,8 +65,9 @@ def penalty_runs(ctx: Context) -> dict[str, Any]:
             "train_acc": float(r.metrics["train_acc"][list(runs), -1].mean()),
             "mean_abs_nonzero": float(np.mean([np.abs(v[v != 0]).mean() for v in w])),
         }
+    none = list(ROWS).index("none")
     out = {
-        "z": z, "rows": rows, "correct_test": {n: r.correct_test[i * s:(i + 1) * s] for i, n in enumerate(ROWS)},
+        "z": z, "rows": rows, "frontier": lambda zeros: pruning_frontier(model, r.final_params, data, none * s, s, zeros), "correct_test": {n: r.correct_test[i * s:(i + 1) * s] for i, n in enumerate(ROWS)},
         "weights_seed0": {n: kernel_values(r.final_params, i * s) for i, n in enumerate(ROWS)},
         "model": f"1-D CNN, {z['channels']} channels, no batch norm (im2col)",
         "optimizer": f"plain SGD lr={LR}, batch 64; subgradient forms first, prox_elastic_net(l1, l2, "
@@ -74,3 +75,27 @@ def penalty_runs(ctx: Context) -> dict[str, Any]:
     }
     ctx.shared["penalties1d"] = out
     return out
+
+
+def magnitude_prune(params: Any, zero_frac: float) -> Any:
+    """Sets the smallest-magnitude ``zero_frac`` of all kernel weights (one threshold over every
+    kernel, per run) to exactly 0; biases untouched."""
+    kern = [x for x in jax.tree.leaves(params) if x.ndim >= 2]
+    flat = np.concatenate([np.abs(np.asarray(x)).ravel() for x in kern])
+    cut = np.quantile(flat, zero_frac) if zero_frac > 0 else -1.0
+    return jax.tree.map(lambda x: np.where(np.abs(x) <= cut, 0.0, x).astype(x.dtype) if x.ndim >= 2 else x, params)
+
+
+def pruning_frontier(model: CNN, final: Any, data: Any, start: int, n: int, zeros: list[float]) -> list[float]:
+    """Test accuracy (mean over the ``n`` runs from ``start``, no penalty) after magnitude pruning
+    to each sparsity in ``zeros``: the baseline a sparsifying penalty has to beat."""
+    apply = jax.jit(lambda p, x: model.apply(p, x)[0])
+    accs = []
+    for frac in zeros:
+        a = []
+        for k in range(start, start + n):
+            p = magnitude_prune(jax.tree.map(lambda x, k=k: np.asarray(x[k]), final), frac)
+            logits = apply(p, data.x_test)
+            a.append(float(np.mean(np.argmax(np.asarray(logits), axis=-1) == np.asarray(data.y_test))))
+        accs.append(float(np.mean(a)))
+    return accs

@@ -50,12 +50,16 @@ class Claim:
     figure: str
     key_number: str  # one line for the summary table
     notes: str = ""
+    # the parts of the criterion, each in words -> met? (``holds`` is all of them); the report
+    # names the parts that failed, so a "does not hold" says what failed
+    checks: dict[str, bool] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
     cpu_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["holds"] = bool(self.holds)
+        d["checks"] = {k: bool(v) for k, v in self.checks.items()}
         d["metrics"] = to_jsonable(self.metrics)
         return d
 
@@ -89,11 +93,12 @@ def write_results(out_dir: pathlib.Path, claims: list[Claim], meta: dict[str, An
             existing, old_meta = old["claims"], old.get("meta", {})
         except (ValueError, KeyError):
             existing = []
-    if existing and {c.id for c in claims} < {c["id"] for c in existing} and old_meta.get("mode") == meta.get("mode"):
-        # One study re-run into a full report: keep the report's meta, note the update.
+    if existing and not {c["id"] for c in existing} <= {c.id for c in claims} and old_meta.get("mode") == meta.get("mode"):
+        # One study (re-)run into a bigger report: keep the report's meta, note the update.
         for k in ("study_seconds", "study_cpu_seconds"):
             old_meta.setdefault(k, {}).update(meta.get(k, {}))
-        old_meta.setdefault("updated_by", []).append(meta.get("command"))
+        if old_meta.setdefault("updated_by", [])[-1:] != [meta.get("command")]:  # written twice per study
+            old_meta["updated_by"].append(meta.get("command"))
         meta = old_meta
     new = {c.id: c.to_json() for c in claims}
     merged = [new.pop(c["id"]) if c["id"] in new else c for c in existing] + list(new.values())
@@ -105,67 +110,68 @@ def write_results(out_dir: pathlib.Path, claims: list[Claim], meta: dict[str, An
     return path
 
 
-def summary_table(claims: list[dict[str, Any]]) -> str:
+WIDTH = 100  # the terminal summary's columns
+
+
+def verdict_word(c: dict[str, Any]) -> str:
+    return "holds" if c["holds"] else "does not hold"
+
+
+def summary_table(claims: list[dict[str, Any]], width: int = WIDTH) -> str:
+    """claim, verdict and key number, each line cut to ``width`` columns (report.md has them whole)."""
     rows = [("claim", "verdict", "key number")]
-    rows += [(c["id"], "HOLDS" if c["holds"] else "does not hold", c["key_number"]) for c in claims]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    rows += [(c["id"], verdict_word(c).upper() if c["holds"] else verdict_word(c), c["key_number"]) for c in claims]
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    lines = []
+    for r in rows:
+        line = f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2]}".rstrip()
+        lines.append(line if len(line) <= width else line[: width - 1] + "…")
+    lines.insert(1, "-" * min(width, max(len(line) for line in lines)))
     return "\n".join(lines)
-
-
-def _rounded(x: Any) -> Any:
-    """Floats to 4 significant digits, for reading (results.json keeps them all)."""
-    if isinstance(x, float):
-        return float(f"{x:.4g}")
-    if isinstance(x, dict):
-        return {k: _rounded(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_rounded(v) for v in x]
-    return x
 
 
 def _fmt_load(x: Any) -> str:
     return "n/a" if x is None else f"{float(x):.1f}"
 
 
+def failed_parts(c: dict[str, Any]) -> list[str]:
+    return [k for k, ok in c.get("checks", {}).items() if not ok]
+
+
 def write_report(out_dir: pathlib.Path) -> pathlib.Path:
+    """report.md, for reading: the table, then one section per claim (claim, criterion,
+    verdict and what failed, figure, notes). The raw metrics stay in results.json."""
     data = json.loads((out_dir / "results.json").read_text())
     meta = data.get("meta", {})
     lines = [
         "# decaytx experiments: do the weight-decay claims hold?",
         "",
-        f"Mode `{meta.get('mode')}`, seed {meta.get('seed')}, command `{meta.get('command')}`; "
-        f"wall time of the last run {meta.get('wall_seconds', 0):.0f} s, CPU time (user + sys) "
-        f"{meta.get('cpu_seconds', 0):.0f} s on {meta.get('machine')} (1-min load average at the end: "
-        f"{_fmt_load(meta.get('load_average_at_end'))}). On 2 idle cores the wall time would be between CPU/2 and CPU.",
-        "Verdicts are computed from the measured numbers below by the stated criterion; "
-        "nothing is hard-coded.",
+        f"Mode `{meta.get('mode')}`, seed {meta.get('seed')}, command `{meta.get('command')}`: "
+        f"{meta.get('wall_seconds', 0):.0f} s wall, {meta.get('cpu_seconds', 0):.0f} s CPU (user + sys) on "
+        f"{meta.get('machine')}; 1-min load average at the end {_fmt_load(meta.get('load_average_at_end'))}. "
+        "Wall time grows when other jobs share the machine; CPU time does not.",
         "",
-        "| claim | verdict | key number | wall s | CPU s |",
-        "|---|---|---|---|---|",
+        "Verdicts are computed from the measured numbers by criteria fixed in the code before the run; "
+        "the raw metrics of every claim are in `results.json` beside this file.",
+        "",
+        "| claim | verdict | key number |",
+        "|---|---|---|",
     ]
     for c in data["claims"]:
         key = c["key_number"].replace("|", "\\|")
         verdict = "holds" if c["holds"] else "**does not hold**"
-        lines.append(f"| [{c['id']}](#{c['id']}) | {verdict} | {key} | {c.get('seconds', 0):.0f} | {c.get('cpu_seconds', 0):.0f} |")
+        lines.append(f"| [{c['id']}](#{c['id']}) | {verdict} | {key} |")
     for c in data["claims"]:
-        lines += [
-            "",
-            f"## {c['id']}",
-            "",
-            f"**Claim.** {c['statement']}",
-            "",
-            f"**Criterion.** {c['criterion']}",
-            "",
-            f"**Verdict: {'holds' if c['holds'] else 'does not hold'}** ({c['key_number']}).",
-            "",
-        ]
+        lines += ["", f"## {c['id']}", "", f"**Claim.** {c['statement']}", "",
+                  f"**Criterion.** {c['criterion']}", "",
+                  f"**Verdict: {verdict_word(c)}.** {c['key_number']}"]
+        failed = failed_parts(c)
+        if failed:
+            lines += ["", "What failed: " + "; ".join(failed) + "."]
+        lines += ["", f"![{c['id']}]({c['figure']})", ""]
         if c.get("notes"):
             lines += [c["notes"], ""]
-        metrics = ",\n".join(f" {json.dumps(k)}: {json.dumps(_rounded(v))}" for k, v in c["metrics"].items())
-        lines += [f"![{c['id']}]({c['figure']})", "", "<details><summary>metrics</summary>", "", "```json",
-                  "{\n" + metrics + "\n}", "```", "", "</details>"]
+        lines += [f"Time: {c.get('seconds', 0):.0f} s wall, {c.get('cpu_seconds', 0):.0f} s CPU."]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -115,3 +115,52 @@ def landscape_stats(correct: np.ndarray, log_lr: np.ndarray, log_wd: np.ndarray,
         "best_error": float(err.min()),
         "test_error": err,
     }
+
+
+ROW_FACTOR = 2.0  # a landscape row counts when its best error is <= 2x the grid's best
+MIN_ROWS = 4  # a slope needs at least this many counted, uncensored rows
+
+
+def counted_rows(err: np.ndarray, factor: float = ROW_FACTOR) -> list[int]:
+    """Rows (learning rates) whose best error is at most ``factor`` x the grid's best:
+    a row where no weight decay trains well says nothing about where the best one is."""
+    best = np.nanmin(err, axis=1)
+    return [i for i, v in enumerate(best) if v <= factor * float(np.nanmin(err))]
+
+
+def filtered_slope(err: np.ndarray, log_lr: np.ndarray, log_wd: np.ndarray, rows: list[int]) -> float:
+    """OLS slope of log10(best wd) on log10(lr) over ``rows``' uncensored rows (nan if < MIN_ROWS)."""
+    best = [best_log_wd(err[i], log_wd) for i in rows]
+    keep = [(log_lr[i], v) for i, v in zip(rows, best) if v is not None]
+    if len(keep) < MIN_ROWS:
+        return math.nan
+    x, y = np.asarray(keep).T
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def slope_difference(correct: dict[str, np.ndarray], grids: dict[str, tuple[np.ndarray, np.ndarray]],
+                     pair: tuple[str, str], b: int, seed: int) -> dict:
+    """|slope(L2)| - |slope(decoupled)| for ``pair = (l2, decoupled)``, each over its counted rows
+    (fixed from the point estimate), with a 95% bootstrap CI; both families use the SAME resamples
+    of seeds and test examples (they share seeds and test set), so the difference is paired."""
+    rng = np.random.default_rng([seed, 31])
+    n_seeds, n_examples = correct[pair[0]].shape[2:]
+    ws, we = resample_weights(n_seeds, n_examples, b, rng)
+    out: dict = {}
+    boots = {}
+    for name in pair:
+        err = 1.0 - correct[name].mean(axis=(2, 3))
+        rows = counted_rows(err)
+        boot = boot_error(correct[name], ws, we)  # [n_lr, n_wd, b]
+        boots[name] = np.array([filtered_slope(boot[..., k], *grids[name], rows) for k in range(b)])
+        out[name] = {"counted_rows": rows, "slope": filtered_slope(err, *grids[name], rows)}
+    d = np.abs(boots[pair[0]]) - np.abs(boots[pair[1]])
+    ok = np.isfinite(d)
+    q = [(1 - LEVEL) / 2, (1 + LEVEL) / 2]
+    for name in pair:
+        fine = np.isfinite(boots[name])
+        out[name]["slope_ci"] = [float(v) for v in np.quantile(boots[name][fine], q)] if fine.any() else [math.nan] * 2
+    out["difference"] = abs(out[pair[0]]["slope"]) - abs(out[pair[1]]["slope"])
+    out["difference_ci"] = [float(v) for v in np.quantile(d[ok], q)] if ok.any() else [math.nan, math.nan]
+    out["defined_fraction"] = float(ok.mean())
+    return out

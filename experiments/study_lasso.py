@@ -136,6 +136,8 @@ def run(ctx: Context) -> Claim:
         f"largest |coefficient difference| over the path is <= {TOL_DIFF:g} and the supports (|w| > "
         f"{SUPPORT_EPS:g}) agree on >= 99% of (α, feature) pairs.",
         holds=verdict(metrics),
+        checks={f"max |coef difference| <= {TOL_DIFF:g}": bool(metrics["max_abs_diff"] <= TOL_DIFF),
+                "supports agree on >= 99%": bool(metrics["support_agreement"] >= 0.99)},
         metrics=metrics,
         figure=f"{ID}.png",
         key_number=f"max diff {metrics['max_abs_diff']:.1e}, support agreement {metrics['support_agreement']:.1%}, "

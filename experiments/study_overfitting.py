@@ -120,6 +120,8 @@ def run(ctx: Context) -> Claim:
         "test accuracy(chosen λ) - test accuracy(λ = 0) lies above 0, in every setting run. The train-test gap "
         "is secondary (it also shrinks by underfitting). Fixed before running.",
         holds=verdict(metrics),
+        checks={f"{k}: CI of err(wd=0) - err(chosen wd) above 0": bool(v["test_gain_ci"][0] > 0)
+                for k, v in metrics["settings"].items()},
         metrics=metrics,
         figure=f"{ID}.png",
         key_number=key,

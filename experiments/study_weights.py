@@ -1,9 +1,10 @@
-"""keeps-weights-small: a deep unnormalised MLP trained with SGD + momentum at high
-constant learning rates, with and without L2; does decay keep the weights small
-and prevent the runs from blowing up?"""
+"""keeps-weights-small: a deep unnormalised MLP trained with SGD + momentum at constant
+learning rates across the band where training starts to fail, with and without L2; does
+decay keep the weights small and move the failure to higher learning rates?"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,9 @@ from experiments.train1d import grid_runs, train
 ID = "keeps-weights-small"
 K = decaytx.masks.ndim_at_least(2)
 MOMENTUM = 0.9
-STABLE_LR = 0.03  # the reference lr (expected to train without decay)
-HIGH_LRS = [0.1, 0.2, 0.3]  # where the prototype saw runs blow up
-L2 = 1e-3
-COLLAPSED = 0.2  # final test accuracy below this (chance = 0.1) counts as collapsed
+LRS = [0.03, 0.05, 0.08, 0.12, 0.2, 0.3]  # across the transition band; the first is the stable reference
+L2 = 1e-3  # the decay arm's λ, fixed in advance
+FAIL_LOSS = math.log(10)  # a final training loss at or above chance level (ln 10) counts as failed
 SIZES = {
     "smoke": dict(data=(600, 200, 600), seeds=2, steps=60, chunks=6, depth=3, hidden=32),
     "quick": dict(data=(4000, 1000, 5000), seeds=4, steps=800, chunks=16, depth=6, hidden=128),
@@ -35,97 +35,122 @@ def sgd_l2(h: dict[str, Any]) -> optax.GradientTransformation:
     return optax.chain(decaytx.add_l2_grad(h["wd"], mask=K), optax.trace(MOMENTUM), optax.scale_by_learning_rate(h["lr"]))
 
 
-def outcome(final_loss: float, max_grad: float, test_acc: float) -> str:
-    """non-finite (loss or a gradient norm), collapsed (test acc < 0.2) or trained."""
-    if not (np.isfinite(final_loss) and np.isfinite(max_grad)):
-        return "non-finite"
-    return "collapsed" if test_acc < COLLAPSED else "trained"
+def stratified_exact_p(fail: np.ndarray) -> float:
+    """One-sided exact test, stratified by lr: fail [lr, arm (0 none, 1 decay), seed] bool. Given each
+    stratum's margins, the no-decay failures are hypergeometric; p = P(total >= observed)."""
+    pmf = np.array([1.0])
+    for stratum in fail:
+        n, k, t = stratum.size, int(stratum.sum()), stratum.shape[1]
+        pmf = np.convolve(pmf, sps.hypergeom(n, k, t).pmf(np.arange(t + 1)))
+    observed = int(fail[:, 0].sum())
+    return float(min(1.0, pmf[observed:].sum()))
 
 
-def verdict(m: dict) -> bool:
-    """Criterion fixed before running. Weights: at the stable lr, the paired 95% t CI of
-    final kernel norm (no decay - decay) lies above 0. Explosion: over the high lrs,
-    decay has fewer failed runs (non-finite or collapsed) than no decay, one-sided
-    Fisher exact p < 0.05. Holds if both do."""
-    return bool(m["norm_reduction_ci"][0] > 0 and m["explosion_prevented"])
+def critical_lr(fail: np.ndarray) -> np.ndarray:
+    """Per arm and seed, the smallest lr of the grid at which the run failed (inf if none): [arm, seed]."""
+    lrs = np.asarray(LRS)[:, None, None]
+    return np.where(fail, lrs, np.inf).min(axis=0)
+
+
+def checks(m: dict) -> dict[str, bool]:
+    """Fixed before the run: at the stable lr the paired 95% t CI of final kernel norm (no decay -
+    decay) lies above 0; the lr-stratified exact test of fewer failures with decay has p < 0.05;
+    and for every seed the critical lr with decay is at least that without."""
+    return {"kernel norm at the stable lr: CI of (none - decay) above 0": bool(m["norm_reduction_ci"][0] > 0),
+            "lr-stratified exact test p < 0.05": bool(m["stratified_p"] < 0.05),
+            "critical lr with decay >= without, every seed": bool(m["critical_lr_not_lower_every_seed"])}
 
 
 def run(ctx: Context) -> Claim:
     z = SIZES[ctx.mode.name]
-    data = ctx.mnist1d(*z["data"])
-    lrs = [STABLE_LR, *HIGH_LRS]
-    hp, seeds = grid_runs({"lr": lrs, "wd": [0.0, L2]}, z["seeds"], ctx.seed)
-    sizes = (40, *[z["hidden"]] * z["depth"], 10)
-    r = train(MLP(sizes), sgd_l2, hp, seeds, data, steps=z["steps"], batch_size=64, records=z["chunks"] // 2,
-              chunks=z["chunks"], desc=f"{ID}: lr x L2")
     s = z["seeds"]
-    shape = (len(lrs), 2, s)
+    hp, seeds = grid_runs({"lr": LRS, "wd": [0.0, L2]}, s, ctx.seed)
+    sizes = (40, *[z["hidden"]] * z["depth"], 10)
+    r = train(MLP(sizes), sgd_l2, hp, seeds, ctx.mnist1d(*z["data"]), steps=z["steps"], batch_size=64,
+              records=z["chunks"] // 2, chunks=z["chunks"], desc=f"{ID}: lr x L2")
+    shape = (len(LRS), 2, s)
     loss = r.metrics["train_loss"][:, -1].reshape(shape)
-    acc = r.metrics["test_acc"][:, -1].reshape(shape)
     gmax = r.max_grad.max(axis=1).reshape(shape)
     wn = r.metrics["weight_norm"].reshape(*shape, -1)
-    out = np.vectorize(outcome)(loss, gmax, acc)
-    counts = {f"lr={lr:g}, {'L2' if j else 'no decay'}": {o: int((out[i, j] == o).sum()) for o in
-              ("non-finite", "collapsed", "trained")} for i, lr in enumerate(lrs) for j in range(2)}
-    fail = (out != "trained")[1:]  # high lrs
-    f_none, f_decay, n = int(fail[:, 0].sum()), int(fail[:, 1].sum()), fail[:, 0].size
-    p = float(sps.fisher_exact([[f_none, n - f_none], [f_decay, n - f_decay]], alternative="greater")[1])
+    fail = ~(np.isfinite(loss) & np.isfinite(gmax)) | (np.nan_to_num(loss, nan=np.inf) >= FAIL_LOSS)
+    crit = critical_lr(fail)
     red = stats.t_ci(wn[0, 0, :, -1] - wn[0, 1, :, -1])
-    rescued = acc[1:, 1][(out[1:, 0] != "trained") & (out[1:, 1] == "trained")]
-    best_stable = float(max(acc[0, 0].mean(), acc[0, 1].mean()))
     metrics: dict[str, Any] = {
         "dataset": "mnist1d", "model": f"MLP {'-'.join(map(str, sizes))}, ReLU, no normalisation",
         "optimizer": f"chain(add_l2_grad(wd), trace({MOMENTUM}), scale_by_learning_rate(lr)), constant lr",
-        "seeds": s, "steps": z["steps"], "lr_grid": lrs, "l2": L2, "collapsed_below": COLLAPSED,
-        "outcomes": counts, "failures_no_decay": f_none, "failures_decay": f_decay, "runs_per_arm": n,
-        "fisher_p": p, "explosion_prevented": bool(f_decay < f_none and p < 0.05),
-        "max_grad_norm": {f"lr={lr:g}, {'L2' if j else 'no decay'}": [None if not np.isfinite(v) else float(v)
-                          for v in gmax[i, j]] for i, lr in enumerate(lrs) for j in range(2)},
+        "seeds": s, "steps": z["steps"], "lr_grid": LRS, "l2": L2, "fail_loss": FAIL_LOSS,
+        "failed": {"no decay": fail[:, 0].astype(int).tolist(), "L2": fail[:, 1].astype(int).tolist()},
+        "failures_no_decay": int(fail[:, 0].sum()), "failures_decay": int(fail[:, 1].sum()),
+        "stratified_p": stratified_exact_p(fail),
+        "critical_lr": {"no decay": _inf(crit[0]), "L2": _inf(crit[1])},
+        "critical_lr_not_lower_every_seed": bool(np.all(crit[1] >= crit[0])),
+        "final_train_loss": {"no decay": _inf(loss[:, 0]), "L2": _inf(loss[:, 1])},
         "final_weight_norm_none": float(wn[0, 0, :, -1].mean()), "final_weight_norm_decay": float(wn[0, 1, :, -1].mean()),
         "norm_reduction": red[0], "norm_reduction_ci": list(red[1:]),
-        "test_acc_by_lr": {f"lr={lr:g}, {'L2' if j else 'no decay'}": float(np.nanmean(acc[i, j]))
-                           for i, lr in enumerate(lrs) for j in range(2)},
-        "rescued_runs": int(rescued.size), "rescued_test_acc": rescued.tolist(),
-        "best_stable_lr_test_acc": best_stable,
+        "norm_growth_before_failure": _growth(wn, fail),
     }
+    _figure(ctx, r, wn, fail, z, metrics)
+    ok = checks(metrics)
+    cr = metrics["critical_lr"]
+    return Claim(
+        id=ID,
+        statement="Weight decay keeps the weights small, and so helps avoid training blowing up at high learning rates.",
+        criterion=f"MNIST-1D, {z['depth']}x{z['hidden']} ReLU MLP without normalisation, SGD momentum {MOMENTUM}, "
+        f"constant lr in {LRS} x L2 in {{0, {L2:g}}}, {s} seeds, {z['steps']} steps. A run fails if its loss or a "
+        f"gradient norm is non-finite or its final training loss is >= ln 10. Holds if (1) at lr {LRS[0]:g} the "
+        "paired 95% t CI of final kernel norm (no decay - decay) lies above 0, (2) the lr-stratified one-sided "
+        "exact test (conditional on each lr's margins) gives p < 0.05 for fewer failures with decay, and (3) for "
+        "every seed the critical lr (smallest failing lr) with decay is at least that without. Fixed before the run.",
+        holds=all(ok.values()), checks=ok, metrics=metrics, figure=f"{ID}.png",
+        key_number=f"norm at lr {LRS[0]:g}: {metrics['final_weight_norm_none']:.1f} -> "
+        f"{metrics['final_weight_norm_decay']:.1f}; failures {metrics['failures_no_decay']}/{fail[:, 0].size} vs "
+        f"{metrics['failures_decay']}/{fail[:, 1].size} (stratified p={metrics['stratified_p']:.3f}); critical lr per seed "
+        f"{_lrs(cr['no decay'])} -> {_lrs(cr['L2'])}",
+        notes="Critical lr: the smallest lr of the grid at which the seed's run failed ('none' if it trained at "
+        "every lr). Kernel-norm growth before failure (last finite record / initial norm, median over failed "
+        f"runs): {metrics['norm_growth_before_failure']}.",
+    )
 
+
+def _inf(a: np.ndarray) -> list:
+    return [None if not np.isfinite(v) else float(v) for v in np.ravel(a)] if np.ndim(a) == 1 else [_inf(x) for x in a]
+
+
+def _lrs(v: list) -> str:
+    return "/".join("none" if x is None else f"{x:g}" for x in v)
+
+
+def _growth(wn: np.ndarray, fail: np.ndarray) -> dict[str, float | None]:
+    out = {}
+    for j, arm in enumerate(("no decay", "L2")):
+        g = []
+        for i, k in zip(*np.nonzero(fail[:, j])):
+            w = wn[i, j, k]
+            finite = w[np.isfinite(w)]
+            g.append(float(finite[-1] / w[0]) if finite.size else math.nan)
+        out[arm] = float(np.nanmedian(g)) if g and np.isfinite(g).any() else None
+    return out
+
+
+def _figure(ctx: Context, r: Any, wn: np.ndarray, fail: np.ndarray, z: dict, m: dict) -> None:
     fig, (ax1, ax2) = new_figure(2, width=5.5)
-    t = np.arange(1, z["chunks"] + 1) * (z["steps"] // z["chunks"])
-    g = r.max_grad.reshape(*shape, -1)
-    for i, lr in enumerate(lrs):
+    for j, (arm, mk) in enumerate((("no decay", "s--"), (f"L2 {L2:g}", "o-"))):
+        ax1.plot(LRS, fail[:, j].sum(axis=1), mk, color=f"C{j}", label=arm)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("constant learning rate")
+    ax1.set_ylabel(f"failed runs (of {z['seeds']} seeds)")
+    ax1.set_title(f"failures (non-finite or train loss >= ln 10); stratified exact p = {m['stratified_p']:.3f}", fontsize=8)
+    ax1.legend(fontsize=7)
+    for i, lr in enumerate(LRS):
         for j, ls in ((0, "--"), (1, "-")):
-            lab = f"lr={lr:g}, {'L2 ' + format(L2, 'g') if j else 'no decay'}"
-            ax1.plot(t, np.median(np.minimum(g[i, j], 1e30), axis=0), ls=ls, color=f"C{i}", label=lab)
-            ax2.plot(r.steps, np.median(np.where(np.isfinite(wn[i, j]), wn[i, j], np.nan), axis=0), ls=ls,
-                     color=f"C{i}", label=lab)
-    ax1.set_yscale("log")
-    ax1.set_xlabel("step")
-    ax1.set_ylabel("largest minibatch gradient norm in the chunk (median over seeds)")
-    ax1.set_title("gradient norm (inf drawn at 1e30)", fontsize=9)
-    ax1.legend(fontsize=6)
+            w = np.where(np.isfinite(wn[i, j]), wn[i, j], np.nan)
+            ax2.plot(r.steps, np.nanmedian(w, axis=0), ls=ls, color=f"C{i}",
+                     label=f"lr={lr:g}" if j == 0 else None)
+    ax2.plot([], [], "k--", label="no decay")
+    ax2.plot([], [], "k-", label=f"L2 {L2:g}")
     ax2.set_yscale("log")
     ax2.set_xlabel("step")
     ax2.set_ylabel("kernel norm ||W|| (median over seeds)")
-    ax2.set_title("weight norm", fontsize=9)
+    ax2.set_title("weight norm (gaps: non-finite)", fontsize=9)
+    ax2.legend(fontsize=6, ncol=2)
     save_figure(fig, ctx.out_dir / f"{ID}.png")
-
-    return Claim(
-        id=ID,
-        statement="Weight decay keeps the weights small, and so helps avoid gradient explosion.",
-        criterion=f"MNIST-1D, {z['depth']}x{z['hidden']} ReLU MLP without normalisation, SGD momentum {MOMENTUM}, "
-        f"constant lr in {lrs} x L2 in {{0, {L2:g}}}, {s} seeds, {z['steps']} steps; the largest minibatch gradient "
-        "norm of every step is tracked inside the scan. Weights: holds if, at lr "
-        f"{STABLE_LR:g}, the paired 95% t CI of final kernel norm (no decay - decay) lies above 0. Explosion: a run "
-        f"fails if its loss or any gradient norm is non-finite or its test accuracy ends below {COLLAPSED:g}; holds if, "
-        f"over lr in {HIGH_LRS}, decay has fewer failures than no decay with one-sided Fisher exact p < 0.05. "
-        "The claim holds if both parts do. Fixed before running.",
-        holds=verdict(metrics),
-        metrics=metrics,
-        figure=f"{ID}.png",
-        key_number=f"norm at lr {STABLE_LR:g}: {metrics['final_weight_norm_none']:.1f} -> {metrics['final_weight_norm_decay']:.1f}; "
-        f"failed runs at high lr: {f_none}/{n} without decay vs {f_decay}/{n} with (Fisher p={p:.3f})",
-        notes=f"Rescued runs (failed without decay, trained with it, same seed and lr): {rescued.size}, test accuracy "
-        + (", ".join(f"{a:.2f}" for a in rescued) if rescued.size else "none")
-        + f", against {best_stable:.2f} at the stable lr {STABLE_LR:g}: decay can keep a run finite without making "
-        "the too-high lr a good choice.",
-    )

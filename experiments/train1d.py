@@ -44,6 +44,7 @@ class Runs:
     correct_test: np.ndarray  # bool [runs, n_test], final weights
     final_params: PyTree
     snapshots: list[PyTree] | None = None  # params at each record point (incl. init), if asked for
+    step_stats: np.ndarray | None = None  # mean of ``step_stat`` over each chunk's steps, [runs, chunks, ...]
 
 
 def kernels(params: PyTree) -> list[jax.Array]:
@@ -74,6 +75,7 @@ def train(
     chunks: int | None = None,
     params0: PyTree | None = None,
     keep_snapshots: bool = False,
+    step_stat: Callable[[PyTree, PyTree], jax.Array] | None = None,
     desc: str = "train",
 ) -> Runs:
     """Trains ``len(seeds)`` runs; evaluates ``records`` times (plus at init).
@@ -81,7 +83,9 @@ def train(
     ``chunks`` (default ``records``, a multiple of it) sets the progress-bar
     granularity. ``params0`` (leading [runs] axis) replaces the seeded
     initialisation, e.g. pretrained weights for fine-tuning. ``keep_snapshots``:
-    also return the parameters at every record point.
+    also return the parameters at every record point. ``step_stat(old, new)``: a
+    per-step statistic of one run's parameters before and after the step (e.g. an
+    angular update), averaged over each chunk inside the scan.
     """
     hp = {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
     seeds = np.asarray(seeds)
@@ -109,11 +113,12 @@ def train(
             g = optax.global_norm(grads)
             gmax = jnp.maximum(gmax, jnp.where(jnp.isfinite(g), g, jnp.inf))
             updates, opt_state = opt.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state, gmax), None
+            new = optax.apply_updates(params, updates)
+            return (new, opt_state, gmax), (step_stat(params, new) if step_stat else None)
 
         params, opt_state = state
-        (params, opt_state, gmax), _ = jax.lax.scan(step, (params, opt_state, jnp.float32(0.0)), idx)
-        return (params, opt_state), gmax
+        (params, opt_state, gmax), per_step = jax.lax.scan(step, (params, opt_state, jnp.float32(0.0)), idx)
+        return (params, opt_state), (gmax, None if per_step is None else per_step.mean(axis=0))
 
     def evaluate_one(params: PyTree, data: Split) -> dict[str, jax.Array]:
         stats = model.apply(params, data.x_train[:BN_STAT_EXAMPLES])[1] or None
@@ -136,11 +141,13 @@ def train(
     state = (params, init_opt(hp, params))
     rows = [jax.device_get(evaluate(params, data))]
     snaps = [jax.device_get(params)] if keep_snapshots else None
-    gmax = []
+    gmax, sstats = [], []
     for c in tqdm(range(chunks), desc=desc, unit="chunk", leave=False):
         idx = jnp.asarray(batches[seed_of_run, c * per_chunk : (c + 1) * per_chunk])
-        state, g = advance(hp, state, idx, data)
+        state, (g, st) = advance(hp, state, idx, data)
         gmax.append(np.asarray(g))
+        if st is not None:
+            sstats.append(np.asarray(st))
         if (c + 1) % (chunks // records) == 0:
             rows.append(jax.device_get(evaluate(state[0], data)))
             if snaps is not None:
@@ -154,6 +161,7 @@ def train(
         correct_test=np.asarray(rows[-1]["correct_test"]),
         final_params=jax.device_get(state[0]),
         snapshots=snaps,
+        step_stats=np.stack(sstats, axis=1) if sstats else None,
     )
 
 
