@@ -165,9 +165,8 @@ def sgdw(
     Examples:
       >>> import jax.numpy as jnp, optax, decaytx
       >>> opt = decaytx.sgdw(0.1, 0.01, momentum=0.9, decay_scaling="none")
-      >>> params = jnp.array([1.0, -2.0])
-      >>> updates, _ = opt.update(jnp.zeros(2), opt.init(params), params)
-      >>> updates
+      >>> w = jnp.array([1.0, -2.0])
+      >>> opt.update(jnp.zeros(2), opt.init(w), w)[0]  # m = 1: lambda * theta, momentum or not
       Array([-0.01,  0.02], dtype=float32)
 
     References:

@@ -311,14 +311,14 @@ def exclude(*patterns: str) -> Mask:
 
 
 def include(*patterns: str) -> Mask:
-    """Decay only the leaves whose path matches a pattern.
+    """Decay only the leaves whose path matches a pattern (the complement of :func:`exclude`).
 
     Args:
-      *patterns: regular expressions, matched with ``re.search`` on the
-        "/"-joined path (:func:`path_of`), e.g. ``"kernel$"``.
+      *patterns: regular expressions, as :func:`exclude` takes them
+        (``re.search`` on the "/"-joined path), e.g. ``"kernel$"``.
 
     Returns:
-      A mask (a callable of params returning a pytree of bools).
+      A mask, as :func:`exclude` returns.
 
     Examples:
       >>> import jax.numpy as jnp, decaytx

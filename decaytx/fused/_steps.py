@@ -267,10 +267,8 @@ def sgd_l2(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
     B/param; otherwise exactly :func:`decaytx.sgd_l2`'s program.
 
     Args:
-      learning_rate, weight_decay, momentum, nesterov, mask, anchor: as
-        :func:`decaytx.sgd_l2` (fused).
-      dampening, accumulator_dtype: as :func:`decaytx.sgd_l2`; a value other
-        than the default runs the recipe's program.
+      learning_rate, weight_decay, **recipe_kwargs: every argument of
+        :func:`decaytx.sgd_l2`, fused as in :func:`decaytx.fused.sgdw`.
       formulation: as :func:`decaytx.fused.adamw`.
 
     Returns:
