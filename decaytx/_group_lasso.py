@@ -227,7 +227,7 @@ class _AxisChecked:
     def update(self, updates: Any, state: Any, params: Any = None) -> Any:
         if updates is not None and params is not None:
             self.check(params)
-        return self.stage.update(updates, state, params)
+        return self.stage.update(updates, state, params)  # pyright: ignore[reportArgumentType]
 
 
 def group_lasso_penalty(

@@ -55,10 +55,10 @@ def check_hyperparameter(name: str, value: Any, *, below_one: bool) -> None:
     dtype = getattr(value, "dtype", None)
     if dtype is not None and jnp.issubdtype(dtype, jnp.complexfloating):
         # inject_hyperparams casts to complex for complex params; the real part is the value.
-        arr = np.asarray(value)
+        arr: Any = np.asarray(value)
         if arr.shape == () and arr.imag == 0:
             value, dtype = arr.real, arr.real.dtype
-    if isinstance(value, jax.Array) and jnp.issubdtype(dtype, jnp.floating) and (
+    if isinstance(value, jax.Array) and dtype is not None and jnp.issubdtype(dtype, jnp.floating) and (
             jnp.finfo(dtype).bits < 32):
         fix += (f" The value is a {jnp.dtype(dtype).name} array, as "
                 "optax.inject_hyperparams casts hyperparameters to the params' "

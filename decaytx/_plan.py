@@ -51,7 +51,7 @@ class Plan:
     static: tuple[bool, ...]  # group coefficients are all Python/NumPy numbers
     needs_count: bool
     cacheable: bool  # no traced coefficient (a plan must never keep a tracer)
-    consts: dict[tuple[int, Any], dict[str, Any]] = dataclasses.field(default_factory=dict)
+    consts: dict[Any, Any] = dataclasses.field(default_factory=dict)
 
     def scalars(
         self, g: int, dtype: Any, combine: Callable[[dict[str, Any]], dict[str, Any]] | None,
