@@ -427,8 +427,7 @@ def _plan_checks(found: rules.Findings, flat: list[tuple[str, Any]], labels: Seq
     for label, plan in zip(labels, plans, strict=True):
         rules.check_selects_something(found, label, plan)
         rules.check_unmatched(found, label, plan)
-        foreign = [leaf.path or "(root)" for leaf in plan.leaves
-                   if leaf.decayed and leaf.path not in here]
+        foreign = [leaf.path or "(root)" for leaf in plan.leaves if leaf.path not in here]
         if foreign:
             found.add("not_visible", label, [], (
                 f"{label} was initialised with params of another structure (its leaves "

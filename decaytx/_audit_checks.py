@@ -155,15 +155,21 @@ def behaviour(found: rules.Findings, optimizer: Any, params: Any, state: Any,
     """Runs the behaviour probes (module docstring); returns notes on what could not run."""
     flat, theta, anchor_of, _ = probe_point(params, acting, state)
     try:
-        u0 = _leaves(call_update(optimizer, _fill(theta, 0.0), state, theta)[0])
-        u1 = _leaves(call_update(optimizer, _fill(theta, 1.0), state, theta)[0])
-        if len(u0) != len(flat) or len(u1) != len(flat):
-            return ["frozen leaves, unseen decays and schedules not checked: the updates "
-                    "do not have the structure of params."]
+        for t in (0, 1, 10, 100, 1000):
+            # The first count at which some leaf responds to the gradient (a
+            # warmup from 0 makes no leaf respond at count 0).
+            at = state if t == 0 else _at_count(state, t)
+            u0 = _leaves(call_update(optimizer, _fill(theta, 0.0), at, theta)[0])
+            u1 = _leaves(call_update(optimizer, _fill(theta, 1.0), at, theta)[0])
+            if len(u0) != len(flat) or len(u1) != len(flat):
+                return ["frozen leaves, unseen decays and schedules not checked: the updates "
+                        "do not have the structure of params."]
+            if any(_differs(a, b) for a, b in zip(u0, u1, strict=True)):
+                break
         responds = _frozen_and_hidden(found, flat, acting, plans, u0, u1)
         if responds:
-            _constant_multiplier(found, optimizer, state, theta, acting, responds, u1)
-        _gradient_after_optimizer(found, optimizer, state, theta, acting, anchor_of, flat, u0)
+            _constant_multiplier(found, optimizer, at, theta, acting, responds, u1)
+        _gradient_after_optimizer(found, optimizer, at, theta, acting, anchor_of, flat, u0)
     except coef.TRACED_VALUE_ERRORS:
         return []  # the direction probe's note says so
     except Exception as e:  # noqa: BLE001 - any optimizer: say what failed, never crash

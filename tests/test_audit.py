@@ -87,7 +87,7 @@ def test_rows_one_per_leaf_and_transform_with_closed_form_values():
     assert _kinds(report) == ["decayed_twice"]
     assert sorted(report.problems[0].paths) == KERNELS
     text = str(report)
-    assert "m·λ peak" in text and "dense/kernel" in text and "No problems found." in text
+    assert "m·λ peak" in text and "dense/kernel" in text and "decayed_twice" in text
 
 
 def test_lr_multiplier_and_prox_factors():
