@@ -43,9 +43,12 @@ def _leaves(tree: Any) -> list[Any]:
 
 
 def _fill(theta: Any, value: float) -> Any:
-    return jax.tree.map(
-        lambda x: x if _trees.is_empty(x) or not _trees.is_decayable(x)
-        else jnp.full_like(x, value), theta, is_leaf=_trees.is_empty)
+    """A gradient of ``value`` on the float leaves, zero on the others."""
+    def fill(x: Any) -> Any:
+        if _trees.is_empty(x) or not hasattr(x, "dtype"):
+            return x
+        return jnp.full_like(x, value) if _trees.is_decayable(x) else jnp.zeros_like(x)
+    return jax.tree.map(fill, theta, is_leaf=_trees.is_empty)
 
 
 def _nonzero(x: Any) -> bool:
