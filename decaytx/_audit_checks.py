@@ -33,7 +33,7 @@ from decaytx import _hook, _trees
 from decaytx._audit_probe import Acting, call_update, probe_point
 
 # The optax states whose count drives a learning-rate schedule.
-_SCHEDULE_STATES = ("ScaleByScheduleState", "InjectHyperparamsState",
+_SCHEDULE_STATES = ("ScaleByScheduleState", "WrappedScheduleState", "InjectHyperparamsState",
                     "InjectStatefulHyperparamsState")
 _COUNTS = (0, 1, 3, 10, 30, 100, 300, 1000, 3000, 10_000, 100_000, 1_000_000)
 
@@ -63,13 +63,16 @@ def _differs(a: Any, b: Any, rtol: float = 0.0) -> bool:
 
 
 def _at_count(state: Any, t: int) -> Any:
-    """``state`` with the count of every schedule-driving optax state set to ``t``."""
-    def set_count(x: Any) -> Any:
-        if type(x).__name__ in _SCHEDULE_STATES and hasattr(x, "count"):
-            return x._replace(count=jnp.full_like(x.count, t))
-        return x
-    return jax.tree.map(set_count, state,
-                        is_leaf=lambda x: type(x).__name__ in _SCHEDULE_STATES)
+    """``state`` with the count of every schedule-driving optax state set to ``t``
+    (the wrappers' counts and those of the schedule states inside them)."""
+    for kinds in (_SCHEDULE_STATES[:2], _SCHEDULE_STATES[2:]):
+        def set_count(x: Any, kinds: tuple[str, ...] = kinds) -> Any:
+            if type(x).__name__ in kinds and hasattr(x, "count"):
+                return x._replace(count=jnp.full_like(x.count, t))
+            return x
+        state = jax.tree.map(set_count, state,
+                             is_leaf=lambda x, kinds=kinds: type(x).__name__ in kinds)
+    return state
 
 
 def _adaptive(state: Any) -> bool:
@@ -107,7 +110,7 @@ def _frozen_and_hidden(found: rules.Findings, flat: list[tuple[str, Any]], actin
 
 
 def _constant_multiplier(found: rules.Findings, optimizer: Any, state: Any, theta: Any,
-                         acting: Acting, responds: list[int], u1: list[Any]) -> None:
+                         acting: Acting, responds: list[int]) -> None:
     """A constant decay multiplier beside an optimizer whose step follows a schedule."""
     constant: dict[str, tuple[float, list[str]]] = {}
     for path, entries in acting.items():
@@ -119,9 +122,17 @@ def _constant_multiplier(found: rules.Findings, optimizer: Any, state: Any, thet
     if not constant:
         return
     ones = _fill(theta, 1.0)
+
+    def step_at(t: int) -> list[Any]:
+        # Two steps: inject_hyperparams evaluates the schedule for the next
+        # step, so the second step is the first to use the count set here.
+        _, after = call_update(optimizer, ones, _at_count(state, t), theta)
+        return _leaves(call_update(optimizer, ones, after, theta)[0])
+
+    base = step_at(_COUNTS[0])
     for t in _COUNTS[1:]:
-        ut = _leaves(call_update(optimizer, ones, _at_count(state, t), theta)[0])
-        if any(_differs(ut[i], u1[i], 1e-3) for i in responds):
+        ut = step_at(t)
+        if any(_differs(ut[i], base[i], 1e-3) for i in responds):
             for label, (m, paths) in constant.items():
                 found.add("constant_multiplier", label, paths, f"{m:.3g}")
             return
@@ -158,11 +169,15 @@ def behaviour(found: rules.Findings, optimizer: Any, params: Any, state: Any,
     """Runs the behaviour probes (module docstring); returns notes on what could not run."""
     flat, theta, anchor_of, _ = probe_point(params, acting, state)
     try:
-        for t in (0, 1, 10, 100, 1000):
+        zeros = _fill(theta, 0.0)
+        for t in (None, 0, 1, 10, 100, 1000):
             # The first count at which some leaf responds to the gradient (a
-            # warmup from 0 makes no leaf respond at count 0).
-            at = state if t == 0 else _at_count(state, t)
-            u0 = _leaves(call_update(optimizer, _fill(theta, 0.0), at, theta)[0])
+            # warmup from 0 makes no leaf respond at count 0); after one
+            # zero-gradient step, as inject_hyperparams evaluates its
+            # schedules one step ahead.
+            at = state if t is None else call_update(
+                optimizer, zeros, _at_count(state, t), theta)[1]
+            u0 = _leaves(call_update(optimizer, zeros, at, theta)[0])
             u1 = _leaves(call_update(optimizer, _fill(theta, 1.0), at, theta)[0])
             if len(u0) != len(flat) or len(u1) != len(flat):
                 return ["frozen leaves, unseen decays and schedules not checked: the updates "
@@ -171,7 +186,7 @@ def behaviour(found: rules.Findings, optimizer: Any, params: Any, state: Any,
                 break
         responds = _frozen_and_hidden(found, flat, acting, plans, u0, u1)
         if responds:
-            _constant_multiplier(found, optimizer, at, theta, acting, responds, u1)
+            _constant_multiplier(found, optimizer, at, theta, acting, responds)
         _gradient_after_optimizer(found, optimizer, at, theta, acting, anchor_of, flat, u0)
     except coef.TRACED_VALUE_ERRORS:
         return []  # the direction probe's note says so

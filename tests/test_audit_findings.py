@@ -121,6 +121,17 @@ def test_constant_multiplier_under_a_schedule_is_flagged():
     assert decaytx.audit(constant, PARAMS).problems == ()
 
 
+def test_constant_multiplier_under_an_injected_schedule_is_flagged():
+    schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-3, 10, 200)
+    opt = optax.chain(optax.inject_hyperparams(optax.adam)(learning_rate=schedule),
+                      decaytx.add_decoupled_decay(0.1, learning_rate=1e-3, mask=masks.matrices()))
+    assert _kinds(decaytx.audit(opt, PARAMS)) == ["constant_multiplier"]
+    # decaytx.inject_hyperparams passes the schedule's value as an array: not flagged.
+    recipe = decaytx.inject_hyperparams(decaytx.adamw)(
+        learning_rate=schedule, weight_decay=0.1, mask=masks.matrices())
+    assert decaytx.audit(recipe, PARAMS).problems == ()
+
+
 # --- item 7: what it cannot see, and odd inputs --------------------------------------
 
 
