@@ -35,7 +35,7 @@ from decaytx._audit_probe import Acting, call_update, probe_point
 # The optax states whose count drives a learning-rate schedule.
 _SCHEDULE_STATES = ("ScaleByScheduleState", "WrappedScheduleState", "InjectHyperparamsState",
                     "InjectStatefulHyperparamsState")
-_COUNTS = (0, 1, 3, 10, 30, 100, 300, 1000, 3000, 10_000, 100_000, 1_000_000)
+_COUNTS = (0, 1, 10, 100, 300, 1000, 3000, 10_000, 100_000, 1_000_000)
 
 
 def _leaves(tree: Any) -> list[Any]:
@@ -73,6 +73,13 @@ def _at_count(state: Any, t: int) -> Any:
         state = jax.tree.map(set_count, state,
                              is_leaf=lambda x, kinds=kinds: type(x).__name__ in kinds)
     return state
+
+
+def _scheduled(state: Any) -> bool:
+    """Whether the state holds a schedule-driving optax state (else nothing to vary)."""
+    nodes = jax.tree_util.tree_leaves(
+        state, is_leaf=lambda x: type(x).__name__ in _SCHEDULE_STATES)
+    return any(type(x).__name__ in _SCHEDULE_STATES for x in nodes)
 
 
 def _adaptive(state: Any) -> bool:
@@ -119,7 +126,7 @@ def _constant_multiplier(found: rules.Findings, optimizer: Any, state: Any, thet
             if plan.side == "update" and isinstance(m, (int, float, np.number)) \
                     and not isinstance(m, bool):
                 constant.setdefault(label, (float(m), []))[1].append(path)
-    if not constant:
+    if not constant or not _scheduled(state):
         return
     ones = _fill(theta, 1.0)
 
