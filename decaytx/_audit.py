@@ -28,7 +28,8 @@ import numpy as np
 from decaytx import _audit_rules as rules
 from decaytx import _coefficients as coef
 from decaytx import _hook, _schedules, _warnings
-from decaytx._audit_probe import Acting, leaves_by_path, probe
+from decaytx._audit_checks import behaviour
+from decaytx._audit_probe import Acting, leaves_by_path, probe, unique
 from decaytx._audit_rules import ProblemKind, Value, fmt_paths
 from decaytx._warnings import below_resolution
 
@@ -61,6 +62,11 @@ class AuditRow:
       direction: where the zero-gradient probe step moved the leaf relative
         to its anchor: ``"toward"``, ``"away"``, ``"still"``, or
         ``"unchecked"`` (``Audit.notes`` says why); ``None`` if not decayed.
+      rule: which rule decided the leaf's decay under this transform: its
+        mask (``"masks.preset('nanogpt')"``, ``"masks.matrices()"``, ``"mask
+        tree"``), ``"all leaves"`` (no mask), ``"...; coefficient zero"``; for
+        a leaf nothing decays, why, per transform that sees it
+        (``"add_decoupled_decay: excluded by masks.matrices()"``).
     """
 
     path: str
@@ -76,20 +82,25 @@ class AuditRow:
     anchor: str | None
     cautious: bool
     direction: str | None
+    rule: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
 class AuditProblem:
-    """A decay setting that is legal but almost certainly not what was meant.
+    """A finding: a problem (the decay will not do what the chain says) or a
+    note (a setting that is often unintended, e.g. a decayed embedding).
 
     Attributes:
-      kind: ``"away_from_anchor"``, ``"below_resolution"``,
-        ``"factor_at_least_1"``, ``"selects_nothing"`` or
-        ``"looks_undecayable"``.
+      kind: problems: ``"away_from_anchor"``, ``"gradient_after_optimizer"``,
+        ``"not_visible"``, ``"frozen_but_decayed"``, ``"factor_at_least_1"``,
+        ``"constant_multiplier"``, ``"decayed_twice"``, ``"below_resolution"``,
+        ``"selects_nothing"``, ``"unmatched_pattern"``; notes:
+        ``"looks_undecayable"``, ``"path_collision"``, ``"decay_not_seen"``.
       transform: the transform concerned (its row name).
       paths: the leaves concerned.
       message: what is wrong.
       fix: what to change.
+      severity: ``"problem"`` or ``"note"``.
     """
 
     kind: ProblemKind
@@ -97,6 +108,7 @@ class AuditProblem:
     paths: tuple[str, ...]
     message: str
     fix: str
+    severity: str = "problem"
 
 
 def _fmt(v: Any) -> str:
@@ -122,19 +134,24 @@ class Audit:
     Attributes:
       rows: one :class:`AuditRow` per params leaf and decaytx transform acting
         on it.
-      problems: the :class:`AuditProblem` s found, each with its fix.
-      notes: what the audit could not check, and why.
+      problems: the findings of severity ``"problem"`` (the decay will not do
+        what the chain says), each with its fix: ``assert not
+        report.problems`` is the check to run.
+      notes: what the audit could not check, and why (strings).
       plans: the raw init-time plans of the decaytx transforms found.
+      findings: every :class:`AuditProblem`, problems first, then the notes
+        (``severity="note"``: looks like a bias, norm scale or embedding...).
     """
 
     rows: tuple[AuditRow, ...]
     problems: tuple[AuditProblem, ...]
     notes: tuple[str, ...]
     plans: tuple[_hook.TransformPlan, ...]
+    findings: tuple[AuditProblem, ...] = ()
 
     def __str__(self) -> str:
         header = ("path", "shape", "dtype", "transform", "λ0", "λ peak", "m0", "m peak",
-                  "m·λ peak", "anchor", "zero-grad step")
+                  "m·λ peak", "anchor", "zero-grad step", "decided by")
         body = [
             (
                 r.path or "(root)",
@@ -148,6 +165,7 @@ class Audit:
                 _fmt_dict(r.factor),
                 r.anchor or "-",
                 r.direction or "-",
+                r.rule or "-",
             )
             for r in self.rows
         ]
@@ -156,16 +174,28 @@ class Audit:
                  for row in [header, *body]]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append("")
-        if self.problems:
-            lines.append(f"{len(self.problems)} problem(s):")
-            for p in self.problems:
-                lines.append(f"- [{p.kind}] {p.transform}: {p.message} Leaves: {fmt_paths(p.paths)}.")
-                lines.append(f"  Fix: {p.fix}")
-        else:
-            lines.append("No problems found.")
-        for n in self.notes:
-            lines.append(f"Note: {n}")
-        return "\n".join(lines)
+        return "\n".join(lines + _summary(self))
+
+
+def _finding_lines(title: str, found: Sequence[AuditProblem]) -> list[str]:
+    lines = [f"{len(found)} {title}:"]
+    for p in found:
+        leaves = f" Leaves: {fmt_paths(p.paths)}." if p.paths else ""
+        lines.append(f"- [{p.kind}] {p.transform}: {p.message}{leaves}")
+        lines.append(f"  Fix: {p.fix}")
+    return lines
+
+
+def _summary(report: Audit) -> list[str]:
+    """The problems, then the notes; "No problems found" only where all was seen."""
+    lines = _finding_lines("problem(s)", report.problems) if report.problems else [
+        "No problems found." if not report.notes
+        else "No problems found in what the audit could check (see the notes below)."]
+    notes = [f for f in report.findings if f.severity == "note"]
+    if notes:
+        lines += _finding_lines("note(s) (the decay does what the chain says; check it is meant)",
+                                notes)
+    return lines + [f"Note: {n}" for n in report.notes]
 
 
 def _step0(v: Any) -> Value:
@@ -205,15 +235,26 @@ def _labels(plans: Sequence[_hook.TransformPlan]) -> list[str]:
 
 
 def _acting(labels: Sequence[str], plans: Sequence[_hook.TransformPlan]) -> Acting:
-    """Path -> the (label, plan) of each transform that decays the leaf."""
+    """Path (told apart where two coincide) -> the (label, plan, leaf plan) of
+    each transform that decays the leaf."""
     acting: Acting = {}
     for label, plan in zip(labels, plans, strict=True):
-        for leaf in plan.leaves:
+        paths = unique([leaf.path for leaf in plan.leaves])
+        for path, leaf in zip(paths, plan.leaves, strict=True):
             if leaf.decayed:
-                acting.setdefault(leaf.path, [])
-                if (label, plan) not in acting[leaf.path]:
-                    acting[leaf.path].append((label, plan))
+                acting.setdefault(path, []).append((label, plan, leaf))
     return acting
+
+
+def _seen_by(labels: Sequence[str], plans: Sequence[_hook.TransformPlan]) -> dict[str, list[str]]:
+    """Path -> why each transform that sees the leaf but does not decay it leaves it."""
+    why: dict[str, list[str]] = {}
+    for label, plan in zip(labels, plans, strict=True):
+        paths = unique([leaf.path for leaf in plan.leaves])
+        for path, leaf in zip(paths, plan.leaves, strict=True):
+            if not leaf.decayed:
+                why.setdefault(path, []).append(f"{label}: {rules.leaf_rule(plan, leaf)}")
+    return why
 
 
 def _row(path: str, shape: tuple[int, ...], dtype: str, label: str,
@@ -227,11 +268,11 @@ def _row(path: str, shape: tuple[int, ...], dtype: str, label: str,
     factor = ({k: _times(m_peak, v) for k, v in lam_peak.items()}
               if update_side and m_peak is not None else {})
     return AuditRow(path, shape, dtype, label, plan.side, lam0, lam_peak, m0, m_peak, factor,
-                    leaf.anchor, plan.cautious, direction)
+                    leaf.anchor, plan.cautious, direction, rules.leaf_rule(plan, leaf))
 
 
 def _rows(flat: list[tuple[str, Any]], acting: Acting, direction: dict[str, str],
-          found: rules.Findings) -> list[AuditRow]:
+          found: rules.Findings, seen_by: dict[str, list[str]]) -> list[AuditRow]:
     """One row per leaf and transform acting on it; the per-leaf rules' findings go to ``found``."""
     rows: list[AuditRow] = []
     has_matrices = any(hasattr(x, "shape") and rules.dims_above_1(tuple(x.shape)) >= 2
@@ -242,19 +283,18 @@ def _rows(flat: list[tuple[str, Any]], acting: Acting, direction: dict[str, str]
         shape, dtype = tuple(np.shape(x)), str(jnp.dtype(x.dtype))
         mine = acting.get(path, [])
         if not mine:
+            rule = "; ".join(seen_by.get(path, ["no decaytx transform sees it"]))
             rows.append(AuditRow(path, shape, dtype, None, None, {}, {}, None, None, {}, None,
-                                 False, None))
+                                 False, None, rule))
             continue
-        why = rules.looks_undecayable(path, shape, has_matrices)
-        for label, plan in mine:
-            for leaf in plan.leaves:
-                if leaf.path != path or not leaf.decayed:
-                    continue
-                row = _row(path, shape, dtype, label, plan, leaf, direction.get(path, "unchecked"))
-                rows.append(row)
-                rules.check_leaf(found, label, path, why, row.factor, plan.rates, leaf.dtype)
+        why = rules.looks_undecayable(path.split(" [#")[0], shape, has_matrices)
+        for label, plan, leaf in mine:
+            row = _row(path, shape, dtype, label, plan, leaf, direction.get(path, "unchecked"))
+            rows.append(row)
+            rules.check_leaf(found, label, path, why, row.factor, plan.rates, leaf.dtype)
         if direction.get(path) == "away":
             rules.check_away(found, path, mine)
+        rules.check_twice(found, path, mine)
     return rows
 
 
@@ -325,7 +365,9 @@ def audit(optimizer: Any, params: Any, *, probe_steps: int = 8) -> Audit:
       ...     decaytx.add_decoupled_decay(0.1, learning_rate=0.01), optax.adam(0.01))
       >>> report = decaytx.audit(wrong, params)
       >>> sorted({p.kind for p in report.problems})
-      ['away_from_anchor', 'looks_undecayable']
+      ['away_from_anchor']
+      >>> sorted({p.kind for p in report.findings if p.severity == "note"})
+      ['looks_undecayable']
       >>> right = optax.chain(
       ...     optax.adam(0.01),
       ...     decaytx.add_decoupled_decay(
@@ -336,13 +378,7 @@ def audit(optimizer: Any, params: Any, *, probe_steps: int = 8) -> Audit:
       >>> [(r.path, r.factor, r.direction) for r in report.rows]
       [('b', {}, None), ('w', {'weight_decay': 0.001}, 'toward')]
     """
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise TypeError(
-            f"audit(optimizer=...) needs an optax GradientTransformation (with init "
-            f"and update), got {optimizer!r} of type {type(optimizer).__name__}."
-        )
-    if isinstance(probe_steps, bool) or not isinstance(probe_steps, int) or probe_steps < 1:
-        raise ValueError(f"probe_steps={probe_steps!r} must be a positive int, e.g. 8.")
+    _check_arguments(optimizer, params, probe_steps)
     with warnings.catch_warnings():
         # The audit reports these settings as problems itself; its own init
         # must not warn (and, under recording, leaves the once-only warnings
@@ -354,11 +390,50 @@ def audit(optimizer: Any, params: Any, *, probe_steps: int = 8) -> Audit:
         labels = _labels(plans)
         acting = _acting(labels, plans)
         direction, notes = probe(optimizer, params, state, acting, probe_steps)
+        found = rules.Findings()
+        notes.extend(behaviour(found, optimizer, params, state, acting, plans))
 
-    found = rules.Findings()
-    rows = _rows(leaves_by_path(params), acting, direction, found)
+    flat = leaves_by_path(params)
+    rows = _rows(flat, acting, direction, found, _seen_by(labels, plans))
+    _plan_checks(found, flat, labels, plans)
+    findings = tuple(AuditProblem(*p, severity=rules.severity(p[0])) for p in found.problems())
+    notes.extend(_notes(rows, plans, state))
+    return Audit(tuple(rows), tuple(f for f in findings if f.severity == "problem"),
+                 tuple(notes), plans, findings)
+
+
+def _check_arguments(optimizer: Any, params: Any, probe_steps: Any) -> None:
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(
+            f"audit(optimizer=...) needs an optax GradientTransformation (with init "
+            f"and update), got {optimizer!r} of type {type(optimizer).__name__}."
+        )
+    if isinstance(probe_steps, bool) or not isinstance(probe_steps, int) or probe_steps < 1:
+        raise ValueError(f"probe_steps={probe_steps!r} must be a positive int, e.g. 8.")
+    if not any(hasattr(x, "dtype") for _, x in leaves_by_path(params)):
+        raise TypeError(
+            f"audit(optimizer, params={params!r}): params has no array leaf, so there is "
+            "nothing to audit. Pass the params the optimizer will be initialised with "
+            "(e.g. model.init(key, x)['params'], nnx.state(model, nnx.Param), "
+            "eqx.filter(model, eqx.is_array)).")
+
+
+def _plan_checks(found: rules.Findings, flat: list[tuple[str, Any]], labels: Sequence[str],
+                 plans: Sequence[_hook.TransformPlan]) -> None:
+    """Per transform: empty mask, patterns matching nothing, params it was
+    initialised with that are not these (a wrapper that reshapes them); and
+    paths that coincide."""
+    here = {path.split(" [#")[0] for path, _ in flat}
     for label, plan in zip(labels, plans, strict=True):
         rules.check_selects_something(found, label, plan)
-    problems = tuple(AuditProblem(*p) for p in found.problems())
-    notes.extend(_notes(rows, plans, state))
-    return Audit(tuple(rows), problems, tuple(notes), plans)
+        rules.check_unmatched(found, label, plan)
+        foreign = [leaf.path or "(root)" for leaf in plan.leaves if leaf.path not in here]
+        if foreign:
+            found.add("not_visible", label, [], (
+                f"{label} was initialised with params of another structure (its leaves "
+                f"{fmt_paths(foreign)} are not leaves of these params: a wrapper such as "
+                "optax.flatten or optax.lookahead hands it other params)"))
+    collided = sorted({p.split(" [#")[0] for p, _ in flat if " [#" in p})
+    for path in collided:
+        found.add("path_collision", "(params)", [p for p, _ in flat if p.startswith(path + " [#")],
+                  repr(path))

@@ -20,13 +20,43 @@ from decaytx import _coefficients as coef
 from decaytx import _hook, _transform, _trees
 from decaytx._audit_rules import fmt_paths
 
-# Path -> (row label, plan) of each decaytx transform that decays the leaf.
-Acting = dict[str, list[tuple[str, _hook.TransformPlan]]]
+# Path -> (row label, plan, leaf plan) of each decaytx transform that decays the leaf.
+Acting = dict[str, list[tuple[str, _hook.TransformPlan, _hook.LeafPlan]]]
+
+
+def unique(paths: list[str]) -> list[str]:
+    """``paths`` with those that occur more than once told apart: ``a/b [#1]``, ``a/b [#2]``.
+
+    A key ``"a/b"`` beside ``a -> b`` gives two leaves one "/"-joined path.
+    """
+    total: dict[str, int] = {}
+    for p in paths:
+        total[p] = total.get(p, 0) + 1
+    seen: dict[str, int] = {}
+    out = []
+    for p in paths:
+        seen[p] = seen.get(p, 0) + 1
+        out.append(p if total[p] == 1 else f"{p} [#{seen[p]}]")
+    return out
 
 
 def leaves_by_path(tree: Any) -> list[tuple[str, Any]]:
-    """``(path, leaf)`` pairs, paths as masks see them, empty leaves kept."""
-    return [(_trees.path_of(k), x) for k, x in _trees.flatten_with_path(tree)]
+    """``(path, leaf)`` pairs, paths as masks see them (told apart where two
+    coincide, :func:`unique`), empty leaves kept."""
+    flat = _trees.flatten_with_path(tree)
+    return list(zip(unique([_trees.path_of(k) for k, _ in flat]), [x for _, x in flat],
+                    strict=True))
+
+
+def call_update(optimizer: Any, grads: Any, state: Any, params: Any) -> tuple[Any, Any]:
+    """``optimizer.update(grads, state, params)``; for an optimizer that needs
+    a loss (``optax.contrib.reduce_on_plateau``), with ``value=0``."""
+    try:
+        return optimizer.update(grads, state, params)
+    except TypeError as e:
+        if "value" not in str(e):
+            raise
+        return optimizer.update(grads, state, params, value=jnp.zeros([], jnp.float32))
 
 
 def _state_anchors(state: Any) -> dict[str, list[Any]]:
@@ -47,8 +77,9 @@ def _wide(x: Any) -> np.ndarray:
     return x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
 
 
-def _leaf_plans(path: str, plans: list[tuple[str, _hook.TransformPlan]]) -> list[_hook.LeafPlan]:
-    return [leaf for _, p in plans for leaf in p.leaves if leaf.path == path and leaf.decayed]
+def _leaf_plans(path: str, plans: list[tuple[str, _hook.TransformPlan, _hook.LeafPlan]]
+                ) -> list[_hook.LeafPlan]:
+    return [leaf for _, _, leaf in plans]
 
 
 def _anchors(
@@ -92,7 +123,7 @@ def _first_move(
         theta, is_leaf=_trees.is_empty)
 
     def step(theta: Any, state: Any) -> tuple[Any, Any, Any]:
-        updates, state = optimizer.update(zeros, state, theta)
+        updates, state = call_update(optimizer, zeros, state, theta)
         return updates, state, optax.apply_updates(theta, updates)
 
     # The first step eagerly (most chains need only it); later ones (e.g.
@@ -140,23 +171,32 @@ def _directions(
     return direction
 
 
-def _probe(
-    optimizer: Any, params: Any, state: Any, acting: Acting, max_steps: int
-) -> tuple[dict[str, str], list[str]]:
+def probe_point(
+    params: Any, acting: Acting, state: Any
+) -> tuple[list[tuple[str, Any]], Any, dict[int, np.ndarray], dict[str, list[str]]]:
+    """The params to probe at: each decayed leaf that sits at its anchor
+    (``anchor="init"``, a zero-initialised bias) has nowhere to be pulled, so
+    it is moved one unit or more away. Returns the ``(path, leaf)`` pairs,
+    the probe params, leaf index -> anchor, and reason -> the leaves whose
+    anchor cannot be told."""
     flat = leaves_by_path(params)
     leaves, treedef = _trees.flatten(params)
     anchor_of, unchecked = _anchors(flat, acting, state)
+    probe_leaves = list(leaves)
+    for i, a in anchor_of.items():
+        if np.all(_wide(leaves[i]) == a):
+            probe_leaves[i] = jnp.asarray(a + 1 + np.abs(a)).astype(leaves[i].dtype)
+    return flat, jax.tree_util.tree_unflatten(treedef, probe_leaves), anchor_of, unchecked
+
+
+def _probe(
+    optimizer: Any, params: Any, state: Any, acting: Acting, max_steps: int
+) -> tuple[dict[str, str], list[str]]:
+    flat, theta, anchor_of, unchecked = probe_point(params, acting, state)
     notes = [f"zero-gradient direction not checked where {why}: {fmt_paths(paths)}."
              for why, paths in unchecked.items()]
     if not anchor_of:
         return {}, notes
-    probe_leaves = list(leaves)
-    for i, a in anchor_of.items():
-        if np.all(_wide(leaves[i]) == a):
-            # At its anchor (anchor="init", a zero-initialised bias) a leaf has
-            # nowhere to be pulled: probe it one unit or more away.
-            probe_leaves[i] = jnp.asarray(a + 1 + np.abs(a)).astype(leaves[i].dtype)
-    theta = jax.tree_util.tree_unflatten(treedef, probe_leaves)
     moved = _first_move(optimizer, theta, state, anchor_of, max_steps)
     if moved is None:
         notes.append(
@@ -193,3 +233,6 @@ def probe(
         return {}, [
             "zero-gradient direction not checked: params or state are traced "
             "(audit was called under jit, vmap or grad); call it outside them."]
+    except Exception as e:  # noqa: BLE001 - any optimizer: say what failed, never crash
+        return {}, [f"zero-gradient direction not checked: optimizer.update raised "
+                    f"{type(e).__name__}: {str(e)[:200]}"]

@@ -11,28 +11,72 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import jax.numpy as jnp
 
-from decaytx import _hook
+from decaytx import _hook, _mask_arg
+from decaytx import masks as _masks
 from decaytx._warnings import below_resolution
 
 Value = float | str  # a number, or "traced" where it cannot be seen
 
 ProblemKind = Literal[
     "away_from_anchor",
+    "gradient_after_optimizer",
+    "not_visible",
+    "frozen_but_decayed",
+    "constant_multiplier",
+    "decayed_twice",
     "below_resolution",
     "factor_at_least_1",
     "selects_nothing",
+    "unmatched_pattern",
+    "path_collision",
     "looks_undecayable",
+    "decay_not_seen",
 ]
 
-# The order problems are listed in: the most harmful first.
+# The order findings are listed in: the most harmful first.
 ORDER: tuple[ProblemKind, ...] = (
-    "away_from_anchor", "factor_at_least_1", "below_resolution", "selects_nothing",
-    "looks_undecayable",
+    "away_from_anchor", "gradient_after_optimizer", "not_visible", "frozen_but_decayed",
+    "factor_at_least_1", "constant_multiplier", "decayed_twice", "below_resolution",
+    "selects_nothing", "unmatched_pattern", "path_collision", "looks_undecayable",
+    "decay_not_seen",
 )
+
+# Findings that are notes, not problems: the decay does what the chain says,
+# but the setting is often unintended (a decayed embedding, on purpose in
+# nanoGPT and Hugging Face's Trainer), or the audit cannot tell.
+NOTE_KINDS: frozenset[str] = frozenset({"looks_undecayable", "path_collision", "decay_not_seen"})
+
+
+def severity(kind: str) -> Literal["problem", "note"]:
+    """``"note"`` for the kinds in :data:`NOTE_KINDS`, else ``"problem"``."""
+    return "note" if kind in NOTE_KINDS else "problem"
+
+
+def mask_rule(mask: Any) -> str:
+    """The words for a transform's mask: ``"all leaves"``, ``"masks.preset('nanogpt')"``..."""
+    if mask is None:
+        return "all leaves"
+    if isinstance(mask, _masks.Mask):
+        return repr(mask).removeprefix("decaytx.")
+    if callable(mask) and not isinstance(mask, (dict, list, tuple)):
+        return f"mask {getattr(mask, '__name__', type(mask).__name__)}"
+    return "mask tree"
+
+
+def leaf_rule(plan: _hook.TransformPlan, leaf: _hook.LeafPlan) -> str:
+    """Which rule decided this leaf's decay under this transform."""
+    rule = mask_rule(getattr(plan, "mask", None))
+    if not getattr(leaf, "masked_in", True):
+        return f"excluded by {rule}"
+    if leaf.decayed:
+        return rule
+    if not is_float(leaf.dtype):
+        return f"{rule}; not a float"
+    return f"{rule}; coefficient zero"
 
 
 def fmt_paths(paths: Sequence[str], limit: int = 5) -> str:
@@ -75,13 +119,13 @@ def looks_undecayable(path: str, shape: tuple[int, ...], has_matrices: bool) -> 
     return None
 
 
-_PLACE_UPDATE = (
+PLACE_UPDATE = (
     "{name} acts on the final step: place it LAST in the chain, after "
     "optax.scale_by_learning_rate (or after the optimizer alias, e.g. "
     "optax.chain(optax.adam(lr), decaytx.{name}(..., learning_rate=lr))). Whatever comes "
     "after it (Adam's rescaling, the learning rate's minus sign) turns its step around."
 )
-_PLACE_GRADIENT = (
+PLACE_GRADIENT = (
     "{name} adds to the gradient: place it FIRST in the chain, before the "
     "optimizer (optax.chain(decaytx.{name}(...), optax.sgd(lr))). After "
     "scale_by_learning_rate its term is added with the wrong sign and without the learning rate."
@@ -136,13 +180,35 @@ def check_leaf(found: Findings, label: str, path: str, why: str | None,
             found.add("below_resolution", label, [path], f"{rate:.3g}")
 
 
-def check_away(found: Findings, path: str, acting: Sequence[tuple[str, _hook.TransformPlan]]) -> None:
+def check_away(found: Findings, path: str,
+               acting: Sequence[tuple[str, _hook.TransformPlan, _hook.LeafPlan]]) -> None:
     """A leaf the zero-gradient probe moved away from its anchor: blame every
     transform acting on it, each with its placement rule."""
-    names = " + ".join(label for label, _ in acting)
-    fix = " ".join((_PLACE_UPDATE if p.side == "update" else _PLACE_GRADIENT).format(name=p.name)
-                   for _, p in acting)
+    names = " + ".join(label for label, _, _ in acting)
+    fix = " ".join((PLACE_UPDATE if p.side == "update" else PLACE_GRADIENT).format(name=p.name)
+                   for _, p, _ in acting)
     found.add("away_from_anchor", names, [path], fix)
+
+
+def check_twice(found: Findings, path: str,
+                acting: Sequence[tuple[str, _hook.TransformPlan, _hook.LeafPlan]]) -> None:
+    """A leaf decayed by two transforms sharing a coefficient (two weight decays)."""
+    seen: dict[str, str] = {}
+    for label, _, leaf in acting:
+        for name in leaf.coefficients:
+            if name in seen and seen[name] != label:
+                found.add("decayed_twice", f"{seen[name]} + {label}", [path], name)
+                return
+            seen.setdefault(name, label)
+
+
+def check_unmatched(found: Findings, label: str, plan: _hook.TransformPlan) -> None:
+    """The include/exclude patterns of a transform's mask that match no path."""
+    missed = _mask_arg.unmatched_patterns(getattr(plan, "mask", None),
+                                          [leaf.path for leaf in plan.leaves])
+    if missed:
+        found.add("unmatched_pattern", label, [],
+                  ", ".join(f"{fn}({pattern!r})" for fn, pattern in missed))
 
 
 def check_selects_something(found: Findings, label: str, plan: _hook.TransformPlan) -> None:
@@ -151,27 +217,81 @@ def check_selects_something(found: Findings, label: str, plan: _hook.TransformPl
         found.add("selects_nothing", label, [leaf.path for leaf in plan.leaves])
 
 
+_LOOKS_FIX = (
+    "leave them out with a mask, e.g. mask=decaytx.masks.ndim_at_least(2) "
+    "(0.2: masks.matrices()) and masks.exclude('embed'); ignore this note if decaying "
+    "them is intended (nanoGPT and Hugging Face's Trainer decay embeddings on purpose).")
+_LR_FIX = (
+    "give the decay the optimizer's schedule: learning_rate=schedule (m_t = eta_t, as "
+    "PyTorch and optax.adamw) or learning_rate=decaytx.lr_multiplier(schedule) "
+    "(m_t = eta_t/eta_max, the paper's AdamW).")
+_FIND_FIX = (
+    "audit the inner optimizer instead (e.g. the chain inside optax.flatten or "
+    "optax.lookahead, with the params it sees), or check this decay by hand.")
+
+# kind -> (message, fix); {n} is the count of leaves, {detail} the finding's detail.
+WORDS: dict[str, tuple[str, str]] = {
+    "away_from_anchor": (
+        "a zero-gradient step moves {n} decayed leaf/leaves AWAY from the anchor: "
+        "the decay grows the weights instead of shrinking them.", "{detail}"),
+    "gradient_after_optimizer": (
+        "{n} leaf/leaves decayed by a gradient-side transform get a step proportional "
+        "to the weights, unlike an adaptive optimizer's step: the transform sits after "
+        "the optimizer's rescaling (e.g. add_l2_grad after scale_by_adam), so its term "
+        "is not an L2 gradient the optimizer sees but a decoupled decay with m = lr.",
+        "{detail}"),
+    "not_visible": (
+        "the audit cannot see this decay: {detail}. The rows above do not show it, "
+        "and nothing was checked for these leaves.", _FIND_FIX),
+    "frozen_but_decayed": (
+        "{n} leaf/leaves are frozen (their update does not depend on the gradient: "
+        "set_to_zero under multi_transform, optax.masked) yet the decay moves them: "
+        "the frozen weights drift toward the anchor.",
+        "decay only what is trained: give the decay a mask that leaves the frozen "
+        "leaves out (the same labels as the freeze), or put the decay inside the "
+        "trained branch of multi_transform."),
+    "constant_multiplier": (
+        "the optimizer's step size follows a schedule (it changes over steps) but the "
+        "decay's multiplier m = {detail} is constant: the decay runs at that value "
+        "every step (at the peak through warmup and after the decay of the learning rate).",
+        _LR_FIX),
+    "decayed_twice": (
+        "{n} leaf/leaves are decayed by more than one transform with the same "
+        "coefficient ({detail}): the decays add up.",
+        "keep one decay per leaf: remove one transform or give them disjoint masks "
+        "(a recipe such as decaytx.adamw already decays)."),
+    "factor_at_least_1": (
+        "the per-step factor m*lambda = {detail} is >= 1: every step flips the "
+        "sign of each decayed weight.",
+        "lower weight_decay or the learning_rate multiplier so that m*lambda << 1 "
+        "(with learning_rate=None, m = 1: pass the optimizer's learning rate)."),
+    "below_resolution": (
+        "the per-step factor m*lambda = {detail} is below the resolution of these "
+        "leaves' dtype: x - m*lambda*x rounds back to x, the decay is lost.",
+        "keep float32 master weights for low-precision params, or raise weight_decay."),
+    "selects_nothing": (
+        "its mask selects none of the float leaves it sees, so it decays nothing.",
+        "check the mask's patterns against the paths in this table (e.g. 'kernel' "
+        "vs 'weight'); if no decay is intended, leave the transform out."),
+    "unmatched_pattern": (
+        "mask pattern(s) {detail} match no params path, so they select or exclude nothing.",
+        "fix the pattern against the paths in this table (patterns are regexes searched "
+        "in the \"/\"-joined path), or remove it."),
+    "path_collision": (
+        "{n} leaves share one \"/\"-joined path ({detail}): masks cannot tell them "
+        "apart; the rows list them as path [#1], path [#2].",
+        "rename the key that contains \"/\" (e.g. \"a/b\" -> \"a_b\")."),
+    "looks_undecayable": (
+        "decays {n} leaf/leaves that look like biases, norm scales or embeddings "
+        "(first: {detail}), which are often not decayed.", _LOOKS_FIX),
+    "decay_not_seen": (
+        "a zero-gradient step moves {n} leaf/leaves that no decaytx transform decays: a "
+        "decay the audit cannot see (optax's own add_decayed_weights or adamw, or a "
+        "transform inside a wrapper it cannot see into).", _FIND_FIX),
+}
+
+
 def wording(kind: ProblemKind, n: int, detail: str) -> tuple[str, str]:
-    """The message and the fix of a problem of ``kind`` on ``n`` leaves."""
-    if kind == "away_from_anchor":
-        return (f"a zero-gradient step moves {n} decayed leaf/leaves AWAY from the anchor: "
-                "the decay grows the weights instead of shrinking them.",
-                detail)
-    if kind == "factor_at_least_1":
-        return (f"the per-step factor m*lambda = {detail} is >= 1: every step flips the "
-                "sign of each decayed weight.",
-                "lower weight_decay or the learning_rate multiplier so that m*lambda << 1 "
-                "(with learning_rate=None, m = 1: pass the optimizer's learning rate).")
-    if kind == "below_resolution":
-        return (f"the per-step factor m*lambda = {detail} is below the resolution of these "
-                "leaves' dtype: x - m*lambda*x rounds back to x, the decay is lost.",
-                "keep float32 master weights for low-precision params, or raise weight_decay.")
-    if kind == "selects_nothing":
-        return ("its mask selects none of the float leaves it sees, so it decays nothing.",
-                "check the mask's patterns against the paths in this table (e.g. 'kernel' "
-                "vs 'weight'); if no decay is intended, leave the transform out.")
-    return (f"decays {n} leaf/leaves that look like biases, norm scales or embeddings "
-            f"(first: {detail}), which are usually not decayed.",
-            "leave them out with a mask, e.g. mask=decaytx.masks.ndim_at_least(2) "
-            "(0.2: masks.matrices()) and masks.exclude('embed'); ignore this if decaying "
-            "them is intended.")
+    """The message and the fix of a finding of ``kind`` on ``n`` leaves."""
+    message, fix = WORDS[kind]
+    return message.format(n=n, detail=detail), fix.format(n=n, detail=detail)

@@ -31,6 +31,9 @@ class LeafPlan:
         scalar array or a schedule), e.g. ``{"weight_decay": 0.1}`` or
         ``{"l1": 1e-3, "l2": 0.0}``; empty where not decayed.
       anchor: ``"zero"``, ``"init"`` or ``"tree"`` (a user-given pytree).
+      masked_in: what the transform's mask says of the leaf (``True`` when
+        there is no mask); a leaf masked in but not decayed has a zero
+        coefficient or is not a float.
     """
 
     path: str
@@ -39,6 +42,7 @@ class LeafPlan:
     decayed: bool
     coefficients: dict[str, Any]
     anchor: Literal["zero", "init", "tree"]
+    masked_in: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +61,8 @@ class TransformPlan:
         rule); empty for forms without such a factor.
       leaves: one :class:`LeafPlan` per params leaf the transform was
         initialised with (``None``/``MaskedNode`` leaves left out).
+      mask: the ``mask=`` the transform was given (``None``: every leaf), so
+        the audit can say which rule decided each leaf's decay.
     """
 
     name: str
@@ -65,6 +71,7 @@ class TransformPlan:
     cautious: bool
     leaves: tuple[LeafPlan, ...]
     rates: tuple[str, ...] = ()
+    mask: Any = None
 
 
 _RECORDER: contextvars.ContextVar[list[TransformPlan] | None] = contextvars.ContextVar(

@@ -220,7 +220,7 @@ class Stage:
         form, anchor = self.form, _anchors.kind(self.anchor)
         return _hook.TransformPlan(
             name=form.name, side=form.side, multiplier=form.multiplier, cautious=form.cautious,
-            rates=form.rates,
+            rates=form.rates, mask=self.mask,
             leaves=tuple(
                 _hook.LeafPlan(
                     path=lf.path, shape=tuple(p.shape), dtype=jnp.dtype(p.dtype).name,
@@ -230,6 +230,7 @@ class Stage:
                         for k in form.public
                     } if lf.decayed else {},
                     anchor=anchor,  # pyright: ignore[reportArgumentType]
+                    masked_in=lf.masked_in,
                 )
                 for lf, p in zip(plan.leaves, leaves, strict=True)
                 if not _trees.is_empty(p) and hasattr(p, "shape")
