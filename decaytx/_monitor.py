@@ -1,0 +1,380 @@
+r"""A run-time monitor of what the decay does: :func:`monitor` and :func:`monitor_stats`.
+
+:func:`monitor` wraps an optimizer and returns its updates unchanged; its
+state keeps, per decayed leaf (or per group of leaves), five float32 numbers
+measured at the last ``update``: the norm :math:`\lVert\theta_t\rVert`, the
+norm of the decay applied, the effective rate :math:`r_t = m_t\lambda_t`, the
+timescale :math:`1/r_t` (in steps, and as a fraction of the horizon), and the
+angle between :math:`\theta_t` and :math:`\theta_{t+1} = \theta_t + u_t`.
+
+The decay is not re-run to see what it did (that would double its cost). Which
+leaves are decayed, and with which coefficients, comes from the plans every
+decaytx transform emits at ``init`` (:mod:`decaytx._hook`, the audit's
+route); the applied decay of a decoupled form toward zero is then the closed
+form :math:`m_t\lambda_t\lVert\theta_t\rVert`, from the norm the monitor
+computes anyway. The per-step work is three reductions per leaf
+(:math:`\theta\cdot\theta`, :math:`\theta\cdot u`, :math:`u\cdot u`) and a
+few scalars per group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from decaytx import _hook, _schedules, _trees
+from decaytx import _coefficients as coef
+
+__all__ = ["LeafStats", "MonitorState", "monitor", "monitor_stats"]
+
+_STATS = ("norm", "decay", "rate", "timescale", "horizon_fraction", "angle")
+
+
+class LeafStats(NamedTuple):
+    """What the monitor measured for one leaf or group at the last ``update`` (float32 scalars).
+
+    Attributes:
+      norm: :math:`\\lVert\\theta_t\\rVert`, before the step.
+      decay: the norm of the decay the decaytx transforms applied this step,
+        :math:`m_t\\lambda_t\\lVert\\theta_t\\rVert`; NaN where it is not known
+        in closed form (an anchor other than zero, cautious decay, a proximal
+        or gradient-side form).
+      rate: the per-step factor :math:`m_t\\lambda_t` of the decoupled decay
+        (summed over the transforms acting on a leaf); NaN without one.
+      timescale: :math:`1/(m_t\\lambda_t)` in steps.
+      horizon_fraction: the timescale divided by the horizon :math:`T` of the
+        multiplier's or coefficient's :func:`decaytx.with_horizon`; NaN
+        without one.
+      angle: the angle between :math:`\\theta_t` and :math:`\\theta_t + u_t`
+        in radians.
+    """
+
+    norm: jax.Array
+    decay: jax.Array
+    rate: jax.Array
+    timescale: jax.Array
+    horizon_fraction: jax.Array
+    angle: jax.Array
+
+
+class MonitorState(NamedTuple):
+    """The state of :func:`monitor`: the wrapped optimizer's state and the stats.
+
+    Attributes:
+      inner: the wrapped optimizer's state.
+      count: int32 count of ``update`` calls (the step the schedules are
+        evaluated at).
+      stats: key (a leaf's path, or a group's prefix) -> :class:`LeafStats`.
+    """
+
+    inner: Any
+    count: jax.Array
+    stats: dict[str, LeafStats]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Leaf:
+    """One decayed params leaf, as the plans describe it (static)."""
+
+    path: str
+    index: int  # in the params' flattened leaves
+    terms: tuple[tuple[Any, Any], ...]  # (m, lambda) of each decoupled transform
+    decay_known: bool  # every transform on it is a decoupled decay toward 0, not cautious
+    horizon: int | None
+
+
+def _horizon(v: Any, depth: int = 0) -> int | None:
+    """The ``total_steps`` of a :func:`decaytx.with_horizon` in ``v`` (or its closure)."""
+    if isinstance(v, _schedules.HorizonSchedule):
+        return v.total_steps
+    if depth >= 3 or not callable(v):
+        return None
+    inner = [c.cell_contents for c in (getattr(v, "__closure__", None) or ())
+             if not isinstance(c.cell_contents, type)] if hasattr(v, "__closure__") else []
+    inner += [getattr(v, "func", None), *getattr(v, "args", ())]
+    found = [h for x in inner if x is not None for h in [_horizon(x, depth + 1)] if h is not None]
+    return min(found) if found else None
+
+
+def _known(v: Any) -> bool:
+    """Whether a coefficient can be evaluated by the monitor (no tracer of another trace)."""
+    return not any(coef.is_traced(x) for x in jax.tree_util.tree_leaves(v))
+
+
+def _leaves(plans: Sequence[_hook.TransformPlan], paths: list[str]) -> list[_Leaf]:
+    """The decayed leaves, in params order, with the decoupled terms acting on each."""
+    acting: dict[str, list[tuple[_hook.TransformPlan, _hook.LeafPlan]]] = {}
+    for plan in plans:
+        for lp in plan.leaves:
+            if lp.decayed:
+                acting.setdefault(lp.path, []).append((plan, lp))
+    out = []
+    for i, path in enumerate(paths):
+        if path not in acting:
+            continue
+        terms, known, horizons = [], True, []
+        for plan, lp in acting[path]:
+            decoupled = plan.side == "update" and plan.rates == ("weight_decay",)
+            if not decoupled:
+                known = False
+                continue
+            m, lam = plan.multiplier, lp.coefficients["weight_decay"]
+            # A tracer of another trace (init under jit with traced hyperparameters)
+            # cannot be kept: the rate is then unknown (NaN), never a leaked tracer.
+            terms.append((m, lam) if _known(m) and _known(lam) else (math.nan, math.nan))
+            known = known and lp.anchor == "zero" and not plan.cautious
+            horizons += [h for h in (_horizon(m), _horizon(lam)) if h is not None]
+        out.append(_Leaf(path, i, tuple(terms), known and bool(terms),
+                         min(horizons) if horizons else None))
+    return out
+
+
+def _matches(path: str, prefix: str) -> bool:
+    return prefix == "" or path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def _layout(leaves: list[_Leaf], groups: Sequence[str] | None) -> dict[str, tuple[_Leaf, ...]]:
+    """Key -> its leaves: the longest matching prefix of ``groups``, else the leaf's own path."""
+    if groups is None:
+        return {lf.path: (lf,) for lf in leaves}
+    out: dict[str, list[_Leaf]] = {}
+    for lf in leaves:
+        hits = [g for g in groups if _matches(lf.path, g)]
+        key = max(hits, key=len) if hits else lf.path
+        out.setdefault(key, []).append(lf)
+    unused = [g for g in groups if g not in out]
+    if unused:
+        shown = ", ".join(repr(lf.path) for lf in leaves[:8]) + (" ..." if len(leaves) > 8 else "")
+        raise ValueError(
+            f"monitor(groups=...): the prefixes {unused!r} match no decayed leaf (or "
+            f"only leaves a longer prefix takes). The decayed leaves are: {shown or 'none'}. "
+            "A prefix matches a path equal to it or starting with it and '/'; '' matches all.")
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _check_groups(groups: Any) -> tuple[str, ...] | None:
+    if groups is None:
+        return None
+    if isinstance(groups, str) or not all(isinstance(g, str) for g in groups):
+        raise TypeError(
+            f"monitor(groups={groups!r}) must be a sequence of path prefixes (strings), "
+            "e.g. groups=['encoder', 'decoder/layer_0'].")
+    return tuple(groups)
+
+
+def _nan() -> jax.Array:
+    return jnp.full([], jnp.nan, jnp.float32)
+
+
+def _empty_stats(keys: Sequence[str]) -> dict[str, LeafStats]:
+    return {k: LeafStats(*(_nan() for _ in _STATS)) for k in keys}
+
+
+def _sums(p: jax.Array, u: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(theta.theta, theta.u, u.u)`` in float32 (real parts for complex leaves)."""
+    wide = jnp.promote_types(p.dtype, jnp.float32)
+    p = p.astype(wide)
+    u = jnp.zeros_like(p) if _trees.is_empty(u) else u.astype(wide)
+    f32 = jnp.float32
+    pp = jnp.sum(jnp.real(jnp.conj(p) * p)).astype(f32)
+    pu = jnp.sum(jnp.real(jnp.conj(p) * u)).astype(f32)
+    uu = jnp.sum(jnp.real(jnp.conj(u) * u)).astype(f32)
+    return pp, pu, uu
+
+
+def _rate(lf: _Leaf, count: jax.Array) -> jax.Array:
+    """:math:`\\sum_j m_j(t)\\lambda_j(t)` over the decoupled transforms on the leaf (float32)."""
+    r = jnp.zeros([], jnp.float32)
+    for m, lam in lf.terms:
+        mt = jnp.real(coef.value_at(m, count)).astype(jnp.float32)
+        lt = jnp.real(coef.value_at(lam, count)).astype(jnp.float32)
+        r = r + mt * lt
+    return r
+
+
+def _group(members: tuple[_Leaf, ...], sums: dict[int, tuple[jax.Array, ...]],
+           count: jax.Array) -> LeafStats:
+    """The stats of one key: norms combine as sqrt of sums of squares."""
+    pp = sum(sums[lf.index][0] for lf in members)
+    pu = sum(sums[lf.index][1] for lf in members)
+    uu = sum(sums[lf.index][2] for lf in members)
+    norm = jnp.sqrt(pp)
+    safe = jnp.where(pp > 0, pp, 1.0)
+    perp = jnp.sqrt(jnp.maximum(uu - pu * pu / safe, 0.0))
+    along = norm + pu / jnp.where(pp > 0, norm, 1.0)
+    angle = jnp.where(pp > 0, jnp.arctan2(perp, along), jnp.nan)
+    rated = [lf for lf in members if lf.terms]
+    if not rated:
+        rate = _nan()
+    else:
+        r = [_rate(lf, count) for lf in rated]
+        w = [sums[lf.index][0] for lf in rated]
+        wsum = sum(w)
+        mean_sq = sum(ri * ri * wi for ri, wi in zip(r, w, strict=True)) / jnp.where(wsum > 0, wsum, 1.0)
+        plain = sum(ri * ri for ri in r) / len(r)
+        rate = jnp.sqrt(jnp.where(wsum > 0, mean_sq, plain)) if len(r) > 1 else r[0]
+    if all(lf.decay_known for lf in members):
+        decay = jnp.sqrt(sum(_rate(lf, count) ** 2 * sums[lf.index][0] for lf in members))
+    else:
+        decay = _nan()
+    horizons = [lf.horizon for lf in members if lf.horizon is not None]
+    timescale = 1.0 / rate
+    fraction = timescale / min(horizons) if horizons else _nan()
+    f32 = jnp.float32
+    return LeafStats(norm.astype(f32), jnp.asarray(decay, f32), jnp.asarray(rate, f32),
+                     jnp.asarray(timescale, f32), jnp.asarray(fraction, f32), angle.astype(f32))
+
+
+class _Monitor:
+    """The wrapper: the layout per params signature, found once by a recording ``init``."""
+
+    def __init__(self, inner: optax.GradientTransformationExtraArgs, groups: tuple[str, ...] | None):
+        self.inner = inner
+        self.groups = groups
+        self._layouts: dict[Any, dict[str, tuple[_Leaf, ...]]] = {}
+
+    def _record(self, params: Any) -> tuple[Any, list[_hook.TransformPlan]]:
+        with _hook.recording() as plans:
+            state = self.inner.init(params)
+        # Handed on to an outer recording (decaytx.audit of a monitored optimizer).
+        for plan in plans:
+            _hook.emit(plan)
+        return state, list(plans)
+
+    def layout(self, params: Any, plans: list[_hook.TransformPlan] | None = None
+               ) -> dict[str, tuple[_Leaf, ...]]:
+        leaves, treedef = _trees.flatten(params)
+        key = (treedef, tuple((getattr(x, "shape", None), getattr(x, "dtype", None)) for x in leaves))
+        if key not in self._layouts:
+            if plans is None:
+                # An update before any init of this wrapper (a state restored from a
+                # checkpoint): a recording init, traced only (its results are unused).
+                plans = self._record(params)[1]
+            paths = [_trees.path_of(k) for k, _ in _trees.flatten_with_path(params)]
+            self._layouts[key] = _layout(_leaves(plans, paths), self.groups)
+        return self._layouts[key]
+
+    def init(self, params: Any) -> MonitorState:
+        inner_state, plans = self._record(params)
+        layout = self.layout(params, plans)
+        return MonitorState(inner_state, jnp.zeros([], jnp.int32), _empty_stats(list(layout)))
+
+    def update(self, updates: Any, state: MonitorState, params: Any = None,
+               **extra_args: Any) -> tuple[Any, MonitorState]:
+        if params is None:
+            raise ValueError("monitor.update was called without params. The monitor reads "
+                             "the current weights: call update(updates, state, params).")
+        new_updates, inner_state = self.inner.update(updates, state.inner, params, **extra_args)
+        layout = self.layout(params)
+        p_leaves = _trees.flatten(params)[0]
+        u_leaves = _trees.flatten(new_updates)[0]
+        used = {lf.index for members in layout.values() for lf in members}
+        sums = {i: _sums(p_leaves[i], u_leaves[i]) for i in sorted(used)}
+        stats = {k: _group(members, sums, state.count) for k, members in layout.items()}
+        if set(stats) != set(state.stats):
+            raise ValueError(
+                f"monitor.update: the state holds stats for {sorted(state.stats)[:5]} but "
+                f"these params give {sorted(stats)[:5]}; the state was built for other params.")
+        count = jnp.asarray(optax.safe_increment(state.count))
+        return new_updates, MonitorState(inner_state, count, stats)
+
+
+def monitor(optimizer: Any, *, groups: Sequence[str] | None = None
+            ) -> optax.GradientTransformationExtraArgs:
+    r"""Wraps ``optimizer`` so that its state reports what the decay does at each step.
+
+    The updates are those of ``optimizer``, bitwise. The state
+    (:class:`MonitorState`) also keeps, per leaf decayed by a decaytx
+    transform anywhere inside ``optimizer`` (or per group of leaves), the
+    float32 :class:`LeafStats` of the last step:
+
+    .. math::
+      \lVert\theta_t\rVert,\quad m_t\lambda_t\lVert\theta_t\rVert,\quad
+      r_t = m_t\lambda_t,\quad 1/r_t,\quad \frac{1/r_t}{T},\quad
+      \angle(\theta_t, \theta_t + u_t)
+
+    Read them with :func:`monitor_stats`. A group's norms combine as the
+    square root of the sum of squares, its angle is that of the concatenated
+    leaves, and its rate the root-mean-square of its leaves' rates weighted
+    by :math:`\lVert\theta\rVert^2` (their rate when they share one).
+
+    The schedules are evaluated at the monitor's own count of ``update``
+    calls, the step the decay transforms use when every ``update`` reaches
+    them (not under ``optax.MultiSteps`` or ``apply_if_finite`` inside the
+    monitor). Under ``optax.inject_hyperparams`` the coefficients are those
+    of the first ``init``.
+
+    Args:
+      optimizer: an ``optax.GradientTransformation`` containing decaytx
+        transforms.
+      groups: path prefixes (``"encoder"`` takes ``"encoder/..."``; ``""``
+        takes everything); each decayed leaf goes to its longest matching
+        prefix, one not matched keeps its own path. ``None``: one entry per
+        decayed leaf.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, decaytx
+      >>> opt = decaytx.monitor(optax.chain(
+      ...     optax.sgd(0.1), decaytx.add_decoupled_decay(0.5, learning_rate=0.1)))
+      >>> params = {"w": jnp.full(4, 2.0)}
+      >>> state = opt.init(params)
+      >>> _, state = opt.update({"w": jnp.zeros(4)}, state, params)
+      >>> s = decaytx.monitor_stats(state)["w"]
+      >>> round(s["norm"], 4), round(s["rate"], 4), round(s["decay"], 4), round(s["timescale"], 1)
+      (4.0, 0.05, 0.2, 20.0)
+    """
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(
+            f"monitor(optimizer=...) needs an optax GradientTransformation (with init "
+            f"and update), got {optimizer!r} of type {type(optimizer).__name__}.")
+    wrapped = _Monitor(optax.with_extra_args_support(optimizer), _check_groups(groups))
+    return optax.GradientTransformationExtraArgs(wrapped.init, wrapped.update)  # pyright: ignore[reportArgumentType]
+
+
+def _find(state: Any) -> MonitorState:
+    found = [x for x in jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(x, MonitorState))
+             if isinstance(x, MonitorState)]
+    if not found:
+        raise ValueError(
+            f"monitor_stats: no decaytx.monitor state in {type(state).__name__}; pass the "
+            "state of decaytx.monitor(optimizer) (or a state containing it).")
+    if len(found) > 1:
+        raise ValueError(
+            f"monitor_stats: the state holds {len(found)} monitor states; pass the one "
+            "you want (e.g. state[i] of a chain).")
+    return found[0]
+
+
+def monitor_stats(state: Any, *, flat: bool = False) -> dict[str, Any]:
+    """The monitor's stats as Python floats, for any logger.
+
+    Works on a state returned by a jitted step (it copies the few scalars to
+    the host once). NaN means not measured yet (before the first ``update``)
+    or not known (see :class:`LeafStats`).
+
+    Args:
+      state: the state of :func:`monitor` (or a state containing exactly one).
+      flat: ``False``: ``{key: {stat: float}}``; ``True``: ``{"key/stat": float}``.
+
+    Returns:
+      A dict keyed by the leaves' paths (or the groups' prefixes), with the
+      stats ``norm``, ``decay``, ``rate``, ``timescale``, ``horizon_fraction``
+      and ``angle`` of each.
+    """
+    mon = _find(state)
+    host = jax.device_get(mon.stats)
+    nested = {k: {name: float(np.asarray(v)) for name, v in zip(_STATS, s, strict=True)}
+              for k, s in host.items()}
+    if not flat:
+        return nested
+    return {f"{k}/{name}" if k else name: v for k, d in nested.items() for name, v in d.items()}
