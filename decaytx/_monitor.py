@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from decaytx import _hook, _schedules, _trees
 from decaytx import _coefficients as coef
+from decaytx import _hook, _schedules, _trees
 
 __all__ = ["LeafStats", "MonitorState", "monitor", "monitor_stats"]
 
@@ -75,7 +75,7 @@ class MonitorState(NamedTuple):
     """
 
     inner: Any
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
     stats: dict[str, LeafStats]
 
 
@@ -235,35 +235,38 @@ def _group(members: tuple[_Leaf, ...], sums: dict[int, tuple[jax.Array, ...]],
 class _Monitor:
     """The wrapper: the layout per params signature, found once by a recording ``init``."""
 
-    def __init__(self, inner: optax.GradientTransformationExtraArgs, groups: tuple[str, ...] | None):
+    def __init__(self, inner: optax.GradientTransformationExtraArgs, groups: tuple[str, ...] | None) -> None:
         self.inner = inner
         self.groups = groups
         self._layouts: dict[Any, dict[str, tuple[_Leaf, ...]]] = {}
 
-    def _record(self, params: Any) -> tuple[Any, list[_hook.TransformPlan]]:
-        with _hook.recording() as plans:
-            state = self.inner.init(params)
-        # Handed on to an outer recording (decaytx.audit of a monitored optimizer).
-        for plan in plans:
-            _hook.emit(plan)
-        return state, list(plans)
+    def _record(self, params: Any) -> list[_hook.TransformPlan]:
+        """The decay plans of the inner optimizer, from an abstract (shape-only) ``init``.
 
-    def layout(self, params: Any, plans: list[_hook.TransformPlan] | None = None
-               ) -> dict[str, tuple[_Leaf, ...]]:
+        Abstract so that nothing is allocated; apart from the real ``init`` so
+        that the user's once-only warnings still fire there (an ``init`` under
+        a recording issues none).
+        """
+        with _hook.recording() as plans:
+            jax.eval_shape(self.inner.init, params)
+        return list(plans)
+
+    def layout(self, params: Any) -> dict[str, tuple[_Leaf, ...]]:
+        """Key -> leaves for these params; found at the first ``init`` or ``update``
+        (a state restored from a checkpoint) of each params signature."""
         leaves, treedef = _trees.flatten(params)
         key = (treedef, tuple((getattr(x, "shape", None), getattr(x, "dtype", None)) for x in leaves))
         if key not in self._layouts:
-            if plans is None:
-                # An update before any init of this wrapper (a state restored from a
-                # checkpoint): a recording init, traced only (its results are unused).
-                plans = self._record(params)[1]
+            plans = self._record(params)
             paths = [_trees.path_of(k) for k, _ in _trees.flatten_with_path(params)]
             self._layouts[key] = _layout(_leaves(plans, paths), self.groups)
         return self._layouts[key]
 
     def init(self, params: Any) -> MonitorState:
-        inner_state, plans = self._record(params)
-        layout = self.layout(params, plans)
+        # Under decaytx.audit's recording, this init hands the plans to the audit;
+        # the monitor's own recording (nested) keeps its plans to itself.
+        inner_state = self.inner.init(params)
+        layout = self.layout(params)
         return MonitorState(inner_state, jnp.zeros([], jnp.int32), _empty_stats(list(layout)))
 
     def update(self, updates: Any, state: MonitorState, params: Any = None,
