@@ -32,36 +32,39 @@ import optax
 from decaytx import _coefficients as coef
 from decaytx import _hook, _schedules, _trees
 
-__all__ = ["LeafStats", "MonitorState", "monitor", "monitor_stats"]
+__all__ = ["MonitorState", "MonitorStats", "monitor", "monitor_stats"]
 
 _STATS = ("norm", "decay", "rate", "timescale", "horizon_fraction", "angle")
 
 
-class LeafStats(NamedTuple):
-    """What the monitor measured for one leaf or group at the last ``update`` (float32 scalars).
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class MonitorStats:
+    r"""The stats of the last ``update``, one row per key (read them with :func:`monitor_stats`).
 
     Attributes:
-      norm: :math:`\\lVert\\theta_t\\rVert`, before the step.
-      decay: the norm of the decay the decaytx transforms applied this step,
-        :math:`m_t\\lambda_t\\lVert\\theta_t\\rVert`; NaN where it is not known
-        in closed form (an anchor other than zero, cautious decay, a proximal
-        or gradient-side form).
-      rate: the per-step factor :math:`m_t\\lambda_t` of the decoupled decay
-        (summed over the transforms acting on a leaf); NaN without one.
-      timescale: :math:`1/(m_t\\lambda_t)` in steps.
-      horizon_fraction: the timescale divided by the horizon :math:`T` of the
-        multiplier's or coefficient's :func:`decaytx.with_horizon`; NaN
-        without one.
-      angle: the angle between :math:`\\theta_t` and :math:`\\theta_t + u_t`
-        in radians.
+      values: float32 ``[len(keys), 6]``, the columns ``norm``, ``decay``,
+        ``rate``, ``timescale``, ``horizon_fraction``, ``angle``:
+
+        - ``norm``: :math:`\lVert\theta_t\rVert`, before the step;
+        - ``decay``: the norm of the decay the decaytx transforms applied this
+          step, :math:`m_t\lambda_t\lVert\theta_t\rVert`; NaN where it has no
+          closed form here (an anchor other than zero, cautious decay, a
+          proximal or gradient-side form on the leaf);
+        - ``rate``: the per-step factor :math:`m_t\lambda_t` of the decoupled
+          decay (summed over the transforms on a leaf); NaN without one;
+        - ``timescale``: :math:`1/(m_t\lambda_t)`, in steps;
+        - ``horizon_fraction``: the timescale over the horizon :math:`T` of a
+          :func:`decaytx.with_horizon` in the multiplier or the coefficient;
+          NaN without one;
+        - ``angle``: the angle between :math:`\theta_t` and
+          :math:`\theta_t + u_t`, in radians.
+      keys: the leaves' paths or the groups' prefixes (static: part of the
+        state's structure, so they survive ``jit`` and ``lax.scan``).
     """
 
-    norm: jax.Array
-    decay: jax.Array
-    rate: jax.Array
-    timescale: jax.Array
-    horizon_fraction: jax.Array
-    angle: jax.Array
+    values: jax.Array
+    keys: tuple[str, ...] = dataclasses.field(metadata={"static": True})
 
 
 class MonitorState(NamedTuple):
@@ -71,12 +74,12 @@ class MonitorState(NamedTuple):
       inner: the wrapped optimizer's state.
       count: int32 count of ``update`` calls (the step the schedules are
         evaluated at).
-      stats: key (a leaf's path, or a group's prefix) -> :class:`LeafStats`.
+      stats: the :class:`MonitorStats` of the last ``update`` (NaN before).
     """
 
     inner: Any
     count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
-    stats: dict[str, LeafStats]
+    stats: MonitorStats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,15 +143,14 @@ def _matches(path: str, prefix: str) -> bool:
     return prefix == "" or path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
-def _layout(leaves: list[_Leaf], groups: Sequence[str] | None) -> dict[str, tuple[_Leaf, ...]]:
+def _assign(leaves: list[_Leaf], groups: Sequence[str] | None) -> dict[str, list[_Leaf]]:
     """Key -> its leaves: the longest matching prefix of ``groups``, else the leaf's own path."""
     if groups is None:
-        return {lf.path: (lf,) for lf in leaves}
+        return {lf.path: [lf] for lf in leaves}
     out: dict[str, list[_Leaf]] = {}
     for lf in leaves:
         hits = [g for g in groups if _matches(lf.path, g)]
-        key = max(hits, key=len) if hits else lf.path
-        out.setdefault(key, []).append(lf)
+        out.setdefault(max(hits, key=len) if hits else lf.path, []).append(lf)
     unused = [g for g in groups if g not in out]
     if unused:
         shown = ", ".join(repr(lf.path) for lf in leaves[:8]) + (" ..." if len(leaves) > 8 else "")
@@ -156,7 +158,7 @@ def _layout(leaves: list[_Leaf], groups: Sequence[str] | None) -> dict[str, tupl
             f"monitor(groups=...): the prefixes {unused!r} match no decayed leaf (or "
             f"only leaves a longer prefix takes). The decayed leaves are: {shown or 'none'}. "
             "A prefix matches a path equal to it or starting with it and '/'; '' matches all.")
-    return {k: tuple(v) for k, v in out.items()}
+    return out
 
 
 def _check_groups(groups: Any) -> tuple[str, ...] | None:
@@ -169,76 +171,112 @@ def _check_groups(groups: Any) -> tuple[str, ...] | None:
     return tuple(groups)
 
 
-def _nan() -> jax.Array:
-    return jnp.full([], jnp.nan, jnp.float32)
+def _ident(v: Any) -> Any:
+    if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+        return ("number", float(v))
+    return ("object", id(v))
 
 
-def _empty_stats(keys: Sequence[str]) -> dict[str, LeafStats]:
-    return {k: LeafStats(*(_nan() for _ in _STATS)) for k in keys}
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """What one step computes, as static arrays (``L`` monitored leaves, ``K`` keys, ``J`` terms)."""
+
+    keys: tuple[str, ...]
+    index: tuple[int, ...]  # [L] the params leaf of each monitored leaf
+    group: np.ndarray  # [K, L] 1 where the leaf belongs to the key
+    terms: tuple[tuple[Any, Any], ...]  # [J] the distinct (m, lambda)
+    uses: np.ndarray  # [L, J] how often a leaf has the term
+    rated: np.ndarray  # [L] 1 where a decoupled decay acts on the leaf
+    known: np.ndarray  # [K] the decay's norm is known for every leaf of the key
+    horizon: np.ndarray  # [K] the smallest horizon of the key, NaN for none
 
 
-def _sums(p: jax.Array, u: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(theta.theta, theta.u, u.u)`` in float32 (real parts for complex leaves)."""
+def _build(leaves: list[_Leaf], groups: Sequence[str] | None) -> _Layout:
+    by_key = _assign(leaves, groups)
+    order = [lf for members in by_key.values() for lf in members]
+    terms: dict[Any, tuple[Any, Any]] = {}
+    for lf in order:
+        for m, lam in lf.terms:
+            terms.setdefault((_ident(m), _ident(lam)), (m, lam))
+    slot = {k: j for j, k in enumerate(terms)}
+    uses = np.zeros((len(order), len(terms)), np.float32)
+    for i, lf in enumerate(order):
+        for m, lam in lf.terms:
+            uses[i, slot[(_ident(m), _ident(lam))]] += 1
+    group = np.zeros((len(by_key), len(order)), np.float32)
+    known, horizon, i = [], [], 0
+    for k, members in enumerate(by_key.values()):
+        group[k, i:i + len(members)] = 1
+        i += len(members)
+        known.append(all(lf.decay_known for lf in members))
+        hs = [lf.horizon for lf in members if lf.horizon is not None]
+        horizon.append(min(hs) if hs else math.nan)
+    return _Layout(tuple(by_key), tuple(lf.index for lf in order), group, tuple(terms.values()),
+                   uses, np.array([float(bool(lf.terms)) for lf in order], np.float32),
+                   np.array(known, bool), np.array(horizon, np.float32))
+
+
+def _nan_stats(keys: tuple[str, ...]) -> MonitorStats:
+    return MonitorStats(jnp.full((len(keys), len(_STATS)), jnp.nan, jnp.float32), keys)
+
+
+def _add3(a: tuple[jax.Array, ...], b: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+def _sums(p: jax.Array, u: Any) -> tuple[jax.Array, ...]:
+    """``(theta.theta, theta.u, u.u)``: one reduction (one kernel) reading each once."""
     wide = jnp.promote_types(p.dtype, jnp.float32)
     p = p.astype(wide)
     u = jnp.zeros_like(p) if _trees.is_empty(u) else u.astype(wide)
-    f32 = jnp.float32
-    pp = jnp.sum(jnp.real(jnp.conj(p) * p)).astype(f32)
-    pu = jnp.sum(jnp.real(jnp.conj(p) * u)).astype(f32)
-    uu = jnp.sum(jnp.real(jnp.conj(u) * u)).astype(f32)
-    return pp, pu, uu
+    if jnp.issubdtype(wide, jnp.complexfloating):
+        parts = (jnp.real(jnp.conj(p) * p), jnp.real(jnp.conj(p) * u), jnp.real(jnp.conj(u) * u))
+    else:
+        parts = (p * p, p * u, u * u)
+    zero = np.zeros((), parts[0].dtype)
+    out = jax.lax.reduce(parts, (zero, zero, zero), _add3, tuple(range(p.ndim)))
+    return tuple(x.astype(jnp.float32) for x in out)
 
 
-def _rate(lf: _Leaf, count: jax.Array) -> jax.Array:
-    """:math:`\\sum_j m_j(t)\\lambda_j(t)` over the decoupled transforms on the leaf (float32)."""
-    r = jnp.zeros([], jnp.float32)
-    for m, lam in lf.terms:
-        mt = jnp.real(coef.value_at(m, count)).astype(jnp.float32)
-        lt = jnp.real(coef.value_at(lam, count)).astype(jnp.float32)
-        r = r + mt * lt
-    return r
+def _rates(layout: _Layout, count: jax.Array) -> jax.Array:
+    """``[L]``: each leaf's :math:`\\sum_j m_j(t)\\lambda_j(t)` (float32)."""
+    if not layout.terms:
+        return jnp.zeros(len(layout.index), jnp.float32)
+    v = jnp.stack([
+        (jnp.real(coef.value_at(m, count)) * jnp.real(coef.value_at(lam, count))).astype(jnp.float32)
+        for m, lam in layout.terms])
+    return jnp.asarray(layout.uses) @ v
 
 
-def _group(members: tuple[_Leaf, ...], sums: dict[int, tuple[jax.Array, ...]],
-           count: jax.Array) -> LeafStats:
-    """The stats of one key: norms combine as sqrt of sums of squares."""
-    pp = sum(sums[lf.index][0] for lf in members)
-    pu = sum(sums[lf.index][1] for lf in members)
-    uu = sum(sums[lf.index][2] for lf in members)
+def _stats(layout: _Layout, sums: jax.Array, count: jax.Array) -> jax.Array:
+    """``[K, 6]`` from the leaves' ``[L, 3]`` sums: norms combine as sqrt of sums of squares."""
+    r = _rates(layout, count)
+    pp, rated = sums[:, 0], jnp.asarray(layout.rated)
+    cols = jnp.stack([pp, sums[:, 1], sums[:, 2], r * r * pp, pp * rated, r * r * rated], axis=1)
+    agg = jnp.asarray(layout.group) @ cols  # [K, 6]
+    pp, pu, uu, r2pp, w, r2 = (agg[:, i] for i in range(6))
+    n_rated = layout.group @ layout.rated
     norm = jnp.sqrt(pp)
-    safe = jnp.where(pp > 0, pp, 1.0)
-    perp = jnp.sqrt(jnp.maximum(uu - pu * pu / safe, 0.0))
-    along = norm + pu / jnp.where(pp > 0, norm, 1.0)
-    angle = jnp.where(pp > 0, jnp.arctan2(perp, along), jnp.nan)
-    rated = [lf for lf in members if lf.terms]
-    if not rated:
-        rate = _nan()
-    else:
-        r = [_rate(lf, count) for lf in rated]
-        w = [sums[lf.index][0] for lf in rated]
-        wsum = sum(w)
-        mean_sq = sum(ri * ri * wi for ri, wi in zip(r, w, strict=True)) / jnp.where(wsum > 0, wsum, 1.0)
-        plain = sum(ri * ri for ri in r) / len(r)
-        rate = jnp.sqrt(jnp.where(wsum > 0, mean_sq, plain)) if len(r) > 1 else r[0]
-    if all(lf.decay_known for lf in members):
-        decay = jnp.sqrt(sum(_rate(lf, count) ** 2 * sums[lf.index][0] for lf in members))
-    else:
-        decay = _nan()
-    horizons = [lf.horizon for lf in members if lf.horizon is not None]
+    positive = pp > 0
+    perp = jnp.sqrt(jnp.maximum(uu - pu * pu / jnp.where(positive, pp, 1.0), 0.0))
+    along = norm + pu / jnp.where(positive, norm, 1.0)
+    angle = jnp.where(positive, jnp.arctan2(perp, along), jnp.nan)
+    # A key's rate: the rms of its leaves' rates weighted by |theta|^2 (their rate if shared).
+    mean_sq = jnp.where(w > 0, r2pp / jnp.where(w > 0, w, 1.0), r2 / np.maximum(n_rated, 1))
+    rate = jnp.where(n_rated > 0, jnp.sqrt(mean_sq), jnp.nan)
+    decay = jnp.where(jnp.asarray(layout.known), jnp.sqrt(r2pp), jnp.nan)
     timescale = 1.0 / rate
-    fraction = timescale / min(horizons) if horizons else _nan()
-    f32 = jnp.float32
-    return LeafStats(norm.astype(f32), jnp.asarray(decay, f32), jnp.asarray(rate, f32),
-                     jnp.asarray(timescale, f32), jnp.asarray(fraction, f32), angle.astype(f32))
+    return jnp.stack([norm, decay, rate, timescale, timescale / layout.horizon, angle],
+                     axis=1).astype(jnp.float32)
 
 
 class _Monitor:
-    """The wrapper: the layout per params signature, found once by a recording ``init``."""
+    """The wrapper: the layout per params signature, found once from the decay plans."""
 
     def __init__(self, inner: optax.GradientTransformationExtraArgs, groups: tuple[str, ...] | None) -> None:
         self.inner = inner
         self.groups = groups
-        self._layouts: dict[Any, dict[str, tuple[_Leaf, ...]]] = {}
+        self._layouts: dict[Any, _Layout] = {}
 
     def _record(self, params: Any) -> list[_hook.TransformPlan]:
         """The decay plans of the inner optimizer, from an abstract (shape-only) ``init``.
@@ -251,23 +289,21 @@ class _Monitor:
             jax.eval_shape(self.inner.init, params)
         return list(plans)
 
-    def layout(self, params: Any) -> dict[str, tuple[_Leaf, ...]]:
-        """Key -> leaves for these params; found at the first ``init`` or ``update``
+    def layout(self, params: Any) -> _Layout:
+        """The layout for these params; found at the first ``init`` or ``update``
         (a state restored from a checkpoint) of each params signature."""
         leaves, treedef = _trees.flatten(params)
         key = (treedef, tuple((getattr(x, "shape", None), getattr(x, "dtype", None)) for x in leaves))
         if key not in self._layouts:
-            plans = self._record(params)
             paths = [_trees.path_of(k) for k, _ in _trees.flatten_with_path(params)]
-            self._layouts[key] = _layout(_leaves(plans, paths), self.groups)
+            self._layouts[key] = _build(_leaves(self._record(params), paths), self.groups)
         return self._layouts[key]
 
     def init(self, params: Any) -> MonitorState:
         # Under decaytx.audit's recording, this init hands the plans to the audit;
         # the monitor's own recording (nested) keeps its plans to itself.
         inner_state = self.inner.init(params)
-        layout = self.layout(params)
-        return MonitorState(inner_state, jnp.zeros([], jnp.int32), _empty_stats(list(layout)))
+        return MonitorState(inner_state, jnp.zeros([], jnp.int32), _nan_stats(self.layout(params).keys))
 
     def update(self, updates: Any, state: MonitorState, params: Any = None,
                **extra_args: Any) -> tuple[Any, MonitorState]:
@@ -276,17 +312,19 @@ class _Monitor:
                              "the current weights: call update(updates, state, params).")
         new_updates, inner_state = self.inner.update(updates, state.inner, params, **extra_args)
         layout = self.layout(params)
-        p_leaves = _trees.flatten(params)[0]
-        u_leaves = _trees.flatten(new_updates)[0]
-        used = {lf.index for members in layout.values() for lf in members}
-        sums = {i: _sums(p_leaves[i], u_leaves[i]) for i in sorted(used)}
-        stats = {k: _group(members, sums, state.count) for k, members in layout.items()}
-        if set(stats) != set(state.stats):
+        if layout.keys != state.stats.keys:
             raise ValueError(
-                f"monitor.update: the state holds stats for {sorted(state.stats)[:5]} but "
-                f"these params give {sorted(stats)[:5]}; the state was built for other params.")
+                f"monitor.update: the state holds stats for {list(state.stats.keys)[:5]} but "
+                f"these params give {list(layout.keys)[:5]}; the state was built for other params.")
+        values = state.stats.values
+        if layout.keys:
+            p_leaves, u_leaves = _trees.flatten(params)[0], _trees.flatten(new_updates)[0]
+            # One stack of all the scalars (one kernel), not one per leaf.
+            flat = [x for i in layout.index for x in _sums(p_leaves[i], u_leaves[i])]
+            sums = jnp.stack(flat).reshape(len(layout.index), 3)
+            values = _stats(layout, sums, state.count)
         count = jnp.asarray(optax.safe_increment(state.count))
-        return new_updates, MonitorState(inner_state, count, stats)
+        return new_updates, MonitorState(inner_state, count, MonitorStats(values, layout.keys))
 
 
 def monitor(optimizer: Any, *, groups: Sequence[str] | None = None
@@ -296,7 +334,7 @@ def monitor(optimizer: Any, *, groups: Sequence[str] | None = None
     The updates are those of ``optimizer``, bitwise. The state
     (:class:`MonitorState`) also keeps, per leaf decayed by a decaytx
     transform anywhere inside ``optimizer`` (or per group of leaves), the
-    float32 :class:`LeafStats` of the last step:
+    float32 :class:`MonitorStats` of the last step:
 
     .. math::
       \lVert\theta_t\rVert,\quad m_t\lambda_t\lVert\theta_t\rVert,\quad
@@ -363,7 +401,7 @@ def monitor_stats(state: Any, *, flat: bool = False) -> dict[str, Any]:
 
     Works on a state returned by a jitted step (it copies the few scalars to
     the host once). NaN means not measured yet (before the first ``update``)
-    or not known (see :class:`LeafStats`).
+    or not known (see :class:`MonitorStats`).
 
     Args:
       state: the state of :func:`monitor` (or a state containing exactly one).
@@ -375,9 +413,8 @@ def monitor_stats(state: Any, *, flat: bool = False) -> dict[str, Any]:
       and ``angle`` of each.
     """
     mon = _find(state)
-    host = jax.device_get(mon.stats)
-    nested = {k: {name: float(np.asarray(v)) for name, v in zip(_STATS, s, strict=True)}
-              for k, s in host.items()}
+    rows = np.asarray(jax.device_get(mon.stats.values), np.float64).tolist()
+    nested = {k: dict(zip(_STATS, row, strict=True)) for k, row in zip(mon.stats.keys, rows, strict=True)}
     if not flat:
         return nested
     return {f"{k}/{name}" if k else name: v for k, d in nested.items() for name, v in d.items()}
