@@ -1,7 +1,7 @@
 r"""A run-time monitor of what the decay does: :func:`monitor` and :func:`monitor_stats`.
 
 :func:`monitor` wraps an optimizer and returns its updates unchanged; its
-state keeps, per decayed leaf (or per group of leaves), five float32 numbers
+state keeps, per decayed leaf (or per group of leaves), six float32 numbers
 measured at the last ``update``: the norm :math:`\lVert\theta_t\rVert`, the
 norm of the decay applied, the effective rate :math:`r_t = m_t\lambda_t`, the
 timescale :math:`1/r_t` (in steps, and as a fraction of the horizon), and the
@@ -12,9 +12,10 @@ leaves are decayed, and with which coefficients, comes from the plans every
 decaytx transform emits at ``init`` (:mod:`decaytx._hook`, the audit's
 route); the applied decay of a decoupled form toward zero is then the closed
 form :math:`m_t\lambda_t\lVert\theta_t\rVert`, from the norm the monitor
-computes anyway. The per-step work is three reductions per leaf
-(:math:`\theta\cdot\theta`, :math:`\theta\cdot u`, :math:`u\cdot u`) and a
-few scalars per group.
+computes anyway. The per-step work is one reduction per decayed leaf (the
+three sums :math:`\theta\cdot\theta`, :math:`\theta\cdot u`,
+:math:`u\cdot u` in one pass) and a few small array operations for all the
+keys together.
 """
 
 from __future__ import annotations
@@ -349,8 +350,10 @@ def monitor(optimizer: Any, *, groups: Sequence[str] | None = None
     The schedules are evaluated at the monitor's own count of ``update``
     calls, the step the decay transforms use when every ``update`` reaches
     them (not under ``optax.MultiSteps`` or ``apply_if_finite`` inside the
-    monitor). Under ``optax.inject_hyperparams`` the coefficients are those
-    of the first ``init``.
+    monitor). Under ``inject_hyperparams`` the coefficients live in the
+    state, where the monitor does not read them: ``rate``, ``decay``,
+    ``timescale`` and ``horizon_fraction`` are NaN, ``norm`` and ``angle``
+    are measured.
 
     Args:
       optimizer: an ``optax.GradientTransformation`` containing decaytx

@@ -252,6 +252,17 @@ def test_what_is_not_known_is_nan():
         assert s[k]["rate"] == pytest.approx(0.01) and math.isnan(s[k]["decay"])
 
 
+def test_injected_hyperparameters_give_nan_rates_but_norms_and_angles():
+    for inner in (optax.inject_hyperparams(decaytx.adamw)(learning_rate=0.1, weight_decay=0.01),
+                  decaytx.inject_hyperparams(decaytx.sgdw)(learning_rate=0.1, weight_decay=0.01)):
+        opt = decaytx.monitor(inner)
+        params = {"w": jnp.ones((3, 3))}
+        _, state = jax.jit(opt.update)(params, jax.jit(opt.init)(params), params)
+        s = decaytx.monitor_stats(state)["w"]
+        assert s["norm"] == pytest.approx(3.0) and np.isfinite(s["angle"])
+        assert math.isnan(s["rate"]) and math.isnan(s["decay"])
+
+
 def test_init_warns_as_the_unmonitored_init_does():
     params = {"w": jnp.ones(4, jnp.bfloat16)}
     for opt in (decaytx.add_decoupled_decay(1e-5, learning_rate=None),
