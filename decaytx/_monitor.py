@@ -180,13 +180,16 @@ def _ident(v: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class _Layout:
-    """What one step computes, as static arrays (``L`` monitored leaves, ``K`` keys, ``J`` terms)."""
+    """What one step computes, as static index arrays (``L`` monitored leaves,
+    ``K`` keys, ``J`` distinct terms, ``P`` (leaf, term) pairs): sizes linear in
+    the leaves, never ``K x L`` (a model of 10,000 leaves stays cheap)."""
 
     keys: tuple[str, ...]
     index: tuple[int, ...]  # [L] the params leaf of each monitored leaf
-    group: np.ndarray  # [K, L] 1 where the leaf belongs to the key
+    segment: np.ndarray  # [L] the key of each leaf (sorted: a key's leaves are contiguous)
     terms: tuple[tuple[Any, Any], ...]  # [J] the distinct (m, lambda)
-    uses: np.ndarray  # [L, J] how often a leaf has the term
+    pair_leaf: np.ndarray  # [P] the leaf of each (leaf, term) pair
+    pair_term: np.ndarray  # [P] the term of each pair
     rated: np.ndarray  # [L] 1 where a decoupled decay acts on the leaf
     known: np.ndarray  # [K] the decay's norm is known for every leaf of the key
     horizon: np.ndarray  # [K] the smallest horizon of the key, NaN for none
@@ -195,25 +198,23 @@ class _Layout:
 def _build(leaves: list[_Leaf], groups: Sequence[str] | None) -> _Layout:
     by_key = _assign(leaves, groups)
     order = [lf for members in by_key.values() for lf in members]
-    terms: dict[Any, tuple[Any, Any]] = {}
-    for lf in order:
-        for m, lam in lf.terms:
-            terms.setdefault((_ident(m), _ident(lam)), (m, lam))
-    slot = {k: j for j, k in enumerate(terms)}
-    uses = np.zeros((len(order), len(terms)), np.float32)
+    slot: dict[Any, int] = {}
+    terms, pairs = [], []
     for i, lf in enumerate(order):
         for m, lam in lf.terms:
-            uses[i, slot[(_ident(m), _ident(lam))]] += 1
-    group = np.zeros((len(by_key), len(order)), np.float32)
-    known, horizon, i = [], [], 0
-    for k, members in enumerate(by_key.values()):
-        group[k, i:i + len(members)] = 1
-        i += len(members)
-        known.append(all(lf.decay_known for lf in members))
-        hs = [lf.horizon for lf in members if lf.horizon is not None]
-        horizon.append(min(hs) if hs else math.nan)
-    return _Layout(tuple(by_key), tuple(lf.index for lf in order), group, tuple(terms.values()),
-                   uses, np.array([float(bool(lf.terms)) for lf in order], np.float32),
+            key = (_ident(m), _ident(lam))
+            if key not in slot:
+                slot[key] = len(terms)
+                terms.append((m, lam))
+            pairs.append((i, slot[key]))
+    segment = np.repeat(np.arange(len(by_key), dtype=np.int32),
+                        [len(members) for members in by_key.values()])
+    known = [all(lf.decay_known for lf in members) for members in by_key.values()]
+    horizon = [min((lf.horizon for lf in members if lf.horizon is not None), default=math.nan)
+               for members in by_key.values()]
+    pair = np.array(pairs, np.int32).reshape(-1, 2)
+    return _Layout(tuple(by_key), tuple(lf.index for lf in order), segment, tuple(terms),
+                   pair[:, 0], pair[:, 1], np.array([float(bool(lf.terms)) for lf in order], np.float32),
                    np.array(known, bool), np.array(horizon, np.float32))
 
 
@@ -246,7 +247,8 @@ def _rates(layout: _Layout, count: jax.Array) -> jax.Array:
     v = jnp.stack([
         (jnp.real(coef.value_at(m, count)) * jnp.real(coef.value_at(lam, count))).astype(jnp.float32)
         for m, lam in layout.terms])
-    return jnp.asarray(layout.uses) @ v
+    return jax.ops.segment_sum(v[layout.pair_term], layout.pair_leaf, len(layout.index),
+                               indices_are_sorted=True)
 
 
 def _stats(layout: _Layout, sums: jax.Array, count: jax.Array) -> jax.Array:
@@ -254,9 +256,11 @@ def _stats(layout: _Layout, sums: jax.Array, count: jax.Array) -> jax.Array:
     r = _rates(layout, count)
     pp, rated = sums[:, 0], jnp.asarray(layout.rated)
     cols = jnp.stack([pp, sums[:, 1], sums[:, 2], r * r * pp, pp * rated, r * r * rated], axis=1)
-    agg = jnp.asarray(layout.group) @ cols  # [K, 6]
+    k = len(layout.keys)
+    agg = cols if k == len(layout.index) else jax.ops.segment_sum(
+        cols, layout.segment, k, indices_are_sorted=True)  # [K, 6]
     pp, pu, uu, r2pp, w, r2 = (agg[:, i] for i in range(6))
-    n_rated = layout.group @ layout.rated
+    n_rated = np.bincount(layout.segment, layout.rated, minlength=k)
     norm = jnp.sqrt(pp)
     positive = pp > 0
     perp = jnp.sqrt(jnp.maximum(uu - pu * pu / jnp.where(positive, pp, 1.0), 0.0))
@@ -286,8 +290,11 @@ class _Monitor:
         that the user's once-only warnings still fire there (an ``init`` under
         a recording issues none).
         """
+        init = self.inner.init
         with _hook.recording() as plans:
-            jax.eval_shape(self.inner.init, params)
+            # A fresh function: eval_shape caches traces by function, and a cached
+            # trace would not run the inits that emit the plans.
+            jax.eval_shape(lambda p: init(p), params)  # noqa: PLW0108
         return list(plans)
 
     def layout(self, params: Any) -> _Layout:

@@ -224,6 +224,28 @@ def test_groups_errors():
         decaytx.monitor(lambda x: x)  # pyright: ignore[reportArgumentType]
 
 
+def test_many_leaves_each_with_its_own_rate():
+    n = 300
+    params = {f"l{g}": {f"{i:03d}": jnp.full((2,), 1.0 + i) for i in range(100 * g, 100 * g + 100)}
+              for g in range(3)}
+    lam = jax.tree.map(lambda x: 1e-3 * float(x[0]), params)
+    inner = optax.chain(optax.sgd(0.1), decaytx.add_decoupled_decay(lam, learning_rate=0.1))
+    for groups in (None, ["l0", "l1", "l2"]):  # the same inner twice: its plans found twice
+        opt = decaytx.monitor(inner, groups=groups)
+        _, state = jax.jit(opt.update)(params, opt.init(params), params)
+        assert state.stats.values.shape == (n if groups is None else 3, 6)
+        s = decaytx.monitor_stats(state)
+        if groups is None:
+            assert s["l2/299"]["rate"] == pytest.approx(0.1 * 0.3, rel=1e-6)
+            np.testing.assert_allclose([s[f"l{i // 100}/{i:03d}"]["rate"] for i in range(n)],
+                                       [1e-4 * (1 + i) for i in range(n)], rtol=1e-6)
+        else:  # l0/000..l0/099: the |theta|^2-weighted rms of their rates
+            th2 = np.array([2 * (1.0 + i) ** 2 for i in range(100)])
+            r = np.array([1e-4 * (1 + i) for i in range(100)])
+            assert s["l0"]["rate"] == pytest.approx(math.sqrt((r**2 * th2).sum() / th2.sum()), rel=1e-5)
+            assert s["l0"]["decay"] == pytest.approx(math.sqrt((r**2 * th2).sum()), rel=1e-5)
+
+
 def test_horizon_fraction_from_with_horizon():
     T = 1000
     sched = decaytx.with_horizon(optax.cosine_decay_schedule(0.1, T), T)
