@@ -12,10 +12,9 @@ leaves are decayed, and with which coefficients, comes from the plans every
 decaytx transform emits at ``init`` (:mod:`decaytx._hook`, the audit's
 route); the applied decay of a decoupled form toward zero is then the closed
 form :math:`m_t\lambda_t\lVert\theta_t\rVert`, from the norm the monitor
-computes anyway. The per-step work is one reduction per decayed leaf (the
-three sums :math:`\theta\cdot\theta`, :math:`\theta\cdot u`,
-:math:`u\cdot u` in one pass) and a few small array operations for all the
-keys together.
+computes anyway. The per-step work is three sums per decayed leaf
+(:math:`\theta\cdot\theta`, :math:`\theta\cdot u`, :math:`u\cdot u`) and a
+few small array operations for all the keys together.
 """
 
 from __future__ import annotations
@@ -222,22 +221,23 @@ def _nan_stats(keys: tuple[str, ...]) -> MonitorStats:
     return MonitorStats(jnp.full((len(keys), len(_STATS)), jnp.nan, jnp.float32), keys)
 
 
-def _add3(a: tuple[jax.Array, ...], b: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
-    return tuple(x + y for x, y in zip(a, b, strict=True))
-
-
 def _sums(p: jax.Array, u: Any) -> tuple[jax.Array, ...]:
-    """``(theta.theta, theta.u, u.u)``: one reduction (one kernel) reading each once."""
+    """``(theta.theta, theta.u, u.u)`` in float32.
+
+    Three plain reductions, not one variadic ``lax.reduce``: XLA:CPU runs a
+    variadic reduction as a scalar loop (2.5x slower than the three
+    vectorised ones on a 4M leaf), and XLA:GPU fuses sibling reductions of
+    the same inputs into one kernel anyway.
+    """
     wide = jnp.promote_types(p.dtype, jnp.float32)
     p = p.astype(wide)
     u = jnp.zeros_like(p) if _trees.is_empty(u) else u.astype(wide)
+    f32 = jnp.float32
     if jnp.issubdtype(wide, jnp.complexfloating):
-        parts = (jnp.real(jnp.conj(p) * p), jnp.real(jnp.conj(p) * u), jnp.real(jnp.conj(u) * u))
-    else:
-        parts = (p * p, p * u, u * u)
-    zero = np.zeros((), parts[0].dtype)
-    out = jax.lax.reduce(parts, (zero, zero, zero), _add3, tuple(range(p.ndim)))
-    return tuple(x.astype(jnp.float32) for x in out)
+        return (jnp.sum(jnp.real(jnp.conj(p) * p)).astype(f32),
+                jnp.sum(jnp.real(jnp.conj(p) * u)).astype(f32),
+                jnp.sum(jnp.real(jnp.conj(u) * u)).astype(f32))
+    return jnp.sum(p * p).astype(f32), jnp.sum(p * u).astype(f32), jnp.sum(u * u).astype(f32)
 
 
 def _rates(layout: _Layout, count: jax.Array) -> jax.Array:

@@ -9,7 +9,7 @@ those with array outputs), the bytes accessed per param from
 ``compiled.cost_analysis()``, and the step time over the bare one
 (interleaved repetitions, paired ratios, bootstrap 95% CI of the median).
 
-    python -m experiments.measure_monitor [--reps 15] [--params 2] [--blocks 25]
+    python -m experiments.measure_monitor [--reps 15] [--params 2] [--blocks 25] [--layered N] [--no-donate]
 """
 
 from __future__ import annotations
@@ -49,8 +49,13 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--params", type=float, default=2.0, help="millions of params")
     ap.add_argument("--blocks", type=int, default=25)
+    ap.add_argument("--layered", type=int, default=0,
+                    help="N > 0: N/2 square kernels and their biases instead of the transformer")
+    ap.add_argument("--no-donate", action="store_true", help="params and state not donated")
     args = ap.parse_args()
-    tree = trees.transformer(int(args.params * trees.M), blocks=args.blocks)
+    total = int(args.params * trees.M)
+    tree = (trees.layered(args.layered, total) if args.layered
+            else trees.transformer(total, blocks=args.blocks))
     rng = np.random.default_rng(0)
     params, grads = trees.make_params(tree, rng)
     n = hlo.tree_size(params)
@@ -58,7 +63,8 @@ def main() -> None:
     for name, make in _variants().items():
         opt = make()
         state = opt.init(params)
-        compiled = hlo.jit_step(opt).lower(params, state, grads).compile()
+        jitted = jax.jit(hlo.step_fn(opt)) if args.no_donate else hlo.jit_step(opt)
+        compiled = jitted.lower(params, state, grads).compile()
         shapes = hlo.fusion_shapes(compiled.as_text())
         cost = hlo.cost_analysis(compiled)
         rows[name] = (len(shapes), sum(not hlo.is_scalar_shape(s) for s in shapes),
@@ -73,7 +79,8 @@ def main() -> None:
             jax.block_until_ready(p)
             times[name].append(time.perf_counter() - t0)
             steps[name][1:] = [p, s]
-    print(f"tree {tree.label}; {args.reps} interleaved repetitions; jax {jax.__version__} "
+    print(f"tree {tree.label}; {'not ' if args.no_donate else ''}donated; "
+          f"{args.reps} interleaved repetitions; jax {jax.__version__} "
           f"on {jax.devices()[0].platform}; load average {os.getloadavg()}")
     print("| variant | kernels | array kernels | bytes/param | step time / adamw (paired, 95% CI) |")
     print("|---|---|---|---|---|")
