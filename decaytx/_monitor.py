@@ -362,11 +362,12 @@ def monitor(optimizer: Any, *, groups: Sequence[str] | None = None
 
     The schedules are evaluated at the monitor's own count of ``update``
     calls, the step the decay transforms use when every ``update`` reaches
-    them (not under ``optax.MultiSteps`` or ``apply_if_finite`` inside the
-    monitor). Under ``inject_hyperparams`` the coefficients live in the
-    state, where the monitor does not read them: ``rate``, ``decay``,
-    ``timescale`` and ``horizon_fraction`` are NaN, ``norm`` and ``angle``
-    are measured.
+    them: put the monitor inside ``optax.MultiSteps`` or ``apply_if_finite``,
+    not around them (around them it counts mini-steps and skipped steps, and
+    reports the decay of a full step on them). Under ``inject_hyperparams``
+    the coefficients live in the state, where the monitor does not read
+    them: ``rate``, ``decay``, ``timescale`` and ``horizon_fraction`` are
+    NaN, ``norm`` and ``angle`` are measured.
 
     Args:
       optimizer: an ``optax.GradientTransformation`` containing decaytx

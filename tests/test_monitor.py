@@ -285,6 +285,18 @@ def test_injected_hyperparameters_give_nan_rates_but_norms_and_angles():
         assert math.isnan(s["rate"]) and math.isnan(s["decay"])
 
 
+def test_inside_multisteps_it_counts_the_real_steps():
+    eta = optax.linear_schedule(0.1, 0.0, 10)
+    mon = decaytx.monitor(optax.chain(optax.sgd(eta), decaytx.add_decoupled_decay(0.5, learning_rate=eta)))
+    opt = optax.MultiSteps(mon, every_k_schedule=2)
+    params = {"w": jnp.ones(3)}
+    state = opt.init(params)
+    for _ in range(4):  # two real steps, at counts 0 and 1
+        _, state = jax.jit(opt.update)(params, state, params)
+    assert int(state.inner_opt_state.count) == 2
+    assert decaytx.monitor_stats(state)["w"]["rate"] == pytest.approx(float(eta(1)) * 0.5, rel=1e-6)
+
+
 def test_init_warns_as_the_unmonitored_init_does():
     params = {"w": jnp.ones(4, jnp.bfloat16)}
     for opt in (decaytx.add_decoupled_decay(1e-5, learning_rate=None),
