@@ -12,6 +12,7 @@ from decaytx._gradient import add_elastic_net_grad, add_l1_subgrad, add_l2_grad
 from decaytx._group_lasso import group_lasso_penalty, prox_group_lasso
 from decaytx._groups import per_leaf
 from decaytx._inject import inject_hyperparams
+from decaytx._monitor import monitor, monitor_stats
 from decaytx._parity import scale_by_keras_adam
 from decaytx._penalties import elastic_net_penalty, l1_penalty, l2_penalty
 from decaytx._proximal import prox_elastic_net, prox_l1, soft_threshold
@@ -55,6 +56,8 @@ __all__ = [
     "l2_penalty",
     "lr_multiplier",
     "masks",
+    "monitor",
+    "monitor_stats",
     "multi_output_fusion_active",
     "normalized_weight_decay",
     "per_leaf",
