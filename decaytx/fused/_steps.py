@@ -99,15 +99,8 @@ def adamw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
     (:func:`decaytx.fused.multi_output_fusion_active`).
 
     Args:
-      learning_rate, weight_decay, b1, b2, eps, mask, anchor, decay_scaling,
-        cautious: as :func:`decaytx.adamw` (fused; an anchor is read once
-        more per step: +4 B/param). Every argument of the recipe is taken,
-        with its default; ``inspect.signature`` shows them all.
-      eps_root: as :func:`decaytx.adamw` (fused).
-      mu_dtype, nesterov, amsgrad: as :func:`decaytx.adamw`; a value other
-        than the default runs the recipe's program (``amsgrad=True`` with
-        ``layout="flat"`` raises a ``ValueError`` naming it: the flat buffers
-        hold two moments).
+      learning_rate: as :func:`decaytx.adamw`.
+      weight_decay: as :func:`decaytx.adamw`.
       formulation: ``"auto"`` (the sibling form exactly when multi-output
         fusion is active), ``"sibling"`` (always: for measurements) or
         ``"plain"`` (always the recipe's program).
@@ -120,6 +113,13 @@ def adamw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
         = 8192 elements, the measured break-even of
         ``experiments/measure_flat_moments.py``; docs/performance.md, "Many
         small leaves: flat moments").
+      **recipe_kwargs: every other argument of :func:`decaytx.adamw`, with
+        its default (``inspect.signature`` shows them all). ``b1``, ``b2``,
+        ``eps``, ``eps_root``, ``mask``, ``anchor`` (read once more per
+        step: +4 B/param), ``decay_scaling`` and ``cautious`` are fused;
+        ``mu_dtype``, ``nesterov`` and ``amsgrad`` other than their defaults
+        run the recipe's program (``amsgrad=True`` with ``layout="flat"``
+        raises a ``ValueError`` naming it: the flat buffers hold two moments).
 
     Returns:
       An ``optax.GradientTransformation`` whose state is :func:`decaytx.adamw`'s
@@ -168,13 +168,13 @@ def adam_l2(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
     :func:`decaytx.adam_l2`'s program. See :func:`decaytx.fused.adamw`.
 
     Args:
-      learning_rate, weight_decay, b1, b2, eps, mask, anchor: as
-        :func:`decaytx.adam_l2` (fused).
-      mu_dtype, amsgrad: as :func:`decaytx.adam_l2`; a value other than the
-        default runs the recipe's program (``amsgrad=True`` with
-        ``layout="flat"`` raises a ``ValueError`` naming it).
+      learning_rate: as :func:`decaytx.adam_l2`.
+      weight_decay: as :func:`decaytx.adam_l2`.
       formulation: as :func:`decaytx.fused.adamw`.
       layout: as :func:`decaytx.fused.adamw`.
+      **recipe_kwargs: every other argument of :func:`decaytx.adam_l2`;
+        ``mu_dtype`` and ``amsgrad`` other than their defaults run the
+        recipe's program (``amsgrad=True`` with ``layout="flat"`` raises).
 
     Returns:
       An ``optax.GradientTransformation`` whose state is :func:`decaytx.adam_l2`'s
@@ -221,11 +221,12 @@ def sgdw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
     is one kernel per leaf already).
 
     Args:
-      learning_rate, weight_decay, momentum, nesterov, mask, anchor,
-        decay_scaling: as :func:`decaytx.sgdw` (fused).
-      dampening, accumulator_dtype: as :func:`decaytx.sgdw`; a value other
-        than the default runs the recipe's program.
+      learning_rate: as :func:`decaytx.sgdw`.
+      weight_decay: as :func:`decaytx.sgdw`.
       formulation: as :func:`decaytx.fused.adamw`.
+      **recipe_kwargs: every other argument of :func:`decaytx.sgdw`;
+        ``dampening`` and ``accumulator_dtype`` other than their defaults
+        run the recipe's program.
 
     Returns:
       An ``optax.GradientTransformation`` whose state is :func:`decaytx.sgdw`'s.
@@ -267,9 +268,11 @@ def sgd_l2(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
     B/param; otherwise exactly :func:`decaytx.sgd_l2`'s program.
 
     Args:
-      learning_rate, weight_decay, **recipe_kwargs: every argument of
-        :func:`decaytx.sgd_l2`, fused as in :func:`decaytx.fused.sgdw`.
+      learning_rate: as :func:`decaytx.sgd_l2`.
+      weight_decay: as :func:`decaytx.sgd_l2`.
       formulation: as :func:`decaytx.fused.adamw`.
+      **recipe_kwargs: every other argument of :func:`decaytx.sgd_l2`,
+        fused as in :func:`decaytx.fused.sgdw`.
 
     Returns:
       An ``optax.GradientTransformation`` whose state is :func:`decaytx.sgd_l2`'s.
