@@ -10,6 +10,10 @@
   the loss ``1/(2n) ||Y - XW||_F^2``;
 * the penalty: its ``jax.grad`` is lambda theta_g / ||theta_g|| (NumPy), and
   the prox's optimality condition holds with it (x - prox(x) = tau grad/lambda).
+
+The properties every form shares (pickling, ``lax.scan``, ``optax.tree.map_params``,
+``update(None, ...)``, half precision with extreme coefficients, inject_hyperparams)
+run over the registry in tests/test_paths.py, where prox_group_lasso has its line.
 """
 
 from __future__ import annotations
@@ -470,46 +474,6 @@ def _chain(l1: Any = 0.5) -> optax.GradientTransformation:
     return optax.chain(optax.sgd(0.1), decaytx.prox_group_lasso(l1, learning_rate=0.1, axis=-1))
 
 
-def test_pickles_with_plain_pickle_and_cloudpickle():
-    import pickle
-
-    cloudpickle = pytest.importorskip("cloudpickle")
-    t = decaytx.prox_group_lasso(0.5, learning_rate=0.1, axis=-1)
-    np.testing.assert_array_equal(_run(pickle.loads(pickle.dumps(t)))["w"], _run(t)["w"])
-    opt = _chain(optax.linear_schedule(0.5, 1.0, 5))
-    state = opt.init(PARAMS)
-    again = cloudpickle.loads(cloudpickle.dumps(opt))
-    restored = pickle.loads(pickle.dumps(state))
-    for k in PARAMS:
-        np.testing.assert_array_equal(_run(again, state=restored)[k], _run(opt, state=state)[k])
-
-
-def test_lax_scan_over_steps_equals_a_loop():
-    opt = _chain(optax.linear_schedule(0.5, 2.0, 3))
-    grads = [jax.tree.map(lambda x, i=i: jnp.cos(x * (i + 1)), PARAMS) for i in range(4)]
-
-    def step(carry: Any, g: Any) -> Any:
-        p, s = carry
-        u, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, u), s), None
-
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *grads)
-    scanned = jax.lax.scan(step, (PARAMS, opt.init(PARAMS)), stacked)[0]
-    carry = (PARAMS, opt.init(PARAMS))
-    for g in grads:
-        carry = jax.jit(step)(carry, g)[0]
-    for a, b in zip(jax.tree.leaves(scanned), jax.tree.leaves(carry), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-
-
-def test_optax_map_params_and_none_updates():
-    t = decaytx.prox_group_lasso(optax.linear_schedule(0.5, 1.0, 5), learning_rate=0.1, axis=-1)
-    state = t.init(PARAMS)
-    mapped = optax.tree.map_params(t, lambda x: x + 1, state)
-    assert jax.tree.structure(mapped) == jax.tree.structure(state)
-    assert t.update(None, state, PARAMS)[0] is None
-
-
 def test_optax_inject_hyperparams_needs_axis_static_and_says_so():
     with pytest.raises(TypeError, match=r"axis arrived as an array.*decaytx.inject_hyperparams"):
         optax.inject_hyperparams(decaytx.prox_group_lasso)(0.5, learning_rate=0.1, axis=-1).init(PARAMS)
@@ -522,19 +486,3 @@ def test_optax_inject_hyperparams_needs_axis_static_and_says_so():
         for k in PARAMS:
             np.testing.assert_allclose(out[k], plain[k], rtol=1e-5, atol=1e-6)
 
-
-@pytest.mark.parametrize("l1", [1e5, 1e-30], ids=["huge", "tiny"])
-@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16], ids=lambda d: jnp.dtype(d).name)
-def test_half_precision_with_extreme_coefficients_matches_float32(dtype, l1):
-    params = jax.tree.map(lambda x: (x * 1e-3).astype(dtype), PARAMS)
-    ref_params = jax.tree.map(lambda x: x.astype(jnp.float32), params)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", decaytx.DecayWarning)
-        out = _run(_chain(l1), n=1, params=params)
-        ref = _run(_chain(l1), n=1, params=ref_params)
-    eps = float(jnp.finfo(dtype).eps)
-    for k in PARAMS:
-        assert out[k].dtype == dtype and np.isfinite(np.asarray(out[k], np.float64)).all()
-        y = np.asarray(ref[k].astype(dtype), np.float64)
-        scale = max(float(np.abs(y).max()), 1e-3)
-        assert np.abs(np.asarray(out[k], np.float64) - y).max() <= 4 * eps * scale
