@@ -49,7 +49,7 @@ report: $(VENV)/.report
 # print file names without -v, which lists every test. pytest's own summary
 # line stays last.
 test: $(VENV)/.test
-	@echo "make test: the whole suite on 2 workers (pytest -n 2), about 10 min on 2 idle CPU cores, longer on a busy machine"
+	@echo "make test: the whole suite on 2 workers (pytest -n 2), about 5 to 8 min on 2 idle CPU cores (installs included), longer on a busy machine"
 	$(PY) -m pytest -n 2 -o console_output_style=count || { rc=$$?; [ $$rc -ne 5 ] || \
 	  echo "pytest collected no tests (exit 5): check testpaths in pyproject.toml" >&2; exit $$rc; }
 
