@@ -82,6 +82,61 @@ def where(keypath: Sequence[Any]) -> str:
     return jax.tree_util.keystr(tuple(keypath)) or "<root>"
 
 
+# What reading a traced value raises (float(x), bool(x), np.asarray(x), int(x)).
+VALUE_READ_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+SHAPE_ONLY_RULE = (
+    "may use each leaf's path, shape and dtype only, never its values (the "
+    "same rule eagerly and under jax.jit, where values are traced)"
+)
+
+
+def abstractly(fn: Callable[[PyTree], Any], tree: PyTree, what: str) -> Any:
+    """``fn(tree)`` with every array leaf's values hidden (shape and dtype kept).
+
+    ``fn`` sees the array leaves as tracers of their shape and dtype, inside
+    ``jax.ensure_compile_time_eval`` so that numbers computed from shapes are
+    concrete; a ``fn`` that reads values fails the same way eagerly and under
+    ``jit``, with a ``TypeError`` naming ``what``. Other leaves are passed
+    as they are.
+    """
+    flat, treedef = flatten(tree)
+    arrays = [i for i, x in enumerate(flat)
+              if not is_empty(x) and hasattr(x, "shape") and hasattr(x, "dtype")]
+    out: list[Any] = []
+
+    def run(traced: list[Any]) -> None:
+        leaves = list(flat)
+        for i, t in zip(arrays, traced, strict=True):
+            leaves[i] = t
+        with jax.ensure_compile_time_eval():
+            out.append(fn(jax.tree_util.tree_unflatten(treedef, leaves)))
+
+    try:
+        jax.eval_shape(run, [jax.ShapeDtypeStruct(flat[i].shape, flat[i].dtype) for i in arrays])
+    except VALUE_READ_ERRORS as e:
+        raise value_read_error(what, type(e).__name__) from e
+    if any(isinstance(x, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
+           for x in jax.tree_util.tree_leaves(out[0])):
+        raise value_read_error(what, "it returned a value computed from a leaf's values")
+    return out[0]
+
+
+def value_read_error(what: str, how: str) -> TypeError:
+    """The one message for a ``per_leaf`` function or callable mask that reads values."""
+    return TypeError(
+        f"{what} reads the values of params leaves ({how}); a per_leaf function "
+        f"or callable mask {SHAPE_ONLY_RULE}. Decide from x.shape, x.ndim, "
+        "x.dtype and the path (e.g. lambda path, x: 0.0 if x.ndim < 2 else 0.1), "
+        "or compute a value-based decision once yourself, outside the transform, "
+        "and pass it as a pytree (mask=jax.tree.map(lambda x: bool(...), params))."
+    )
+
+
 def describe(x: Any) -> str:
     """A leaf in words: ``None``, ``a float32[2, 4] array``, ``an abstract ...``."""
     if is_empty(x):
