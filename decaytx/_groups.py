@@ -87,7 +87,7 @@ def is_tree(value: Any) -> bool:
 
 
 def _leaf_name(name: str, path: str) -> str:
-    return f"{name}[{path!r}]"
+    return f"{name}[{_trees.shown(path)}]"
 
 
 def check(name: str, value: Any) -> Any:

@@ -82,6 +82,11 @@ def where(keypath: Sequence[Any]) -> str:
     return jax.tree_util.keystr(tuple(keypath)) or "<root>"
 
 
+def shown(path: str) -> str:
+    """A "/"-joined path for a message: quoted, or ``<root>`` for a bare array."""
+    return repr(path) if path else "<root>"
+
+
 # What reading a traced value raises (float(x), bool(x), np.asarray(x), int(x)).
 VALUE_READ_ERRORS = (
     jax.errors.ConcretizationTypeError,
@@ -150,9 +155,8 @@ def describe(x: Any) -> str:
 
 def structure_error(what: str, tree: PyTree, params: PyTree, fix: str) -> ValueError:
     """``what does not match params``, naming the paths that differ."""
-    ks = jax.tree_util.keystr
-    mine_d = {ks(k): v for k, v in flatten_with_path(tree)}
-    theirs_d = {ks(k): v for k, v in flatten_with_path(params)}
+    mine_d = {where(k): v for k, v in flatten_with_path(tree)}
+    theirs_d = {where(k): v for k, v in flatten_with_path(params)}
     extra = sorted(set(mine_d) - set(theirs_d))[:5]
     missing = sorted(set(theirs_d) - set(mine_d))[:5]
     detail = []
@@ -163,7 +167,7 @@ def structure_error(what: str, tree: PyTree, params: PyTree, fix: str) -> ValueE
     if not detail:
         # Same paths: name the leaves whose kind differs (None vs array).
         differ = [
-            f"{what} has {describe(mine_d[k])} at {k or '<root>'} where params has "
+            f"{what} has {describe(mine_d[k])} at {k} where params has "
             f"{describe(theirs_d[k])}"
             for k in mine_d if is_empty(mine_d[k]) != is_empty(theirs_d[k])
         ][:3]
@@ -180,6 +184,10 @@ def _children(tree: Any) -> dict[str, Any]:
     return {path_of(k) if k else "": v for k, v in flat if k}
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def prefix_mismatch(prefix: Any, params: Any, is_prefix_leaf: Callable[[Any], bool]) -> str:
     """Where ``prefix`` stops being a prefix of ``params``, in words.
 
@@ -194,7 +202,7 @@ def prefix_mismatch(prefix: Any, params: Any, is_prefix_leaf: Callable[[Any], bo
             continue
         at = f" at {at_path!r}" if at_path else ""
         if type(a) is not type(b) and not (isinstance(a, dict) and isinstance(b, dict)):
-            return f"it has a {type(a).__name__}{at} where params has a {type(b).__name__}"
+            return f"it has {_a(type(a).__name__)}{at} where params has {describe(b) if hasattr(b, 'dtype') else _a(type(b).__name__)}"
         ka, kb = _children(a), _children(b)
         missing = [k for k in kb if k not in ka]
         extra = [k for k in ka if k not in kb]
