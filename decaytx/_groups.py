@@ -83,6 +83,8 @@ def is_tree(value: Any) -> bool:
     """
     if value is None or isinstance(value, PerLeaf):
         return isinstance(value, PerLeaf)
+    if isinstance(value, jax.tree_util.Partial):
+        return False  # a function with bound arguments: a schedule, not a tree
     return not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(value))
 
 
