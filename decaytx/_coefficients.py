@@ -229,9 +229,23 @@ def _check_scalar(name: str, value: Any) -> None:
             f"{name}={show(value)} has dtype {arr.dtype}; decay coefficients are "
             "real. Pass a non-negative float such as 1e-4."
         )
+    if np.isinf(arr) and jnp.finfo(arr.dtype).bits <= 16:
+        raise ValueError(overflow_message(name, arr, jnp.dtype(arr.dtype)))
     v = float(arr)
     grows = f" A negative coefficient grows the weights: pass abs({name}), or 0 to disable."
     number(name, v, low=0.0, fix=grows if v < 0 else "")
+
+
+def overflow_message(name: str, value: Any, dtype: Any) -> str:
+    """A hyperparameter that overflowed (or would) the dtype it is cast to."""
+    return (
+        f"{name}={show(value)} overflowed the hyperparameter dtype {jnp.dtype(dtype).name} "
+        f"(largest finite value {float(jnp.finfo(dtype).max):g}) and became inf: "
+        "optax.inject_hyperparams casts float hyperparameters to the widest float "
+        "dtype of params. Pass hyperparam_dtype=jnp.float32 to "
+        "decaytx.inject_hyperparams (or optax.inject_hyperparams), or a value "
+        "that fits."
+    )
 
 
 def _range_text(low: float | None, low_open: bool, high: float | None,

@@ -31,10 +31,10 @@ class PerLeaf:
 
 
 def per_leaf(fn: Callable[[str, Any], Any]) -> PerLeaf:
-    r"""A coefficient computed for each params leaf from its path and value.
+    r"""A coefficient computed for each params leaf from its path, shape and dtype.
 
     .. math::
-      \lambda_i = f(\mathrm{path}_i, \theta_i)
+      \lambda_i = f(\mathrm{path}_i, \mathrm{shape}_i, \mathrm{dtype}_i)
 
     ``fn`` is called once per params leaf at ``init`` with the leaf's
     "/"-joined path (as masks see it, :func:`decaytx.masks.path_of`) and the
@@ -42,10 +42,15 @@ def per_leaf(fn: Callable[[str, Any], Any]) -> PerLeaf:
     array or a schedule. A leaf whose coefficient is a concrete 0 is left
     alone (no ops, no state); schedules share the transform's one step count.
 
+    ``fn`` may use the path and the leaf's shape, ndim and dtype only, never
+    its values: it is called with the values hidden (an abstract array of the
+    leaf's shape and dtype), eagerly as under ``jax.jit``, so a rule that reads
+    them (``float(x.sum())``, ``x.max() > 0``) raises the same ``TypeError``
+    in both cases instead of working eagerly and failing under ``jit``.
+
     Args:
-      fn: ``fn(path: str, leaf) -> coefficient``; it must not depend on the
-        leaf's values (under ``jit`` they are traced), only on its path,
-        shape and dtype.
+      fn: ``fn(path: str, leaf) -> coefficient``, from the path, shape and
+        dtype only.
 
     Returns:
       A coefficient accepted by every decaytx transform.
@@ -78,11 +83,13 @@ def is_tree(value: Any) -> bool:
     """
     if value is None or isinstance(value, PerLeaf):
         return isinstance(value, PerLeaf)
+    if isinstance(value, jax.tree_util.Partial):
+        return False  # a function with bound arguments: a schedule, not a tree
     return not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(value))
 
 
 def _leaf_name(name: str, path: str) -> str:
-    return f"{name}[{path!r}]"
+    return f"{name}[{_trees.shown(path)}]"
 
 
 def check(name: str, value: Any) -> Any:
@@ -124,21 +131,22 @@ def resolve(name: str, value: Any, params: Any, flat: list[tuple[Any, Any]]) -> 
         return None if c is None or coef.is_zero(c) else c
 
     if isinstance(value, PerLeaf):
+        # Called with each leaf's values hidden, eagerly as under jit: a rule
+        # on shapes and dtypes gives concrete numbers, one on values is refused.
+        paths = [path_of(k) for k, _ in flat]
+        got = _trees.abstractly(lambda xs: [
+            None if _is_leaf(x) else value.fn(p, x) for p, x in zip(paths, xs, strict=True)
+        ], [x for _, x in flat], f"{name}={value!r}")
         out = []
-        for keypath, leaf in flat:
+        for path, leaf, c in zip(paths, [x for _, x in flat], got, strict=True):
             if _is_leaf(leaf):
                 out.append(None)
                 continue
-            path = path_of(keypath)
-            # Shapes and dtypes are static: a rule on them gives concrete
-            # numbers even while init is traced.
-            with jax.ensure_compile_time_eval():
-                c = value.fn(path, leaf)
-            if coef.is_traced(c) or is_tree(c):
+            if is_tree(c):
                 raise TypeError(
-                    f"per_leaf: fn({path!r}, leaf) returned {c!r}; it must return one "
-                    "concrete coefficient (a float, a scalar array or a schedule) "
-                    "computed from the path, shape or dtype, not from the leaf's values."
+                    f"per_leaf: fn({path!r}, leaf) returned {c!r} for {name}; it must "
+                    "return one coefficient (a float, a scalar array or a schedule) "
+                    f"computed from the path, shape or dtype, not a tree."
                 )
             out.append(scalar(coef.check(_leaf_name(name, path), c)))
         return out

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -101,22 +103,83 @@ def _check_coefficient_schedules(bound: Any, names: Iterable[str]) -> None:
             _schedules.check_schedule(k, v)
 
 
-def _warn_once(tx: Any) -> Any:
-    """optax rebuilds the inner transform at every init, so its once-only
+def _optax_static(bound: Any, keep: set[str]) -> dict[str, Any]:
+    """The arguments optax keeps out of ``state.hyperparams`` (its own rule)."""
+    return {
+        k: v for k, v in bound.arguments.items()
+        if k in keep or isinstance(v, bool)
+        or not (callable(v) or isinstance(v, (int, float, jax.Array, np.ndarray)))
+    }
+
+
+def _check_overflow(bound: Any, static: dict[str, Any], dtype: Any, params: Any) -> None:
+    """A float hyperparameter that the cast to ``dtype`` (f16) would make inf."""
+    if dtype is None:
+        try:
+            dtype = optax.tree.dtype(params, "highest")
+        except Exception:  # no array leaves: nothing is cast
+            return
+    if not jnp.issubdtype(dtype, jnp.floating):
+        return
+    top = float(jnp.finfo(dtype).max)
+    for k, v in bound.arguments.items():
+        if k in static or isinstance(v, (bool, int)) or coef.is_traced(v):
+            continue
+        if isinstance(v, jax.Array) and not getattr(v, "weak_type", False):
+            continue  # optax leaves a strongly typed array as it is
+        if isinstance(v, (float, np.floating, np.ndarray, jax.Array)) and np.ndim(v) == 0:
+            x = float(np.real(np.asarray(v)))
+            if math.isfinite(x) and abs(x) > top:
+                raise ValueError(coef.overflow_message(k, v, dtype))
+
+
+def _static_clash(static: dict[str, Any], hyperparams: Any) -> None:
+    """``state.hyperparams[k] = ...`` for an argument kept static."""
+    for k in sorted(set(static) & set(hyperparams)):
+        tree = _groups.is_tree(static[k])
+        why = ("a coefficient tree, and optax injects only scalars and schedules"
+               if tree else "structure (or named in static_args)")
+        fix = (
+            f"To change it between steps, give {k}= a scalar or a schedule (then it "
+            f"is in state.hyperparams), put schedules at the tree's leaves, or build "
+            f"one transform per group under optax.multi_transform, each with a scalar "
+            f"{k}= under decaytx.inject_hyperparams."
+        ) if tree else f"Build a new transform with the {k}= you want."
+        raise TypeError(
+            f"decaytx.inject_hyperparams: state.hyperparams[{k!r}] was set to "
+            f"{coef.show(hyperparams[k])}, but "
+            f"{k}={coef.show(static[k])} is kept static ({why}), so it is not a "
+            f"hyperparameter and cannot be changed through the state. {fix}"
+        )
+
+
+def _guard(tx: Any, bound: Any, static: dict[str, Any], dtype: Any) -> Any:
+    """The injected transform, checked at init and update.
+
+    optax rebuilds the inner transform at every init, so its once-only
     DecayWarnings would fire again; the arguments are the same, so the
     warnings are too. This transform's own record of what has warned lets
     each through once (per params signature), without touching the
-    process-wide warning filters."""
+    process-wide warning filters. ``init`` also refuses a float that the cast
+    to the hyperparameter dtype would overflow, naming the value given, and
+    ``update`` a static argument set in ``state.hyperparams`` (optax would
+    pass it twice).
+    """
     warned: set[Any] = set()
 
     def init_fn(params: Any) -> Any:
+        _check_overflow(bound, static, dtype, params)
         token = _warnings.WARNED.set(warned)
         try:
             return tx.init(params)
         finally:
             _warnings.WARNED.reset(token)
 
-    return tx._replace(init=init_fn)
+    def update_fn(updates: Any, state: Any, params: Any = None, **extra: Any) -> Any:
+        _static_clash(static, getattr(state, "hyperparams", {}))
+        return tx.update(updates, state, params, **extra)
+
+    return tx._replace(init=init_fn, update=update_fn)
 
 
 def inject_hyperparams(
@@ -191,7 +254,8 @@ def inject_hyperparams(
         if scaled and bound.arguments["decay_scaling"] in ("schedule", "corrected"):
             keep.add("learning_rate")
         inject = plain if keep == static else _injector(inner_factory, keep, hyperparam_dtype)
-        return _warn_once(inject(*args, **kwargs))
+        return _guard(inject(*args, **kwargs), bound, _optax_static(bound, keep),
+                      hyperparam_dtype)
 
     return factory
 

@@ -111,10 +111,10 @@ def resolve(mask: Any, params: PyTree) -> PyTree:
         return jax.tree.map(lambda _: bool(m), sub, is_leaf=_trees.is_empty)
 
     if is_fn(mask):
-        # Shapes and dtypes are static: a mask computed from them (even as
-        # 0-d jnp bools) is concrete while init or update is traced.
-        with jax.ensure_compile_time_eval():
-            mask = mask(params)
+        # Called with the values hidden, eagerly as under jit: a mask computed
+        # from shapes and dtypes (even as 0-d jnp bools) is concrete, one
+        # that reads values is refused the same way in both.
+        mask = _trees.abstractly(mask, params, f"mask={mask!r}")
         if _is_bool(mask):
             # A callable's verdict on params that are a single array (e.g.
             # masks.ndim_at_least(2)(w)): a bool prefix, not the trap.

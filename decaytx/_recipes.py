@@ -15,7 +15,7 @@ from typing import Any
 import optax
 
 from decaytx import _coefficients as coef
-from decaytx import _parity
+from decaytx import _parity, _update_side
 from decaytx._chains import (
     DecayScaling,
     decay_multiplier,
@@ -95,6 +95,7 @@ def sgd_l2(
       deep learning <https://proceedings.mlr.press/v28/sutskever13.html>`_,
       ICML 2013.
     """
+    _update_side.refuse_per_leaf_rate("decaytx.sgd_l2", learning_rate, decay_only=False)
     coef.check("learning_rate", learning_rate)
     stage = l2_stage(weight_decay, mask, anchor)
     return l2_chain(learning_rate, stage,
@@ -173,6 +174,7 @@ def sgdw(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
+    _update_side.refuse_per_leaf_rate("decaytx.sgdw", learning_rate, decay_only=False)
     m = decay_multiplier(learning_rate, decay_scaling)
     opt = _parity.momentum(momentum, nesterov, dampening, accumulator_dtype)
     return decoupled_chain(learning_rate, decoupled_stage(m, weight_decay, mask, anchor, False), opt)
@@ -241,6 +243,7 @@ def adam_l2(
       `torch.optim.Adam
       <https://pytorch.org/docs/stable/generated/torch.optim.Adam.html>`_.
     """
+    _update_side.refuse_per_leaf_rate("decaytx.adam_l2", learning_rate, decay_only=False)
     coef.check("learning_rate", learning_rate)
     stage = l2_stage(weight_decay, mask, anchor)
     return l2_chain(learning_rate, stage, _parity.adam(b1, b2, eps, 0.0, mu_dtype, False, amsgrad))
@@ -349,6 +352,7 @@ def adamw(
       <https://arxiv.org/abs/2506.02285>`_, 2025.
       Chen et al., `Cautious Weight Decay <https://arxiv.org/abs/2510.12402>`_, 2025.
     """
+    _update_side.refuse_per_leaf_rate("decaytx.adamw", learning_rate, decay_only=False)
     m = decay_multiplier(learning_rate, decay_scaling)
     opt = _parity.adam(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad)
     return decoupled_chain(learning_rate, decoupled_stage(m, weight_decay, mask, anchor, cautious), opt)
@@ -400,6 +404,7 @@ def proximal_sgd(
       ISTA/FOBOS: see :func:`decaytx.prox_l1` (Duchi & Singer 2009; Beck &
       Teboulle 2009); the elastic net's prox: :func:`decaytx.prox_elastic_net`.
     """
+    _update_side.refuse_per_leaf_rate("decaytx.proximal_sgd", learning_rate, decay_only=False)
     coef.check("learning_rate", learning_rate)
     return optax.chain(
         optax.scale_by_learning_rate(learning_rate),

@@ -168,7 +168,7 @@ class Stage:
     def _check_schedules(self, plan: _plan.Plan) -> None:
         for k, sched, path in _plan.schedules(plan):
             if id(sched) not in self._checked:
-                coef.check_schedule(k if len(plan.groups) == 1 else f"{k}[{path!r}]", sched)
+                coef.check_schedule(k if len(plan.groups) == 1 else f"{k}[{_trees.shown(path)}]", sched)
                 self._checked.add(id(sched))
 
     def _warn_once(self, plan: _plan.Plan, key: Any, leaves: list[Any]) -> None:

@@ -82,6 +82,66 @@ def where(keypath: Sequence[Any]) -> str:
     return jax.tree_util.keystr(tuple(keypath)) or "<root>"
 
 
+def shown(path: str) -> str:
+    """A "/"-joined path for a message: quoted, or ``<root>`` for a bare array."""
+    return repr(path) if path else "<root>"
+
+
+# What reading a traced value raises (float(x), bool(x), np.asarray(x), int(x)).
+VALUE_READ_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+SHAPE_ONLY_RULE = (
+    "may use each leaf's path, shape and dtype only, never its values (the "
+    "same rule eagerly and under jax.jit, where values are traced)"
+)
+
+
+def abstractly(fn: Callable[[PyTree], Any], tree: PyTree, what: str) -> Any:
+    """``fn(tree)`` with every array leaf's values hidden (shape and dtype kept).
+
+    ``fn`` sees the array leaves as tracers of their shape and dtype, inside
+    ``jax.ensure_compile_time_eval`` so that numbers computed from shapes are
+    concrete; a ``fn`` that reads values fails the same way eagerly and under
+    ``jit``, with a ``TypeError`` naming ``what``. Other leaves are passed
+    as they are.
+    """
+    flat, treedef = flatten(tree)
+    arrays = [i for i, x in enumerate(flat)
+              if not is_empty(x) and hasattr(x, "shape") and hasattr(x, "dtype")]
+    out: list[Any] = []
+
+    def run(traced: list[Any]) -> None:
+        leaves = list(flat)
+        for i, t in zip(arrays, traced, strict=True):
+            leaves[i] = t
+        with jax.ensure_compile_time_eval():
+            out.append(fn(jax.tree_util.tree_unflatten(treedef, leaves)))
+
+    try:
+        jax.eval_shape(run, [jax.ShapeDtypeStruct(flat[i].shape, flat[i].dtype) for i in arrays])
+    except VALUE_READ_ERRORS as e:
+        raise value_read_error(what, type(e).__name__) from e
+    if any(isinstance(x, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
+           for x in jax.tree_util.tree_leaves(out[0])):
+        raise value_read_error(what, "it returned a value computed from a leaf's values")
+    return out[0]
+
+
+def value_read_error(what: str, how: str) -> TypeError:
+    """The one message for a ``per_leaf`` function or callable mask that reads values."""
+    return TypeError(
+        f"{what} reads the values of params leaves ({how}); a per_leaf function "
+        f"or callable mask {SHAPE_ONLY_RULE}. Decide from x.shape, x.ndim, "
+        "x.dtype and the path (e.g. lambda path, x: 0.0 if x.ndim < 2 else 0.1), "
+        "or compute a value-based decision once yourself, outside the transform, "
+        "and pass it as a pytree (mask=jax.tree.map(lambda x: bool(...), params))."
+    )
+
+
 def describe(x: Any) -> str:
     """A leaf in words: ``None``, ``a float32[2, 4] array``, ``an abstract ...``."""
     if is_empty(x):
@@ -95,9 +155,8 @@ def describe(x: Any) -> str:
 
 def structure_error(what: str, tree: PyTree, params: PyTree, fix: str) -> ValueError:
     """``what does not match params``, naming the paths that differ."""
-    ks = jax.tree_util.keystr
-    mine_d = {ks(k): v for k, v in flatten_with_path(tree)}
-    theirs_d = {ks(k): v for k, v in flatten_with_path(params)}
+    mine_d = {where(k): v for k, v in flatten_with_path(tree)}
+    theirs_d = {where(k): v for k, v in flatten_with_path(params)}
     extra = sorted(set(mine_d) - set(theirs_d))[:5]
     missing = sorted(set(theirs_d) - set(mine_d))[:5]
     detail = []
@@ -108,7 +167,7 @@ def structure_error(what: str, tree: PyTree, params: PyTree, fix: str) -> ValueE
     if not detail:
         # Same paths: name the leaves whose kind differs (None vs array).
         differ = [
-            f"{what} has {describe(mine_d[k])} at {k or '<root>'} where params has "
+            f"{what} has {describe(mine_d[k])} at {k} where params has "
             f"{describe(theirs_d[k])}"
             for k in mine_d if is_empty(mine_d[k]) != is_empty(theirs_d[k])
         ][:3]
@@ -125,6 +184,10 @@ def _children(tree: Any) -> dict[str, Any]:
     return {path_of(k) if k else "": v for k, v in flat if k}
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def prefix_mismatch(prefix: Any, params: Any, is_prefix_leaf: Callable[[Any], bool]) -> str:
     """Where ``prefix`` stops being a prefix of ``params``, in words.
 
@@ -139,7 +202,7 @@ def prefix_mismatch(prefix: Any, params: Any, is_prefix_leaf: Callable[[Any], bo
             continue
         at = f" at {at_path!r}" if at_path else ""
         if type(a) is not type(b) and not (isinstance(a, dict) and isinstance(b, dict)):
-            return f"it has a {type(a).__name__}{at} where params has a {type(b).__name__}"
+            return f"it has {_a(type(a).__name__)}{at} where params has {describe(b) if hasattr(b, 'dtype') else _a(type(b).__name__)}"
         ka, kb = _children(a), _children(b)
         missing = [k for k in kb if k not in ka]
         extra = [k for k in ka if k not in kb]

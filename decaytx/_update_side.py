@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from decaytx import _coefficients as coef
-from decaytx import _schedules
+from decaytx import _groups, _schedules
 
 
 class _Required:
@@ -48,8 +48,31 @@ def multiplier(learning_rate: Any, name: str) -> Any:
             f"{name}() needs learning_rate=, the multiplier m_t of the decay "
             f"(u <- u - m_t * lambda * theta). Choose one: {_CHOICES}."
         )
+    refuse_per_leaf_rate(name, learning_rate, decay_only=True)
     coef.check("learning_rate", learning_rate, allow_none=True)
     return 1.0 if learning_rate is None else learning_rate
+
+
+def refuse_per_leaf_rate(name: str, learning_rate: Any, *, decay_only: bool) -> None:
+    """A dict, pytree or ``per_leaf`` given as ``learning_rate=``: not supported yet.
+
+    ``decay_only``: ``learning_rate`` only scales the decay (an update-side
+    form), so a constant ratio between groups can go into the coefficient.
+    """
+    if not _groups.is_tree(learning_rate):
+        return
+    fold = (
+        ", or, for a constant ratio between groups, fold it into the decay "
+        "coefficient: weight_decay={'w': ratio_w * lam, ...} (a coefficient tree) "
+        "or decaytx.per_leaf(...)"
+    ) if decay_only else ""
+    raise TypeError(
+        f"{name}(learning_rate={coef.show(learning_rate)}): per-leaf learning "
+        "rates are not supported yet; learning_rate= is one value for every leaf "
+        "(a float or a schedule). For per-leaf rates today, build one transform "
+        "per group under optax.multi_transform, each with its own learning_rate="
+        f"{fold}."
+    )
 
 
 def peak_rate(m: Any, *lambdas: Any) -> float | None:

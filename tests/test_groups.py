@@ -388,7 +388,7 @@ def test_bad_trees_raise_naming_the_path(coefficient: Any, match: str) -> None:
 def test_per_leaf_fn_reading_values_is_refused() -> None:
     params, _, _ = _problem()
     tx = decaytx.add_l2_grad(decaytx.per_leaf(lambda path, x: jnp.abs(x).mean()))
-    with pytest.raises(TypeError, match="not from the leaf's values"):
+    with pytest.raises(TypeError, match="reads the values of params leaves"):
         jax.jit(tx.init)(jax.tree.map(jnp.asarray, params))
 
 
