@@ -123,6 +123,13 @@ def resolve(mask: Any, params: PyTree) -> PyTree:
     try:
         return jax.tree.map(broadcast, mask, params, is_leaf=_is_bool)
     except (ValueError, TypeError) as e:
+        aligned = _trees.align_by_path(
+            mask, params, _is_bool, what="mask",
+            fix="Give a bool per subtree of params (e.g. {'linear1': True, 'linear2': "
+            "{'kernel': True, 'bias': False}}), or a callable of params (e.g. "
+            "decaytx.masks.matrices()).")
+        if aligned is not None:
+            return jax.tree.map(broadcast, aligned, params, is_leaf=_is_bool)
         where = _trees.prefix_mismatch(mask, params, _is_bool)
         if where == "its structure differs from params":
             # No first differing node to name: show the whole-tree comparison.
