@@ -129,3 +129,25 @@ def test_anchor_missing_a_leaf_is_refused_by_path() -> None:
     del anchor["linear2"]["bias"]
     with pytest.raises(ValueError, match=r"linear2/bias"):
         nnx.Optimizer(model, _decoupled(anchor=anchor), wrt=nnx.Param)
+
+
+def test_example_finetune_decays_kernels_toward_plain_dict_pretrained() -> None:
+    """examples/flax_nnx.py's L2-SP optimizer (plain-dict mask and anchor),
+    one zero-gradient step: kernels θ ← θ − η·λ(θ − a), the rest unchanged."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "flax_nnx.py"
+    spec = importlib.util.spec_from_file_location("examples_flax_nnx_plain", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    pretrained = nnx.to_pure_dict(nnx.state(mod.MLP(8, 16, 1, rngs=nnx.Rngs(1)), nnx.Param))
+    model = mod.MLP(8, 16, 1, rngs=nnx.Rngs(0))
+    optimizer = mod.make_finetune_optimizer(model, pretrained, 1e-2, weight_decay=0.5)
+    before = _params(model)
+    optimizer.update(model, jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param)))
+    after, a = _params(model), _flat(pretrained)
+    for k in before:
+        want = before[k] - 1e-2 * 0.5 * (before[k] - a[k]) if k.endswith("kernel") else before[k]
+        np.testing.assert_allclose(after[k], want, rtol=1e-6, atol=1e-7)
