@@ -16,7 +16,7 @@ from typing import Any
 import jax
 
 from decaytx import _coefficients as coef
-from decaytx import _trees
+from decaytx import _shard_map, _trees
 from decaytx._trees import path_of
 
 
@@ -134,6 +134,7 @@ def resolve(name: str, value: Any, params: Any, flat: list[tuple[Any, Any]]) -> 
             # numbers even while init is traced.
             with jax.ensure_compile_time_eval():
                 c = value.fn(path, leaf)
+            _shard_map.refuse_per_shard_coefficient(name, value.fn, path, leaf, c)
             if coef.is_traced(c) or is_tree(c):
                 raise TypeError(
                     f"per_leaf: fn({path!r}, leaf) returned {c!r}; it must return one "

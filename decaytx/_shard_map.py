@@ -79,3 +79,28 @@ def refuse_per_shard_decision(mask: Any, params: Any, decided: Any,
         "or use a mask that reads only paths or ranks (masks.include/exclude, "
         "masks.ndim_at_least)."
     )
+
+
+def refuse_per_shard_coefficient(name: str, fn: Callable[[str, Any], Any], path: str,
+                                 leaf: Any, value: Any) -> None:
+    """Raises when ``per_leaf(fn)`` is evaluated inside ``shard_map`` and its
+    coefficient for ``leaf`` depends on sizes (as for masks, above)."""
+    axes, n = manual_axes()
+    if n <= 1 or not hasattr(leaf, "shape"):
+        return
+    try:
+        with jax.ensure_compile_time_eval():
+            other = fn(path, _grown(leaf, n))
+        same = float(other) == float(value)  # schedules are not compared
+    except Exception:  # noqa: BLE001 - not numbers: nothing to say
+        return
+    if same:
+        return
+    raise ValueError(
+        f"{name}=per_leaf(...) is evaluated inside jax.shard_map (manual mesh axes "
+        f"{list(axes)}), where params have per-shard shapes, and its coefficient depends "
+        f"on sizes: for {path!r} of per-shard shape {tuple(leaf.shape)} it gives {value!r}, "
+        f"but {other!r} for a larger global shape, which cannot be seen from inside "
+        "shard_map. Call init outside shard_map, or give a coefficient tree computed "
+        "there on the global params (or a rule that reads only paths or ranks)."
+    )

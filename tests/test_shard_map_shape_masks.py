@@ -75,6 +75,14 @@ SCRIPT = textwrap.dedent(
     run("tree_update_inside", update_inside, global_tree)
     run("exclude_inside", init_and_update_inside, masks.exclude("b"))
     run("ndim_inside", init_and_update_inside, masks.ndim_at_least(2))
+    def per_leaf_inside(rule):
+        def f(p):
+            tx = decaytx.add_decoupled_decay(decaytx.per_leaf(rule), learning_rate=None)
+            return tx.update(jax.tree.map(jnp.zeros_like, p), tx.init(p), p)[0]
+        return sm(f)(params)
+
+    run("per_leaf_sizes_inside", per_leaf_inside, lambda path, x: 0.1 if min(x.shape) > 1 else 0.0)
+    run("per_leaf_ranks_inside", per_leaf_inside, lambda path, x: 0.1 if x.ndim >= 2 else 0.0)
     report["w"] = np.asarray(params["w"]).tolist()
     print("REPORT" + json.dumps(report))
     '''
@@ -104,8 +112,14 @@ def test_size_dependent_mask_inside_shard_map_is_refused(report: dict[str, Any],
     assert "outside shard_map" in msg and "masks.matrices()(params)" in msg, msg
 
 
+def test_size_dependent_per_leaf_inside_shard_map_is_refused(report: dict[str, Any]) -> None:
+    assert "error" in report["per_leaf_sizes_inside"], report["per_leaf_sizes_inside"]
+    msg = report["per_leaf_sizes_inside"]["error"]
+    assert "shard_map" in msg and "'w'" in msg and "(8, 1)" in msg, msg
+
+
 @pytest.mark.parametrize("case", ["tree_init_inside", "tree_update_inside",
-                                  "exclude_inside", "ndim_inside"])
+                                  "exclude_inside", "ndim_inside", "per_leaf_ranks_inside"])
 def test_global_decision_inside_shard_map_decays_the_split_matrix(
         report: dict[str, Any], case: str) -> None:
     import numpy as np
