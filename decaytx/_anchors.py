@@ -93,11 +93,7 @@ def init(name: str, anchor: Any, params: PyTree, decayed: list[bool]) -> PyTree:
     elif jax.tree_util.tree_structure(anchor, is_leaf=_trees.is_empty) != jax.tree_util.tree_structure(
         params, is_leaf=_trees.is_empty
     ):
-        raise _trees.structure_error(
-            "anchor", anchor, params,
-            "Pass a pytree with exactly the structure of params (e.g. a copy "
-            "of the pretrained params), or anchor='init'.",
-        )
+        anchor = _align(anchor, params)
     flat = _trees.flatten_with_path(params)
     given = _trees.flatten(anchor)[0]
     out = [
@@ -105,6 +101,18 @@ def init(name: str, anchor: Any, params: PyTree, decayed: list[bool]) -> PyTree:
         for (k, p), a, d in zip(flat, given, decayed, strict=True)
     ]
     return jax.tree_util.tree_unflatten(_trees.flatten(params)[1], out)
+
+
+def _align(anchor: Any, params: PyTree) -> PyTree:
+    """An anchor whose structure differs from params: matched by "/" path
+    when params is Flax NNX state (a plain dict of arrays), refused otherwise."""
+    fix = ("Pass a pytree with exactly the structure of params (e.g. a copy "
+           "of the pretrained params), or anchor='init'.")
+    aligned = _trees.align_by_path(anchor, params, _trees.is_empty, what="anchor",
+                                   fix=fix, prefix=False)
+    if aligned is None:
+        raise _trees.structure_error("anchor", anchor, params, fix)
+    return aligned
 
 
 def place_like(a: jax.Array, p: Any) -> jax.Array:

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 
 from decaytx import _coefficients as coef
-from decaytx import _trees
+from decaytx import _shard_map, _trees
 from decaytx._trees import path_of
 
 
@@ -142,6 +142,7 @@ def resolve(name: str, value: Any, params: Any, flat: list[tuple[Any, Any]]) -> 
             if _is_leaf(leaf):
                 out.append(None)
                 continue
+            _shard_map.refuse_per_shard_coefficient(name, value.fn, path, leaf, c)
             if is_tree(c):
                 raise TypeError(
                     f"per_leaf: fn({path!r}, leaf) returned {c!r} for {name}; it must "
@@ -159,16 +160,27 @@ def resolve(name: str, value: Any, params: Any, flat: list[tuple[Any, Any]]) -> 
     try:
         full = jax.tree.map(broadcast, value, params)
     except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"{name}: the coefficient tree is not a prefix of params: "
-            f"{prefix_mismatch(value, params, lambda x: jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(x)))}. "
-            "Give one coefficient per subtree of params (e.g. {'dense': {'kernel': 0.1, "
-            "'bias': 0.0}}), or use decaytx.per_leaf(lambda path, leaf: ...)."
-        ) from e
+        aligned = _trees.align_by_path(
+            value, params, _is_coef_leaf, what=f"{name}: the coefficient tree",
+            fix="Give one coefficient per subtree of params (e.g. {'linear1': 0.1, "
+            "'linear2': {'kernel': 0.1, 'bias': 0.0}}), or use decaytx.per_leaf.")
+        if aligned is not None:
+            full = jax.tree.map(broadcast, aligned, params)
+        else:
+            raise ValueError(
+                f"{name}: the coefficient tree is not a prefix of params: "
+                f"{prefix_mismatch(value, params, lambda x: jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(x)))}. "
+                "Give one coefficient per subtree of params (e.g. {'dense': {'kernel': 0.1, "
+                "'bias': 0.0}}), or use decaytx.per_leaf(lambda path, leaf: ...)."
+            ) from e
     boxes = jax.tree_util.tree_leaves(full, is_leaf=lambda x: isinstance(x, _Box) or _is_leaf(x))
     if len(boxes) != len(flat):  # pragma: no cover - defensive
         raise ValueError(f"{name}: the coefficient tree does not line up with params.")
     return [scalar(b.value) if isinstance(b, _Box) else None for b in boxes]
+
+
+def _is_coef_leaf(x: Any) -> bool:
+    return jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(x))
 
 
 class _Box:

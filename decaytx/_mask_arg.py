@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from decaytx import _trees
+from decaytx import _shard_map, _trees
 from decaytx import masks as _masks
 from decaytx._warnings import DecayWarning
 
@@ -103,7 +103,18 @@ def _is_bool(x: Any) -> bool:
 
 
 def resolve(mask: Any, params: PyTree) -> PyTree:
-    """A full tree of Python bools, one per params leaf."""
+    """A full tree of Python bools, one per params leaf.
+
+    Inside ``jax.shard_map`` a callable mask whose decision depends on sizes
+    is refused (params have per-shard shapes there; see ``_shard_map``).
+    """
+    out = _resolve(mask, params)
+    if is_fn(mask):
+        _shard_map.refuse_per_shard_decision(mask, params, out, lambda p: _resolve(mask, p))
+    return out
+
+
+def _resolve(mask: Any, params: PyTree) -> PyTree:
     if mask is None:
         return jax.tree.map(lambda _: True, params, is_leaf=_trees.is_empty)
 
@@ -123,6 +134,13 @@ def resolve(mask: Any, params: PyTree) -> PyTree:
     try:
         return jax.tree.map(broadcast, mask, params, is_leaf=_is_bool)
     except (ValueError, TypeError) as e:
+        aligned = _trees.align_by_path(
+            mask, params, _is_bool, what="mask",
+            fix="Give a bool per subtree of params (e.g. {'linear1': True, 'linear2': "
+            "{'kernel': True, 'bias': False}}), or a callable of params (e.g. "
+            "decaytx.masks.matrices()).")
+        if aligned is not None:
+            return jax.tree.map(broadcast, aligned, params, is_leaf=_is_bool)
         where = _trees.prefix_mismatch(mask, params, _is_bool)
         if where == "its structure differs from params":
             # No first differing node to name: show the whole-tree comparison.

@@ -252,3 +252,71 @@ def is_params_placeholder(params: Any) -> bool:
     special-cases it the same way).
     """
     return type(params).__name__ == "_ParamsPlaceholder" and not jax.tree_util.tree_leaves(params)
+
+
+def _names(keypath: Sequence[Any]) -> tuple[str, ...]:
+    """A key path as the tuple of names :func:`path_of` joins (NNX ``value`` dropped)."""
+    keys = list(keypath)
+    if keys and isinstance(keys[-1], jax.tree_util.GetAttrKey) and keys[-1].name == "value":
+        keys = keys[:-1]
+    return tuple(_key_name(k) for k in keys)
+
+
+def _is_nnx(params: Any) -> bool:
+    """Whether params is (or holds) Flax NNX state: a ``State``, or ``Variable`` leaves."""
+    if type(params).__module__.startswith("flax.nnx"):
+        return True
+    return any(
+        k and isinstance(k[-1], jax.tree_util.GetAttrKey) and k[-1].name == "value"
+        for k, _ in flatten_with_path(params)
+    )
+
+
+def align_by_path(tree: Any, params: Any, is_prefix_leaf: Callable[[Any], bool], *,
+                  what: str, fix: str, prefix: bool = True) -> Any:
+    """``tree`` laid onto the structure of Flax NNX ``params`` by "/" path, or ``None``.
+
+    A plain dict (or list) whose paths name the leaves of an NNX ``State``
+    (the paths :func:`path_of` gives, without NNX's ``value``) does not match
+    the ``State`` structurally; matched by path, it is. With ``prefix``, a
+    leaf of ``tree`` (``is_prefix_leaf``) at a path covers every params leaf
+    below it, as a prefix tree does; without, each must name a params leaf.
+    Empty params leaves (``None``) need no entry.
+
+    Returns ``None`` when params is not NNX state (the caller's own
+    structural error stands); raises a ``ValueError`` naming the "/" paths
+    when some params leaf has no entry or some entry names no params leaf.
+    """
+    if not _is_nnx(params):
+        return None
+    mine = [(_names(k), v) for k, v in
+            jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_prefix_leaf)[0]]
+    flat = flatten_with_path(params)
+    out: list[Any] = []
+    used: set[tuple[str, ...]] = set()
+    missing: list[str] = []
+    for keypath, leaf in flat:
+        names = _names(keypath)
+        hit = [(q, v) for q, v in mine if (names[:len(q)] == q if prefix else names == q)]
+        if hit:
+            q, v = max(hit, key=lambda qv: len(qv[0]))  # the deepest entry covering it
+            used.add(q)
+            out.append(v)
+        else:
+            out.append(None)
+            if not is_empty(leaf):
+                missing.append("/".join(names) or "<root>")
+    extra = ["/".join(q) or "<root>" for q, _ in mine if q not in used]
+    if missing or extra:
+        detail = []
+        if missing:
+            detail.append(f"params paths with no entry in {what}: {missing[:5]}")
+        if extra:
+            detail.append(f"{what} paths not in params: {extra[:5]}")
+        shown = [p for p in ("/".join(_names(k)) for k, _ in flat) if p][:6]
+        raise ValueError(
+            f"{what} does not match params (a Flax NNX State, matched by \"/\" path, "
+            f"NNX's 'value' left out): " + "; ".join(detail)
+            + f". The params paths are {shown}{' ...' if len(flat) > 6 else ''}. {fix}"
+        )
+    return jax.tree_util.tree_unflatten(flatten(params)[1], out)
