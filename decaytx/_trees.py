@@ -188,6 +188,11 @@ def _a(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
+def _missing_extra(missing: list[str], extra: list[str], missing_text: str, extra_text: str) -> list[str]:
+    """The words for keys params has that a tree lacks, and keys it has that params lacks."""
+    return ([missing_text.format(missing)] if missing else []) + ([extra_text.format(extra)] if extra else [])
+
+
 def prefix_mismatch(prefix: Any, params: Any, is_prefix_leaf: Callable[[Any], bool]) -> str:
     """Where ``prefix`` stops being a prefix of ``params``, in words.
 
@@ -207,12 +212,8 @@ def prefix_mismatch(prefix: Any, params: Any, is_prefix_leaf: Callable[[Any], bo
         missing = [k for k in kb if k not in ka]
         extra = [k for k in ka if k not in kb]
         if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"it has no entry for params keys {missing}{at}")
-            if extra:
-                parts.append(f"its keys {extra}{at} are not in params")
-            return " and ".join(parts)
+            return " and ".join(_missing_extra(
+                missing, extra, "it has no entry for params keys {}" + at, "its keys {}" + at + " are not in params"))
         stack.extend((f"{at_path}/{k}" if at_path else k, ka[k], kb[k]) for k in ka)
     return "its structure differs from params"
 
@@ -308,11 +309,8 @@ def align_by_path(tree: Any, params: Any, is_prefix_leaf: Callable[[Any], bool],
                 missing.append("/".join(names) or "<root>")
     extra = ["/".join(q) or "<root>" for q, _ in mine if q not in used]
     if missing or extra:
-        detail = []
-        if missing:
-            detail.append(f"params paths with no entry in {what}: {missing[:5]}")
-        if extra:
-            detail.append(f"{what} paths not in params: {extra[:5]}")
+        detail = _missing_extra(missing[:5], extra[:5], f"params paths with no entry in {what}: {{}}",
+                                f"{what} paths not in params: {{}}")
         shown = [p for p in ("/".join(_names(k)) for k, _ in flat) if p][:6]
         raise ValueError(
             f"{what} does not match params (a Flax NNX State, matched by \"/\" path, "
