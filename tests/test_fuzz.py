@@ -19,6 +19,7 @@ untouched. float64 leaves need x64: those examples run inside
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -492,3 +493,71 @@ def test_fuzz_coefficient_trees_anchors_mixed_dtypes(name: str, data: st.DataObj
         scale = np.abs(uu) + np.abs(pp) * (1 + c_at[path]) + np.abs(a) * c_at[path] + c_at[path]
         err = np.abs(np.asarray(o, np.float64) - expected)
         assert (err <= 2 * eps * scale + 1e-30).all(), (path, o, expected)
+
+
+# --- tier 5: mask rules and the audit, on arbitrary trees ----------------------------
+#
+# Masks built from decaytx's rules (patterns, shape rules with stacked axes,
+# presets, & | ~) on hypothesis trees, against the same rules written out on
+# each leaf's "/" path and shape; and the audit on a chain decayed by that
+# mask: it runs, and its rows decay exactly the float leaves the mask selects.
+
+
+KEYS = ["kernel", "bias", "a", "b", "scale"]
+
+
+def _rule(draw: Any) -> tuple[Any, Any]:
+    """A decaytx mask and the same rule on (path, shape, dtype), drawn together."""
+    kind = draw(st.sampled_from(["include", "exclude", "matrices", "ndim", "preset"]))
+    if kind in ("include", "exclude"):
+        key = draw(st.sampled_from(KEYS))
+        pat = f"(^|/){key}$"
+        hit = lambda path, shape: re.search(pat, path) is not None  # noqa: E731
+        mask = getattr(decaytx.masks, kind)(pat)
+        return mask, (hit if kind == "include" else (lambda path, shape: not hit(path, shape)))
+    if kind == "preset":
+        return decaytx.masks.preset("nanogpt"), (lambda path, shape: len(shape) >= 2)
+    k = draw(st.integers(0, 1))
+    if kind == "matrices":
+        return (decaytx.masks.matrices(stacked_axes=k),
+                lambda path, shape: sum(d > 1 for d in shape[k:]) >= 2)
+    n = draw(st.integers(1, 2))
+    return decaytx.masks.ndim_at_least(n, stacked_axes=k), (lambda path, shape: len(shape) - k >= n)
+
+
+@st.composite
+def _masks(draw: Any, depth: int = 2) -> tuple[Any, Any]:
+    if depth == 0 or draw(st.booleans()):
+        return _rule(draw)
+    op = draw(st.sampled_from(["&", "|", "~"]))
+    a, fa = draw(_masks(depth - 1))
+    if op == "~":
+        return ~a, (lambda path, shape: not fa(path, shape))
+    b, fb = draw(_masks(depth - 1))
+    if op == "&":
+        return a & b, (lambda path, shape: fa(path, shape) and fb(path, shape))
+    return a | b, (lambda path, shape: fa(path, shape) or fb(path, shape))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_fuzz_mask_rules_and_the_audit_on_arbitrary_trees(data: st.DataObject) -> None:
+    skeleton = data.draw(trees.filter(lambda t: any(s is not None for s in _specs(t))), label="skeleton")
+    params = jax.tree.map(jnp.asarray, data.draw(_values(skeleton), label="params"))
+    mask, rule = data.draw(_masks(), label="mask")
+    flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=_none)[0]
+    got = jax.tree.leaves(mask(params), is_leaf=_none)
+    want = [None if p is None else rule(decaytx.masks.path_of(k), tuple(p.shape)) for k, p in flat]
+    assert [g if w is not None else None for g, w in zip(got, want)] == want
+    decayed = {decaytx.masks.path_of(k) for (k, p), w in zip(flat, want)
+               if w and p is not None and jnp.issubdtype(p.dtype, jnp.inexact)}
+    opt = optax.chain(optax.sgd(0.1), decaytx.add_decoupled_decay(0.1, learning_rate=0.1, mask=mask))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", decaytx.DecayWarning)
+        report = decaytx.audit(opt, params)
+    def norm(path: str) -> str:
+        return "" if path in ("", "<root>") else path
+
+    assert {norm(r.path) for r in report.rows} <= {decaytx.masks.path_of(k) for k, p in flat if p is not None}
+    assert {norm(r.path) for r in report.rows if r.transform is not None} == decayed
+    str(report)  # renders
