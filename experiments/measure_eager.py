@@ -1,4 +1,4 @@
-"""Eager (un-jitted) cost of one decay update against optax's (issue 12, item 21).
+"""Eager (un-jitted) cost of one decay update against optax's.
 
 On a ~50-leaf tree (an MLP-like stack of kernels, biases and scales), times
 one eager ``update`` of each decaytx stage and of

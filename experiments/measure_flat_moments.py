@@ -1,4 +1,4 @@
-"""Flat moments vs the tree layout for the fused AdamW step (issue 14, item 4).
+"""Flat moments vs the tree layout for the fused AdamW step.
 
 The question: on a tree of many small leaves, does keeping Adam's moments in
 ONE flat buffer (params and gradients stay a tree; the gradient is

@@ -1,4 +1,4 @@
-"""The audit's findings (issue 20 items 5, 6, 7, 13): problems vs notes, the
+"""The audit's findings: problems vs notes, the
 rule that decided each leaf, frozen-but-decayed leaves, a constant multiplier
 under a scheduled optimizer, what it cannot see, and odd inputs.
 

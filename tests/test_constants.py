@@ -1,4 +1,4 @@
-"""Coefficient values in the compiled program (decaytx._constants; issue 19 item 6).
+"""Coefficient values in the compiled program (decaytx._constants).
 
 XLA compiles each distinct fusion body once; a tree of many distinct concrete
 coefficients must not give one body per value. These tests pin the program,

@@ -1,4 +1,4 @@
-"""Messages that name the culprit (issue 20, item 12).
+"""Messages that name the culprit.
 
 Each message names the argument, the value and the fix: a static coefficient
 tree set through ``state.hyperparams``, an f16 cast that overflows, a

@@ -452,7 +452,7 @@ def test_callable_tree_under_decaytx_inject_hyperparams_stays_a_tree() -> None:
 def test_changing_an_injected_coefficient_dtype_matched_does_not_retrace(injector: str) -> None:
     """The docs' runtime change, ``jnp.asarray(0.05, dtype=<the hyperparam's dtype>)``,
     keeps the jitted step's input types, so it compiles once. A bare
-    ``jnp.asarray(0.05)`` is weakly typed: the same step traces again (issue 12, item 24)."""
+    ``jnp.asarray(0.05)`` is weakly typed: the same step traces again."""
     opt = INJECTORS[injector](decaytx.adamw)(1e-3, 0.1, mask={"w": True, "b": False})
     params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
     traces = []

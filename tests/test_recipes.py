@@ -412,8 +412,8 @@ def test_explicit_dtype(params_dtype: Any, state_dtype: Any, opt_name: str) -> N
 
 
 # --------------------------------------------------------------------------
-# The compiled program: same as optax.adamw for a constant rate; a schedule
-# is evaluated twice (issue 12 item 20: the claim pinned, not the program shared).
+# The compiled program: same as optax.adamw for a constant rate and with a
+# schedule (evaluated once per step).
 # --------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""One rule for ``per_leaf`` functions and callable masks (issue 20, item 10).
+"""One rule for ``per_leaf`` functions and callable masks.
 
 They may use each leaf's path, shape and dtype only. One that reads values
 is refused with the same ``TypeError`` eagerly and under ``jax.jit(init)``

@@ -1,4 +1,4 @@
-"""Compile time against the number of distinct coefficient values (issue 19, item 6).
+"""Compile time against the number of distinct coefficient values.
 
 A coefficient tree (one λ per leaf: layer-wise decay, per-leaf learning
 rates) should not cost more compile time when its values differ. This

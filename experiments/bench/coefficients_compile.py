@@ -1,4 +1,4 @@
-"""Compile time against the count of distinct coefficient values (issue 19 item 6).
+"""Compile time against the count of distinct coefficient values.
 
 ``python -m experiments.bench.coefficients_compile [--leaves N] [--repeats R]
 [--distinct 1 10 100 1000] [--form decoupled|l2] [--baseline] [--step]``

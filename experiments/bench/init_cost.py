@@ -1,7 +1,7 @@
 """Init time and first-compile time of each optimizer with a schedule.
 
 decaytx checks a schedule at the first ``init`` (finite, non-negative, on a
-grid of steps; issue 12 items 19-20), once per schedule object; optax checks
+grid of steps), once per schedule object; optax checks
 nothing. This measures what that costs: for each optimizer and each schedule,
 a fresh schedule object (so no check is cached), then the seconds of
 ``opt.init(params)`` and of lowering and compiling the first jitted step.
