@@ -11,14 +11,11 @@ subprocess with 4 host devices that prints a JSON report.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from typing import Any
 
 import pytest
+from _flagged import run_on_devices
 
 SCRIPT = textwrap.dedent(
     '''
@@ -91,16 +88,7 @@ SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT"))
-    return json.loads(line[len("REPORT"):])
+    return run_on_devices(SCRIPT, 4)
 
 
 @pytest.mark.parametrize("case", ["matrices_init_inside", "matrices_update_inside",
