@@ -21,6 +21,7 @@ import pytest
 
 import decaytx
 from decaytx import _constants
+from experiments.bench.coefficients_compile import build
 
 
 def _bodies(text: str) -> tuple[int, int]:
@@ -38,19 +39,8 @@ def _bodies(text: str) -> tuple[int, int]:
 
 
 def _program(leaves: int, distinct: int, form: str = "decoupled") -> str:
-    params = {f"p{i:04d}": jnp.ones((64,), jnp.float32) for i in range(leaves)}
-    tree = {k: 1e-4 * (1 + i % distinct) for i, k in enumerate(params)}
-    adam = (optax.scale_by_adam(), optax.scale_by_learning_rate(1e-3))
-    if form == "l2":
-        opt = optax.chain(decaytx.add_l2_grad(tree), *adam)
-    else:
-        opt = optax.chain(*adam, decaytx.add_decoupled_decay(tree, learning_rate=1e-3))
-    state = opt.init(params)
-
-    def step(p: Any, s: Any, g: Any) -> Any:
-        u, s = opt.update(g, s, p)
-        return optax.apply_updates(p, u), s
-
+    """The compiled step of the benchmark's chain (one λ per leaf, ``distinct`` values)."""
+    step, params, state = build(leaves, distinct, form)
     return jax.jit(step).lower(params, state, params).compile().as_text()
 
 
