@@ -62,14 +62,6 @@ def _worker(tree_name: str, reps: int) -> dict:
     return out
 
 
-def _ratio(a: list[float], b: list[float], rng) -> tuple[float, float, float]:
-    import numpy as np
-
-    r = np.asarray(a[1:]) / np.asarray(b[1:])  # paired by repetition, warm-up dropped
-    boots = [np.median(rng.choice(r, len(r))) for _ in range(2000)]
-    return float(np.median(r)), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=15)
@@ -80,6 +72,8 @@ def main() -> None:
         print(json.dumps(_worker(args.tree, args.reps)))
         return
     import numpy as np
+
+    from experiments.bench.timing import median_of_ratios
 
     rng = np.random.default_rng(1)
     res = {}
@@ -95,7 +89,7 @@ def main() -> None:
     for name in res["plain"]["kernels"]:
         cells = [name, res["plain"]["kernels"][name], res["flag"]["kernels"][name]]
         for label in ("plain", "flag"):
-            m, lo, hi = _ratio(res[label]["times"][name], res[label]["times"][ref], rng)
+            m, lo, hi = median_of_ratios(res[label]["times"][name], res[label]["times"][ref], rng)
             cells.append(f"{m:.2f} [{lo:.2f}, {hi:.2f}]")
         print("| " + " | ".join(str(c) for c in cells) + " |")
 

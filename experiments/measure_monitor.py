@@ -24,6 +24,7 @@ import numpy as np
 import decaytx
 from decaytx import masks
 from experiments.bench import hlo, trees
+from experiments.bench.timing import median_of_ratios
 
 
 def _variants() -> dict:
@@ -38,10 +39,6 @@ def _variants() -> dict:
     }
 
 
-def _ratio(a: list[float], b: list[float], rng: np.random.Generator) -> tuple[float, float, float]:
-    r = np.asarray(a[1:]) / np.asarray(b[1:])  # paired by repetition, warm-up dropped
-    boots = [np.median(rng.choice(r, len(r))) for _ in range(2000)]
-    return float(np.median(r)), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 
 def main() -> None:
@@ -85,7 +82,7 @@ def main() -> None:
     print("| variant | kernels | array kernels | bytes/param | step time / adamw (paired, 95% CI) |")
     print("|---|---|---|---|---|")
     for name, (k, ak, bpp) in rows.items():
-        m, lo, hi = _ratio(times[name], times["adamw"], rng)
+        m, lo, hi = median_of_ratios(times[name], times["adamw"], rng)
         print(f"| {name} | {k} | {ak} | {bpp:.1f} | {m:.2f} [{lo:.2f}, {hi:.2f}] |")
 
 

@@ -105,3 +105,12 @@ def paired_ratio(a: Sequence[float], b: Sequence[float], rng: np.random.Generato
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return {"median": float(np.median(x) / np.median(y)), "lo": float(lo), "hi": float(hi),
             "paired": paired}
+
+
+def median_of_ratios(a: Sequence[float], b: Sequence[float], rng: np.random.Generator,
+                     n_boot: int = 2000) -> tuple[float, float, float]:
+    """Median of the per-repetition ratios ``a[i] / b[i]`` (first repetition
+    dropped as warm-up) with a 95% bootstrap CI: ``(median, lo, hi)``."""
+    r = np.asarray(a[1:], float) / np.asarray(b[1:], float)
+    boots = [np.median(rng.choice(r, len(r))) for _ in range(n_boot)]
+    return float(np.median(r)), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
