@@ -94,7 +94,8 @@ class AuditProblem:
       kind: problems: ``"away_from_anchor"``, ``"gradient_after_optimizer"``,
         ``"not_visible"``, ``"frozen_but_decayed"``, ``"factor_at_least_1"``,
         ``"constant_multiplier"``, ``"decayed_twice"``, ``"below_resolution"``,
-        ``"selects_nothing"``, ``"unmatched_pattern"``; notes:
+        ``"selects_nothing"``, ``"unmatched_pattern"``,
+        ``"decay_outside_schedule_free"``, ``"keystr_pattern"``; notes:
         ``"looks_undecayable"``, ``"path_collision"``, ``"decay_not_seen"``.
       transform: the transform concerned (its row name).
       paths: the leaves concerned.
@@ -391,7 +392,7 @@ def audit(optimizer: Any, params: Any, *, probe_steps: int = 8) -> Audit:
         acting = _acting(labels, plans)
         direction, notes = probe(optimizer, params, state, acting, probe_steps)
         found = rules.Findings()
-        notes.extend(behaviour(found, optimizer, params, state, acting, plans))
+        notes.extend(behaviour(found, optimizer, params, state, acting, plans, probe_steps))
 
     flat = leaves_by_path(params)
     rows = _rows(flat, acting, direction, found, _seen_by(labels, plans))
@@ -427,6 +428,7 @@ def _plan_checks(found: rules.Findings, flat: list[tuple[str, Any]], labels: Seq
     for label, plan in zip(labels, plans, strict=True):
         rules.check_selects_something(found, label, plan)
         rules.check_unmatched(found, label, plan)
+        rules.check_keystr(found, label, plan)
         foreign = [leaf.path or "(root)" for leaf in plan.leaves if leaf.path not in here]
         if foreign:
             found.add("not_visible", label, [], (

@@ -16,7 +16,10 @@ leaf does tells:
   optimizer's schedule, beside a decay whose multiplier is a constant;
 * a gradient-side decay (``add_l2_grad``) whose zero-gradient step is
   proportional to the weights under an adaptive optimizer: it sits after the
-  optimizer's rescaling.
+  optimizer's rescaling;
+* a decay that moves a leaf under ``optax.contrib.schedule_free`` while that
+  leaf's ``z`` stays put: it sits after the wrapper (it decays the point ``y``
+  the wrapper returns), not inside the base optimizer that steps ``z``.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from decaytx import _audit_rules as rules
 from decaytx import _coefficients as coef
 from decaytx import _hook, _trees
-from decaytx._audit_probe import Acting, call_update, probe_point
+from decaytx._audit_probe import Acting, call_update, leaves_by_path, probe_point
 
 # The optax states whose count drives a learning-rate schedule.
 _SCHEDULE_STATES = ("ScaleByScheduleState", "WrappedScheduleState", "InjectHyperparamsState",
@@ -171,8 +175,65 @@ def _gradient_after_optimizer(found: rules.Findings, optimizer: Any, state: Any,
             found.add("gradient_after_optimizer", _labels_at(acting, path), [path], fix)
 
 
+def _is_schedule_free(x: Any) -> bool:
+    return type(x).__name__ == "ScheduleFreeState" and hasattr(x, "z")
+
+
+def _z_of(state: Any) -> list[dict[str, np.ndarray]]:
+    """Path -> ``z`` leaf, per ``optax.contrib.schedule_free`` state in ``state``."""
+    nodes = jax.tree_util.tree_leaves(state, is_leaf=_is_schedule_free)
+    return [{path: np.asarray(z) for path, z in leaves_by_path(x.z) if hasattr(z, "dtype")}
+            for x in nodes if _is_schedule_free(x)]
+
+
+def _z_at(state: Any, theta: Any) -> Any:
+    """``state`` with each schedule-free ``z`` set to ``theta`` (so y = x = z:
+    a zero-gradient step moves a leaf only through a decay)."""
+    at = dict(leaves_by_path(theta))
+
+    def set_z(x: Any) -> Any:
+        if not _is_schedule_free(x):
+            return x
+        leaves, treedef = _trees.flatten(x.z)
+        paths = [path for path, _ in leaves_by_path(x.z)]
+        new = [jnp.asarray(at[p]).astype(z.dtype) if hasattr(z, "dtype") and p in at else z
+               for p, z in zip(paths, leaves, strict=True)]
+        return x._replace(z=jax.tree_util.tree_unflatten(treedef, new))
+    return jax.tree.map(set_z, state, is_leaf=_is_schedule_free)
+
+
+def _outside_schedule_free(found: rules.Findings, optimizer: Any, state: Any, theta: Any,
+                           acting: Acting, anchor_of: dict[int, np.ndarray],
+                           flat: list[tuple[str, Any]], max_steps: int) -> None:
+    """Decayed leaves under schedule-free that a zero-gradient step moves while
+    their ``z`` stays put: the decay sits after the wrapper."""
+    if not _z_of(state):
+        return
+    state, zeros = _z_at(state, theta), _fill(theta, 0.0)
+    for _ in range(max_steps):
+        before = _z_of(state)
+        updates, state = call_update(optimizer, zeros, state, theta)
+        u = _leaves(updates)
+        if len(u) != len(flat):
+            return
+        moved = [flat[i][0] for i in anchor_of if _nonzero(u[i])]
+        if moved:
+            break
+        theta = optax.apply_updates(theta, updates)
+    else:
+        return
+    after = _z_of(state)
+    for path in moved:
+        zs = [(b[path], a[path]) for b, a in zip(before, after, strict=True) if path in b]
+        if zs and all(np.array_equal(b, a) for b, a in zs):
+            fix = " ".join((rules.INSIDE_UPDATE if p.side == "update" else rules.INSIDE_GRADIENT)
+                           .format(name=p.name) for _, p, _ in acting[path])
+            found.add("decay_outside_schedule_free", _labels_at(acting, path), [path], fix)
+
+
 def behaviour(found: rules.Findings, optimizer: Any, params: Any, state: Any,
-              acting: Acting, plans: tuple[_hook.TransformPlan, ...]) -> list[str]:
+              acting: Acting, plans: tuple[_hook.TransformPlan, ...],
+              probe_steps: int = 8) -> list[str]:
     """Runs the behaviour probes (module docstring); returns notes on what could not run."""
     flat, theta, anchor_of, _ = probe_point(params, acting, state)
     try:
@@ -195,6 +256,8 @@ def behaviour(found: rules.Findings, optimizer: Any, params: Any, state: Any,
         if responds:
             _constant_multiplier(found, optimizer, at, theta, acting, responds)
         _gradient_after_optimizer(found, optimizer, at, theta, acting, anchor_of, flat, u0)
+        _outside_schedule_free(found, optimizer, state, theta, acting, anchor_of, flat,
+                               probe_steps)
     except coef.TRACED_VALUE_ERRORS:
         return []  # the direction probe's note says so
     except Exception as e:  # noqa: BLE001 - any optimizer: say what failed, never crash

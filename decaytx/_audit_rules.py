@@ -24,6 +24,7 @@ Value = float | str  # a number, or "traced" where it cannot be seen
 ProblemKind = Literal[
     "away_from_anchor",
     "gradient_after_optimizer",
+    "decay_outside_schedule_free",
     "not_visible",
     "frozen_but_decayed",
     "constant_multiplier",
@@ -32,6 +33,7 @@ ProblemKind = Literal[
     "factor_at_least_1",
     "selects_nothing",
     "unmatched_pattern",
+    "keystr_pattern",
     "path_collision",
     "looks_undecayable",
     "decay_not_seen",
@@ -39,9 +41,10 @@ ProblemKind = Literal[
 
 # The order findings are listed in: the most harmful first.
 ORDER: tuple[ProblemKind, ...] = (
-    "away_from_anchor", "gradient_after_optimizer", "not_visible", "frozen_but_decayed",
+    "away_from_anchor", "gradient_after_optimizer", "decay_outside_schedule_free",
+    "not_visible", "frozen_but_decayed",
     "factor_at_least_1", "constant_multiplier", "decayed_twice", "below_resolution",
-    "selects_nothing", "unmatched_pattern", "path_collision", "looks_undecayable",
+    "selects_nothing", "unmatched_pattern", "keystr_pattern", "path_collision", "looks_undecayable",
     "decay_not_seen",
 )
 
@@ -131,6 +134,21 @@ PLACE_GRADIENT = (
     "scale_by_learning_rate its term is added with the wrong sign and without the learning rate."
 )
 
+INSIDE_UPDATE = (
+    "move decaytx.{name} INSIDE the base optimizer given to optax.contrib.schedule_free, "
+    "after its learning rate, and take it out of the chain after the wrapper: "
+    "optax.contrib.schedule_free(optax.chain(optax.scale_by_rms(0.999, 1e-8, "
+    "eps_in_sqrt=False, bias_correction=True), optax.scale_by_learning_rate(lr), "
+    "decaytx.{name}(..., learning_rate=lr)), learning_rate=lr), which is "
+    "optax.contrib.schedule_free_adamw(lr, weight_decay=...) with decaytx's masks and "
+    "anchors (docs/optimizers.md); or use schedule_free_adamw's own weight_decay."
+)
+INSIDE_GRADIENT = (
+    "move decaytx.{name} INSIDE the base optimizer given to optax.contrib.schedule_free, "
+    "first in its chain: optax.contrib.schedule_free(optax.chain(decaytx.{name}(...), "
+    "optax.sgd(lr)), learning_rate=lr) (optax.contrib.schedule_free_sgd's weight_decay)."
+)
+
 
 class Findings:
     """The problems found so far: (kind, transform label) -> leaves, and the
@@ -211,6 +229,18 @@ def check_unmatched(found: Findings, label: str, plan: _hook.TransformPlan) -> N
                   ", ".join(f"{fn}({pattern!r})" for fn, pattern in missed))
 
 
+def check_keystr(found: Findings, label: str, plan: _hook.TransformPlan) -> None:
+    """The include/exclude patterns of a transform's mask written as 0.1 keystr
+    paths that match paths by accident (``exclude("['bias']")``)."""
+    accidents = _mask_arg.keystr_accidents(getattr(plan, "mask", None),
+                                           [leaf.path for leaf in plan.leaves if leaf.path])
+    if accidents:
+        found.add("keystr_pattern", label, [p for *_, matched in accidents for p in matched],
+                  ", ".join(f"{fn}({pattern!r}) ({why}; write "
+                            f"{fn}({_mask_arg.keystr_to_path(pattern)!r}))"
+                            for fn, pattern, why, _ in accidents))
+
+
 def check_selects_something(found: Findings, label: str, plan: _hook.TransformPlan) -> None:
     """A transform whose mask decays none of the float leaves it sees."""
     if not any(leaf.decayed and is_float(leaf.dtype) for leaf in plan.leaves):
@@ -240,6 +270,17 @@ WORDS: dict[str, tuple[str, str]] = {
         "the optimizer's rescaling (e.g. add_l2_grad after scale_by_adam), so its term "
         "is not an L2 gradient the optimizer sees but a decoupled decay with m = lr.",
         "{detail}"),
+    "decay_outside_schedule_free": (
+        "decays {n} leaf/leaves AFTER optax.contrib.schedule_free instead of inside its "
+        "base optimizer: a zero-gradient step moves them while schedule-free's z sequence "
+        "stays put. The decay then acts on the point y the wrapper returns, not on z (the "
+        "sequence the base optimizer steps and x averages toward): the next step rebuilds "
+        "x = (y - (1 - b1) z) / b1 from the decayed y, so x takes the decay 1/b1 times "
+        "as strong, and the averaging keeps pulling the weights back toward the never-decayed "
+        "z. Its strength and meaning differ from optax's schedule_free_adamw(weight_decay=...) "
+        "and the schedule-free paper's (in float64 with zero gradients, lr = 1e-2, "
+        "weight_decay = 0.1, b1 = 0.9, a weight keeps 0.43 of its value after 2000 steps "
+        "instead of 0.26, and z none of its decay).", "{detail}"),
     "not_visible": (
         "the audit cannot see this decay: {detail}. The rows above do not show it, "
         "and nothing was checked for these leaves.", _FIND_FIX),
@@ -277,6 +318,13 @@ WORDS: dict[str, tuple[str, str]] = {
         "mask pattern(s) {detail} match no params path, so they select or exclude nothing.",
         "fix the pattern against the paths in this table (patterns are regexes searched "
         "in the \"/\"-joined path), or remove it."),
+    "keystr_pattern": (
+        "mask pattern(s) {detail} are written as 0.1 jax.tree_util.keystr paths; read as "
+        "regexes they match {n} leaf/leaves by accident, so the mask selects or excludes "
+        "the wrong leaves.",
+        "write each pattern with \"/\"-joined names, as suggested above (patterns are "
+        "regexes searched in the \"/\"-joined path; masks.path_of(keypath) shows a "
+        "leaf's path)."),
     "path_collision": (
         "{n} leaves share one \"/\"-joined path ({detail}): masks cannot tell them "
         "apart; the rows list them as path [#1], path [#2].",
