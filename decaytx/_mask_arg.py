@@ -196,7 +196,43 @@ def keystr_to_path(pattern: str) -> str | None:
         return "/" + next(g for g in m.groups() if g is not None)
 
     path = _KEYSTR.sub(name, pattern)
-    return path[1:] if path.startswith("/") else path
+    anchor = "^" if path.startswith("^") else ""
+    return anchor + path[len(anchor):].removeprefix("/")
+
+
+# 0.1 keystr keys as a regex reads them: ['bias'] (unescaped) is a character
+# class, one of the characters ', b, i, a, s; .bias is any character then
+# "bias". A pattern built of such keys matches by accident.
+_CLASS_KEY = re.compile(r"""(?<!\\)\[\s*(['"])[^'"\]]*\1\s*\]""")
+_KEY_CHAIN = re.compile(r"""\^?(?:\.[A-Za-z_]\w*|\[\s*(?:'[^']*'|"[^"]*"|\d+)\s*\])+\$?""")
+
+
+def _accident(pattern: str, paths: Sequence[str]) -> str | None:
+    """Why ``pattern``, a 0.1 keystr path left unescaped, matches by accident; else ``None``."""
+    cls = _CLASS_KEY.search(pattern)
+    if cls:
+        chars = " ".join(dict.fromkeys(cls.group(0)[1:-1].strip()))
+        return f"{cls.group(0)} is a character class (any one of the characters {chars})"
+    literal = pattern.strip("^$")
+    if _KEY_CHAIN.fullmatch(pattern) and literal.startswith(".") \
+            and not any(literal in p for p in paths):  # keys with dots: a torch-style name
+        return "each '.' is any character (here the \"/\" between names)"
+    return None
+
+
+def keystr_accidents(mask: Any, paths: Sequence[str]) -> list[tuple[str, str, str, list[str]]]:
+    """The ``(factory, pattern, why, matched paths)`` of the include/exclude rules of a
+    decaytx mask written as a 0.1 keystr path that match some of ``paths`` by
+    accident (``exclude("['bias']")`` excludes every path with an a, b, i or s)."""
+    if not isinstance(mask, _masks.Mask):
+        return []
+    out: list[tuple[str, str, str, list[str]]] = []
+    for fn, pattern in dict.fromkeys(mask.pattern_rules()):
+        why = _accident(pattern, paths)
+        matched = [p for p in paths if re.search(pattern, p)] if why else []
+        if why and matched:
+            out.append((fn, pattern, why, matched))
+    return out
 
 
 def _advice(pattern: str, paths: Sequence[str]) -> str:
@@ -228,6 +264,35 @@ def _advice(pattern: str, paths: Sequence[str]) -> str:
     return ""
 
 
+def _shown(paths: Sequence[str]) -> str:
+    return ", ".join(repr(p) for p in paths[:4]) + (
+        f" and {len(paths) - 4} more" if len(paths) > 4 else "")
+
+
+def warn_keystr(name: str, mask: Any, paths: Sequence[str]) -> None:
+    """Warns once per ``include``/``exclude`` pattern of ``mask`` written as a 0.1
+    keystr path (``"['bias']"``, ``".bias"``) that matches paths by accident.
+
+    The unmatched-pattern warning cannot see it: ``exclude("['bias']")`` is a
+    character class that matches almost every path, so it silently excludes
+    the wrong leaves. The warning names the pattern, what it matched and its
+    0.2 spelling.
+    """
+    real = [p for p in paths if p]
+    for fn, pattern, why, matched in keystr_accidents(mask, real):
+        does = "excludes" if fn == "exclude" else "selects"
+        warnings.warn(
+            f"{name}: mask pattern {fn}({pattern!r}) in {mask!r} is written as a "
+            "jax.tree_util.keystr path (the 0.1 syntax), but patterns are regexes searched "
+            f"in each leaf's \"/\"-joined path: {why}, so it {does} {len(matched)} of "
+            f"{len(real)} leaves by accident: {_shown(matched)}. Write "
+            f"{fn}({keystr_to_path(pattern)!r}) (names joined by \"/\"; "
+            "decaytx.masks.path_of(keypath) shows a leaf's path).",
+            DecayWarning,
+            stacklevel=5,
+        )
+
+
 def warn_unmatched(name: str, mask: Any, paths: Sequence[str]) -> None:
     """Warns once per ``include``/``exclude`` pattern of ``mask`` that matches no path.
 
@@ -237,8 +302,7 @@ def warn_unmatched(name: str, mask: Any, paths: Sequence[str]) -> None:
     keystr pattern (``r"\\['bias'\\]"``), its 0.2 spelling.
     """
     real = [p for p in paths if p]
-    shown = ", ".join(repr(p) for p in real[:4]) + (
-        f" and {len(real) - 4} more" if len(real) > 4 else "")
+    shown = _shown(real)
     for fn, pattern in unmatched_patterns(mask, paths):
         does = "excludes nothing" if fn == "exclude" else "selects no leaf"
         warnings.warn(

@@ -188,6 +188,7 @@ class Stage:
                 lf.masked_in for lf, p in zip(plan.leaves, leaves, strict=True)
                 if _trees.is_decayable(p)])
             _mask_arg.warn_unmatched(self.name, self.mask, [lf.path for lf in plan.leaves])
+            _mask_arg.warn_keystr(self.name, self.mask, [lf.path for lf in plan.leaves])
         if self.form.rates:
             _warnings.warn_step_decay(self.name, rates(self.form, plan, leaves))
 

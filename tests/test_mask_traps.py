@@ -189,3 +189,59 @@ def test_the_operators_still_combine_compare_hash_and_pickle():
     assert pickle.loads(pickle.dumps(both)) == both
     assert both is not None  # the test for "a mask was given" that still works
     assert decaytx.adamw(1e-3, 0.1, mask=both) is not None
+
+
+# --- a 0.1 keystr pattern that matches by accident ------------------------------------
+
+# Paths: dense/kernel, dense/bias, out/bias, out/w. As a regex, "['bias']" is a
+# character class (one of ' b i a s): it matches dense/kernel (its "s"), not out/w.
+SMALL = {"dense": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)},
+         "out": {"w": jnp.ones((3, 2)), "bias": jnp.ones(2)}}
+
+
+@pytest.mark.parametrize("pattern", ["['bias']", '["bias"]', "['dense']['bias']"])
+def test_an_unescaped_keystr_pattern_warns_though_it_matches_something(pattern):
+    tx = decaytx.add_decoupled_decay(0.1, learning_rate=None, mask=masks.exclude(pattern))
+    msgs = init_warnings(tx, SMALL)
+    assert len(msgs) == 1, msgs  # no "matches nothing" warning could catch it
+    assert f"exclude({pattern!r})" in msgs[0] and "keystr" in msgs[0] and "0.1" in msgs[0]
+    assert "character class" in msgs[0] and "by accident" in msgs[0]
+    assert "'dense/kernel'" in msgs[0]  # what it matched, the wrong leaf among them
+    meant = "dense/bias" if "dense" in pattern else "bias"
+    assert f"Write exclude({meant!r})" in msgs[0]
+    assert init_warnings(tx, SMALL) == []  # once
+    # What it does: a leaf the pattern was not about escapes decay (or is decayed).
+    wrong, right = decayed(tx, SMALL), decayed(
+        decaytx.add_decoupled_decay(0.1, learning_rate=None, mask=masks.exclude(meant)), SMALL)
+    assert right == ({"dense/kernel", "out/w"} if meant == "bias"
+                     else {"dense/kernel", "out/w", "out/bias"})
+    assert wrong != right
+    assert init_warnings(decaytx.add_decoupled_decay(
+        0.1, learning_rate=None, mask=masks.exclude(meant)), SMALL) == []
+
+
+def test_a_keystr_attribute_pattern_warns_with_what_it_matched():
+    msgs = init_warnings(decaytx.adamw(1e-3, 0.1, mask=masks.exclude(".bias")))
+    assert len(msgs) == 1, msgs
+    assert "exclude('.bias')" in msgs[0] and "any character" in msgs[0]
+    assert "'layer_0/attn/bias'" in msgs[0] and "Write exclude('bias')" in msgs[0]
+
+
+@pytest.mark.parametrize("pattern, params", [
+    ("[bk]ias", SMALL),  # a character class on purpose: no quote inside
+    ("(?i)BIAS$", SMALL),
+    (r"\.bias$", {"encoder.layer.0.bias": jnp.ones(3), "encoder.layer.0.w": jnp.ones((3, 3))}),
+    (".bias", {"encoder.layer.0.bias": jnp.ones(3), "encoder.layer.0.w": jnp.ones((3, 3))}),
+])
+def test_regexes_that_only_resemble_keystr_do_not_warn(pattern, params):
+    assert init_warnings(decaytx.adamw(1e-3, 0.1, mask=masks.exclude(pattern)), params) == []
+
+
+def test_the_audit_reports_an_accidental_keystr_pattern_as_a_problem():
+    tx = optax.chain(optax.adam(1e-3), decaytx.add_decoupled_decay(
+        0.1, learning_rate=1e-3, mask=masks.exclude("['bias']")))
+    report = decaytx.audit(tx, SMALL)
+    (problem,) = [p for p in report.problems if p.kind == "keystr_pattern"]
+    assert problem.severity == "problem"
+    assert "dense/kernel" in problem.paths and "out/w" not in problem.paths
+    assert "write exclude('bias')" in problem.message
