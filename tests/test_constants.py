@@ -21,7 +21,7 @@ import pytest
 
 import decaytx
 from decaytx import _constants
-from experiments.bench.coefficients_compile import build
+from experiments.bench.coeff_compile import build
 
 
 def _bodies(text: str) -> tuple[int, int]:
