@@ -19,7 +19,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.bench import cli, gpu, gpu_parts, hlo, report, sched_init, timing, trees
+from experiments.bench import (
+    cli,
+    coeff_compile,
+    gpu,
+    gpu_parts,
+    hlo,
+    options,
+    report,
+    sched_init,
+    timing,
+    trees,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
@@ -177,6 +188,45 @@ def test_tiny_run_fresh_process_sections(tiny_run):
     assert "warmup_cosine" in si["ratios"]
 
 
+def test_tiny_run_measures_the_cost_of_each_option(tiny_run):
+    _, res = tiny_run
+    costs = res["options"]
+    assert set(costs) == set(options.OPTIONS) and "decaytx.monitor" in costs
+    mon = costs["decaytx.monitor"]
+    assert "error" not in mon, mon
+    assert (mon["baseline"], mon["control"]) == ("adamw", "adamw (A/A)")
+    rows = mon["rows"]
+    assert set(rows) == {"adamw", "adamw (A/A)", "monitor(adamw)", 'monitor(adamw, groups=[""])'}
+    # Deterministic: the A/A row is the same program; the monitor reads the params again.
+    for key in ("kernels", "array_kernels", "bytes_per_param", "state_bytes_per_param"):
+        assert rows["adamw (A/A)"][key] == rows["adamw"][key]
+    assert rows["monitor(adamw)"]["kernels"] > rows["adamw"]["kernels"]
+    assert rows["monitor(adamw)"]["bytes_per_param"] > rows["adamw"]["bytes_per_param"]
+    assert rows["adamw"]["ratio"]["median"] == 1.0
+    for r in rows.values():
+        assert r["ratio"]["lo"] <= r["ratio"]["median"] <= r["ratio"]["hi"]
+
+
+def test_an_option_that_fails_is_reported_not_raised(monkeypatch):
+    # The fresh process does not know this option: it fails, and the run goes on.
+    monkeypatch.setitem(options.OPTIONS, "no.such.option", "experiments.no_such_module")
+    res = options.fresh("no.such.option", "tiny")
+    assert "error" in res and "no.such.option" in res["error"]
+    lines = report.options_table({"options": {"no.such.option": res}})
+    assert lines[0] == "## Cost of options" and any(x.startswith("Not measured:") for x in lines)
+
+
+def test_coeff_compile_baseline_keeps_constants_out_of_the_program():
+    """Above _constants.MAX_CONSTANTS distinct values, decaytx's program holds fewer
+    f32 constants than decaytx 0.2's (each value a constant); deterministic."""
+    res = coeff_compile.measure(12, (1, 12), form="decoupled", baseline=True, log=lambda s: None)
+    assert set(res["cases"]) == {"scalar", "1", "12"} and set(res["baseline"]) == {"1", "12"}
+    assert res["cases"]["1"]["ratio_to_shared"] == 1.0
+    assert res["cases"]["12"]["constants"] < res["baseline"]["12"]["constants"]
+    assert res["baseline"]["1"]["constants"] == res["cases"]["1"]["constants"]
+    assert any("12 distinct (tree), 0.2 constants" in line for line in coeff_compile.table(res))
+
+
 def test_tiny_run_kernel_counts(tiny_run):
     _, res = tiny_run
     kp, kf = res["workers"]["plain"]["kernels"]["steps"], res["workers"]["flag"]["kernels"]["steps"]
@@ -194,7 +244,8 @@ def test_report_renders_from_the_run(tiny_run, tmp_path):
     assert md == report.render(res)
     for heading in ("## Summary", "## Whole MLP train step", "## Every variant, per tree",
                     "## Init and first-compile time", "## Scheduled first init and first compile",
-                    "## Compile time against distinct coefficient values", "## Kernels of one step", "## GPU"):
+                    "## Compile time against distinct coefficient values", "## Cost of options",
+                    "## Kernels of one step", "## GPU"):
         assert heading in md
     assert "Every ratio is paired" in md and "UNPAIRED" not in md and "unpaired" not in md
     assert "nice" in md and "Load average" in md

@@ -13,7 +13,10 @@
 * :mod:`~experiments.bench.train`, :mod:`~experiments.bench.init_cost`:
   a whole MLP train step; init and first-compile time with schedules;
 * :mod:`~experiments.bench.coeff_compile`: compile time against the number
-  of distinct coefficient values, fresh processes;
+  of distinct coefficient values, fresh processes (beside decaytx 0.2's
+  constants with ``--baseline``);
+* :mod:`~experiments.bench.options`: the cost of opt-in options
+  (``decaytx.monitor``), one registry line per option, fresh processes;
 * :mod:`~experiments.bench.sched_init`: the scheduled first init and first
   compile (runs ``experiments/measure_schedule_init.py``);
 * :mod:`~experiments.bench.worker`: one process, answering the driver's

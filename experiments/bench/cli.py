@@ -12,8 +12,10 @@ per round: A B C, B A C, ...), so that repetition ``i`` of every process ran
 within a second of the others: every cross-process ratio is a *paired*
 ratio with a paired bootstrap CI. After the timed sections, the driver
 measures compile time against the number of distinct coefficient values
-(:mod:`experiments.bench.coeff_compile`) and the scheduled first ``init``
-and first compile in fresh processes (``experiments/measure_schedule_init.py``).
+(:mod:`experiments.bench.coeff_compile`), the scheduled first ``init``
+and first compile (``experiments/measure_schedule_init.py``) and the cost of
+opt-in options such as ``decaytx.monitor`` (:mod:`experiments.bench.options`),
+in fresh processes.
 
 Writes to ``DIR``: ``plain.json``, ``flag.json``, ``control.json`` (each
 worker's figures), ``bench.json`` (merged, with the cross-process ratios, the
@@ -189,7 +191,7 @@ TIMEOUT_S = {"full": 6 * 3600, "quick": 2 * 3600, "tiny": 1800}
 def run(out_dir: pathlib.Path, mode: str, seed: int = 0, command: str = "",
         timeout_s: float | None = None) -> dict[str, Any]:
     """Runs the workers in lockstep and the fresh-process sections; writes ``bench.json`` and ``BENCHMARKS.md``."""
-    from experiments.bench import coeff_compile, sched_init
+    from experiments.bench import coeff_compile, options, sched_init
     from experiments.bench.trees import config
 
     out_dir = pathlib.Path(out_dir)
@@ -208,6 +210,8 @@ def run(out_dir: pathlib.Path, mode: str, seed: int = 0, command: str = "",
     coeff = coeff_compile.measure(**coeff_compile.MODES[mode], env=worker_env("plain"), log=log)
     log(f"bench ({mode}): scheduled first init / first compile (experiments/measure_schedule_init.py)")
     sched = sched_init.measure(sched_init.MODES[mode], env=worker_env("plain"))
+    log(f"bench ({mode}): cost of options ({', '.join(options.OPTIONS)}; fresh processes)")
+    costs = options.measure(mode, env=worker_env("plain"), log=log)
     load["end"] = list(os.getloadavg())
     rng = np.random.default_rng(seed + 1)
     p, f, c = workers["plain"], workers["flag"], workers["control"]
@@ -218,7 +222,7 @@ def run(out_dir: pathlib.Path, mode: str, seed: int = 0, command: str = "",
         "workers": workers,
         "cross": {"trees": [cross_ratios(*t, rng) for t in zip(p["trees"], f["trees"], c["trees"], strict=True)],
                   "train": cross_ratios(p["train"], f["train"], c["train"], rng)},
-        "coeff_compile": coeff, "schedule_init": sched,
+        "coeff_compile": coeff, "schedule_init": sched, "options": costs,
         "wall_s": time.perf_counter() - t0,
     }
     (out_dir / "bench.json").write_text(json.dumps(result, indent=1, default=float))

@@ -207,12 +207,36 @@ def coeff_table(res: dict[str, Any]) -> list[str]:
         return []
     from experiments.bench import coeff_compile
 
+    chain = coeff_compile.FORMS[cc.get("form", cc.get("transform", "adamw"))]
+    shape = "x".join(map(str, cc.get("shape", coeff_compile.SHAPE)))
     return ["## Compile time against distinct coefficient values", "",
-            f"One step (update + apply_updates) of `decaytx.adamw(lr, λ)` over {cc['leaves']} leaves of 16x16 "
+            f"One step (update + apply_updates) of `{chain}` over {cc['leaves']} leaves of {shape} "
             "where λ is a coefficient tree holding 1, 10, 100, ... distinct values (or one scalar), each case in "
             f"a fresh process (`python -m experiments.bench.coeff_compile`), median of {cc['repeats']}; "
             "`/ shared λ` = lower + compile seconds over the one-value tree's.", "",
             *coeff_compile.table(cc), ""]
+
+
+def options_table(res: dict[str, Any]) -> list[str]:
+    """"Cost of options": one table per option of ``experiments.bench.options.OPTIONS``."""
+    costs = res.get("options")
+    if not costs:
+        return []
+    from experiments.bench import options
+
+    L = ["## Cost of options", "",
+         "What an opt-in option adds to one donated step (update + apply) of the same optimizer "
+         "without it, each option in a fresh process (`python -m experiments.bench.options`): "
+         "kernels (ENTRY fusions; array kernels: non-scalar results), bytes accessed and state "
+         "bytes per param, and step time over the bare optimizer, the median of paired "
+         "per-repetition ratios of interleaved repetitions with a bootstrap 95% CI; the A/A row "
+         "is the bare optimizer built again (the noise floor).", ""]
+    for name, r in costs.items():
+        where = "" if "error" in r else (
+            f" ({options.OPTIONS.get(name, '?')}: {r['tree']}, {r['reps']} repetitions, "
+            f"{'' if r['donated'] else 'not '}donated, jax {r['jax']} on {r['platform']})")
+        L += [f"`{name}`{where}:", "", *options.table(r), ""]
+    return L
 
 
 def schedule_table(res: dict[str, Any]) -> list[str]:
@@ -246,7 +270,7 @@ def gpu_note() -> list[str]:
 def render(res: dict[str, Any]) -> str:
     """The whole report."""
     L = header(res) + headline(res) + train_table(res) + tree_tables(res) + init_table(res) + schedule_table(res)
-    L += coeff_table(res) + kernel_tables(res)
+    L += coeff_table(res) + options_table(res) + kernel_tables(res)
     L += gpu_note()
     return "\n".join(L) + "\n"
 
@@ -268,4 +292,8 @@ def summary(res: dict[str, Any]) -> str:
     if cc:
         lines.append(f"  compile time, {cc['leaves']} leaves, distinct λ / shared λ: "
                      + ", ".join(f"{k}: {r['ratio_to_shared']:.2f}" for k, r in cc["cases"].items()))
+    for name, r in (res.get("options") or {}).items():
+        lines.append(f"  cost of {name}: " + ("not measured" if "error" in r else ", ".join(
+            f"{k} {v['ratio']['median']:.2f}" for k, v in r["rows"].items() if k != r["baseline"])
+            + f" (step time / {r['baseline']})"))
     return "\n".join(lines)
