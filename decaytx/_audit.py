@@ -339,7 +339,9 @@ def audit(optimizer: Any, params: Any, *, probe_steps: int = 8) -> Audit:
     has its transform misplaced (a decoupled decay before Adam, ``add_l2_grad``
     after the learning rate). Also flagged: a per-step factor below the leaf
     dtype's resolution, :math:`m\lambda \ge 1`, a mask that selects nothing,
-    and decayed leaves that look like biases, norm scales or embeddings.
+    a decay chained after ``optax.contrib.schedule_free`` instead of inside its
+    base optimizer, a mask pattern written as a 0.1 keystr path that matches by
+    accident, and decayed leaves that look like biases, norm scales or embeddings.
 
     The transforms are found through the plans each decaytx transform emits at
     ``init`` (see ``docs/audit.md``), so any wrapper works. The audit's own

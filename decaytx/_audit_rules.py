@@ -320,8 +320,8 @@ WORDS: dict[str, tuple[str, str]] = {
         "in the \"/\"-joined path), or remove it."),
     "keystr_pattern": (
         "mask pattern(s) {detail} are written as 0.1 jax.tree_util.keystr paths; read as "
-        "regexes they match {n} leaf/leaves by accident, so the mask selects or excludes "
-        "the wrong leaves.",
+        "regexes they match {n} leaf/leaves by accident rather than by name, so the mask "
+        "selects or excludes other leaves than the pattern names.",
         "write each pattern with \"/\"-joined names, as suggested above (patterns are "
         "regexes searched in the \"/\"-joined path; masks.path_of(keypath) shows a "
         "leaf's path)."),
