@@ -207,7 +207,7 @@ def _outside_schedule_free(found: rules.Findings, optimizer: Any, state: Any, th
                            flat: list[tuple[str, Any]], max_steps: int) -> None:
     """Decayed leaves under schedule-free that a zero-gradient step moves while
     their ``z`` stays put: the decay sits after the wrapper."""
-    if not _z_of(state):
+    if not anchor_of or not _z_of(state):
         return
     state, zeros = _z_at(state, theta), _fill(theta, 0.0)
     for _ in range(max_steps):
