@@ -46,7 +46,7 @@ OPTIONS: dict[str, str] = {
 
 MODES: dict[str, dict[str, Any]] = {
     "full": {"reps": 41, "params": 2.0, "blocks": 25},
-    "quick": {"reps": 15, "params": 1.0, "blocks": 12},
+    "quick": {"reps": 21, "params": 2.0, "blocks": 25},
     "tiny": {"reps": 3, "params": 0.02, "blocks": 2},
 }
 
