@@ -144,7 +144,7 @@ def _figure(ctx: Context, m: dict) -> None:
     fig, (ax1, ax2) = new_figure(2, width=5.2)
     ax1.plot(m["l1_zero_frac"], m["l1_filters_removed"], "s-", color="C1", ms=4, label="L1 (prox_l1) path")
     ax1.plot(m["group_zero_frac"], m["group_filters_removed"], "o-", color="C2", label="group lasso path")
-    ax1.plot([0, 1], [0, 1], "k:", lw=0.8, label="every zero in a whole filter")
+    ax1.plot([0, 1], [0, 1], "k:", lw=0.8, label="filters removed = zero fraction")
     for p in m["matched_points"]:
         ax1.plot([np.mean(p["zero_frac"])] * 2, [np.mean(p["l1_filters_at_same_zeros"]), np.mean(p["group_filters"])],
                  color="0.5", lw=0.8)
