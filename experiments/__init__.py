@@ -18,6 +18,7 @@ STUDIES: dict[str, str] = {
     "anchor-toward-pretrained": "study_anchor",
     "l1-sparsity": "study_sparsity",
     "elastic-net-both": "study_elastic_net",
+    "group-lasso-filters": "study_group_lasso",
     "sgd-l2-equals-decoupled": "study_sgd_equivalence",
     "schedule-coupling": "study_schedules",
     "weight-decay-transfer": "study_transfer",
@@ -26,22 +27,22 @@ STUDIES: dict[str, str] = {
 # Claims whose design needs full-size runs: ``all --quick`` leaves them out (smoke runs them, tiny).
 FULL_ONLY = {"weight-decay-transfer"}
 
-# Wall seconds per study and mode on the 2-core machine: quick from the committed quick run
-# (measured while other jobs loaded the machine), smoke and full estimated from it and from
-# the earlier full run. The CLI's header and progress lines estimate the time left from
+# Wall seconds per study and mode on the 2-core machine: quick and full from the committed
+# runs (measured while other jobs loaded the machine, load about 4), smoke estimated. The CLI's header and progress lines estimate the time left from
 # these, corrected by how fast the run goes so far.
 SECONDS: dict[str, dict[str, float]] = {
-    "decoupled-hyperparameter-landscape": {"smoke": 8, "quick": 216, "full": 400},
-    "cautious-decay": {"smoke": 3, "quick": 13, "full": 60},
-    "adamw-rotational-equilibrium": {"smoke": 3, "quick": 11, "full": 30},
-    "corrected-decay": {"smoke": 3, "quick": 21, "full": 50},
-    "prevents-overfitting": {"smoke": 3, "quick": 18, "full": 120},
-    "keeps-weights-small": {"smoke": 3, "quick": 36, "full": 200},
-    "anchor-toward-pretrained": {"smoke": 6, "quick": 50, "full": 100},
-    "l1-sparsity": {"smoke": 4, "quick": 22, "full": 80},
-    "elastic-net-both": {"smoke": 2, "quick": 2, "full": 4},
-    "sgd-l2-equals-decoupled": {"smoke": 5, "quick": 22, "full": 40},
-    "schedule-coupling": {"smoke": 3, "quick": 11, "full": 90},
-    "weight-decay-transfer": {"smoke": 6, "quick": 0, "full": 300},
-    "matches-sklearn-lasso": {"smoke": 1, "quick": 1, "full": 2},
+    "decoupled-hyperparameter-landscape": {"smoke": 8, "quick": 159, "full": 506},
+    "cautious-decay": {"smoke": 3, "quick": 9, "full": 24},
+    "adamw-rotational-equilibrium": {"smoke": 3, "quick": 6, "full": 10},
+    "corrected-decay": {"smoke": 3, "quick": 10, "full": 19},
+    "prevents-overfitting": {"smoke": 3, "quick": 9, "full": 45},
+    "keeps-weights-small": {"smoke": 4, "quick": 34, "full": 101},
+    "anchor-toward-pretrained": {"smoke": 6, "quick": 27, "full": 34},
+    "l1-sparsity": {"smoke": 4, "quick": 7, "full": 55},
+    "elastic-net-both": {"smoke": 2, "quick": 1, "full": 1},
+    "group-lasso-filters": {"smoke": 3, "quick": 10, "full": 42},
+    "sgd-l2-equals-decoupled": {"smoke": 5, "quick": 7, "full": 26},
+    "schedule-coupling": {"smoke": 3, "quick": 4, "full": 23},
+    "weight-decay-transfer": {"smoke": 6, "quick": 0, "full": 132},
+    "matches-sklearn-lasso": {"smoke": 1, "quick": 1, "full": 1},
 }

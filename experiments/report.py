@@ -164,7 +164,7 @@ def write_report(out_dir: pathlib.Path) -> pathlib.Path:
     for c in data["claims"]:
         lines += ["", f"## {c['id']}", "", f"**Claim.** {c['statement']}", "",
                   f"**Criterion.** {c['criterion']}", "",
-                  f"**Verdict: {verdict_word(c)}.** {c['key_number']}"]
+                  f"**Verdict: {verdict_word(c)}** (key numbers in the table above)."]
         failed = failed_parts(c)
         if failed:
             lines += ["", "What failed: " + "; ".join(failed) + "."]

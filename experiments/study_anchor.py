@@ -141,9 +141,8 @@ def run(ctx: Context) -> Claim:
         notes=f"Domain shift, test accuracy: zero-shot {shift['zero_shot_acc']:.3f}, linear probe "
         f"{acc['linear probe']:.3f}, from scratch {acc['from scratch']:.3f}, fine-tune without decay "
         f"{acc['fine-tune, no decay']:.3f}; toward init vs no decay {pts(shift['init_vs_none'])} (positive = toward "
-        "init better). Zero-shot uses batch-norm statistics of the target's training inputs. In the class-disjoint "
-        "contrast the new head starts at zero, so anchor='init' anchors only the pretrained layers; toward init vs "
-        f"no decay there: {pts(disjoint['init_vs_none'])}.",
+        "init better; zero-shot with the target's batch-norm statistics). Class-disjoint (new zero head, so only "
+        f"pretrained layers are anchored): toward init vs no decay {pts(disjoint['init_vs_none'])}.",
     )
 
 

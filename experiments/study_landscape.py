@@ -176,12 +176,10 @@ def run(ctx: Context) -> Claim:
         key_number="; ".join(f"{base}: |L2| - |decoupled| {_fmt(p['difference'])} [{_fmt(p['difference_ci'][0])}, "
                              f"{_fmt(p['difference_ci'][1])}] (slopes {_fmt(p[PAIRS[base][0]]['slope'])} vs "
                              f"{_fmt(p[PAIRS[base][1]]['slope'])})" for base, p in paired.items()),
-        notes="Regret = mean over lr rows of the test-error cost of keeping the wd tuned at the best lr: "
+        notes="Regret (test-error cost of keeping the wd tuned at the best lr, mean over lr rows): "
         + ", ".join(f"{n} {100 * v['regret']:.1f} pts [{100 * v['regret_ci'][0]:.1f}, {100 * v['regret_ci'][1]:.1f}]"
                     for n, v in fams.items())
-        + ". Counted rows (best error <= 2x the grid's best): "
-        + ", ".join(f"{n} {v['counted_rows']}" for n, v in fams.items())
-        + ". With m=η_t the per-step decay is η·λ, so its optimum should follow the equal-ηλ diagonal "
+        + " (counted rows: in the metrics and the figure's last panel). With m=η_t the per-step decay is η·λ, so its optimum should follow the equal-ηλ diagonal "
         "(slope -1, dotted). Best validation cell per family, paired bootstrap of the test-error difference "
         "(negative = first is better): "
         + ", ".join(f"{k} {100 * v['diff']:+.1f} pts [{100 * v['ci'][0]:+.1f}, {100 * v['ci'][1]:+.1f}]"

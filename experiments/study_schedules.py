@@ -136,10 +136,8 @@ def run(ctx: Context) -> Claim:
         "1e-3. Fixed before the run.",
         holds=all(ok.values()), checks=ok, metrics=metrics, figure=f"{ID}.png",
         key_number="late shrink: " + ", ".join(f"{k} {v:.3f}" for k, v in ls.items()),
-        notes="With wd matched at the peak, 'lr' and 'schedule' are the same decay at the base learning rate; "
-        "they part when the base lr changes (dashed): 'lr' scales the decay with it, 'schedule' does not "
-        "(metrics.variants.*.base_lr_sensitivity = log of the final-norm ratio lr x3 / lr x1). 'none' shrinking "
-        "late is what m_t = 1 means; the measurement shows its size under a real schedule.",
+        notes="'lr' and 'schedule' are the same decay at the base lr; they part when it changes (dashed; "
+        "metrics.variants.*.base_lr_sensitivity). 'none' shrinking late is what m_t = 1 means; this shows its size.",
     )
 
 

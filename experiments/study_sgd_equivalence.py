@@ -112,12 +112,10 @@ def run(ctx: Context) -> Claim:
         holds=all(ok.values()), checks=ok, metrics=metrics, figure=f"{ID}.png",
         key_number=f"float64 gap {m['float64_max_gap']:.1e} (control {m['float64_min_control']:.1e}); float32 gap "
         f"{m['float32_max_gap']:.1e} vs one-ulp floor {m['float32_one_ulp_floor']:.1e}",
-        notes="With momentum β the two forms differ by design (the L2 gradient goes through the momentum buffer, "
-        f"a steady-state decay 1/(1-β) times larger): float64 gap {m['momentum_contrast_float64']:.1e}. In float32 "
-        "the identity holds only up to rounding, which training can amplify; the float32 gap "
-        f"({m['float32_max_gap']:.1e}) is {'below' if m['float32_max_gap'] < m['float32_one_ulp_floor'] else 'not below'} "
-        f"the float32 floor ({m['float32_one_ulp_floor']:.1e}: the L2 form against itself from an init one ulp away), "
-        "so a float32 tolerance would test rounding, not the decay; the verdict is taken in float64.",
+        notes=f"With momentum the forms differ by design (float64 gap {m['momentum_contrast_float64']:.1e}). The "
+        f"float32 gap is {'below' if m['float32_max_gap'] < m['float32_one_ulp_floor'] else 'not below'} float32's "
+        "floor (the L2 form against itself from an init one ulp away): a float32 tolerance would test rounding, "
+        "so the verdict is taken in float64.",
     )
 
 

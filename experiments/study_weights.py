@@ -22,7 +22,8 @@ ID = "keeps-weights-small"
 K = decaytx.masks.ndim_at_least(2)
 MOMENTUM = 0.9
 LRS = [0.03, 0.05, 0.08, 0.12, 0.2, 0.3]  # across the transition band; the first is the stable reference
-L2 = 1e-3  # the decay arm's λ, fixed in advance
+L2_GRID = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]  # half decades: the decay arm's λ is tuned on these, at the stable lr
+TUNE_LR = LRS[0]  # the stable lr the tuning runs at (validation accuracy, before the lr sweep)
 FAIL_LOSS = math.log(10)  # a final training loss at or above chance level (ln 10) counts as failed
 SIZES = {
     "smoke": dict(data=(600, 200, 600), seeds=2, steps=60, chunks=6, depth=3, hidden=32),
@@ -52,6 +53,11 @@ def critical_lr(fail: np.ndarray) -> np.ndarray:
     return np.where(fail, lrs, np.inf).min(axis=0)
 
 
+def tune_l2(val_acc: np.ndarray) -> int:
+    """Index into L2_GRID of the λ with the best mean final validation accuracy ([λ, seed]); the smaller λ on a tie."""
+    return int(np.argmax(val_acc.mean(axis=1)))
+
+
 def checks(m: dict) -> dict[str, bool]:
     """Fixed before the run: at the stable lr the paired 95% t CI of final kernel norm (no decay -
     decay) lies above 0; the lr-stratified exact test of fewer failures with decay has p < 0.05;
@@ -64,9 +70,16 @@ def checks(m: dict) -> dict[str, bool]:
 def run(ctx: Context) -> Claim:
     z = SIZES[ctx.mode.name]
     s = z["seeds"]
-    hp, seeds = grid_runs({"lr": LRS, "wd": [0.0, L2]}, s, ctx.seed)
     sizes = (40, *[z["hidden"]] * z["depth"], 10)
-    r = train(MLP(sizes), sgd_l2, hp, seeds, ctx.mnist1d(*z["data"]), steps=z["steps"], batch_size=64,
+    data = ctx.mnist1d(*z["data"])
+    # λ tuned first, on validation at the stable lr; the sweep then compares λ = 0 with it.
+    hp, seeds = grid_runs({"lr": [TUNE_LR], "wd": L2_GRID}, s, ctx.seed)
+    t = train(MLP(sizes), sgd_l2, hp, seeds, data, steps=z["steps"], batch_size=64, records=1, chunks=z["chunks"],
+              desc=f"{ID}: tune L2 at lr {TUNE_LR:g}")
+    val_acc = t.metrics["val_acc"][:, -1].reshape(len(L2_GRID), s)
+    l2 = L2_GRID[tune_l2(np.nan_to_num(val_acc, nan=0.0))]
+    hp, seeds = grid_runs({"lr": LRS, "wd": [0.0, l2]}, s, ctx.seed)
+    r = train(MLP(sizes), sgd_l2, hp, seeds, data, steps=z["steps"], batch_size=64,
               records=z["chunks"] // 2, chunks=z["chunks"], desc=f"{ID}: lr x L2")
     shape = (len(LRS), 2, s)
     loss = r.metrics["train_loss"][:, -1].reshape(shape)
@@ -78,7 +91,8 @@ def run(ctx: Context) -> Claim:
     metrics: dict[str, Any] = {
         "dataset": "mnist1d", "model": f"MLP {'-'.join(map(str, sizes))}, ReLU, no normalisation",
         "optimizer": f"chain(add_l2_grad(wd), trace({MOMENTUM}), scale_by_learning_rate(lr)), constant lr",
-        "seeds": s, "steps": z["steps"], "lr_grid": LRS, "l2": L2, "fail_loss": FAIL_LOSS,
+        "seeds": s, "steps": z["steps"], "lr_grid": LRS, "l2": l2, "l2_grid": L2_GRID, "tune_lr": TUNE_LR,
+        "l2_val_acc": val_acc.mean(axis=1).tolist(), "fail_loss": FAIL_LOSS,
         "failed": {"no decay": fail[:, 0].astype(int).tolist(), "L2": fail[:, 1].astype(int).tolist()},
         "failures_no_decay": int(fail[:, 0].sum()), "failures_decay": int(fail[:, 1].sum()),
         "stratified_p": stratified_exact_p(fail),
@@ -96,19 +110,21 @@ def run(ctx: Context) -> Claim:
         id=ID,
         statement="Weight decay keeps the weights small, and so helps avoid training blowing up at high learning rates.",
         criterion=f"MNIST-1D, {z['depth']}x{z['hidden']} ReLU MLP without normalisation, SGD momentum {MOMENTUM}, "
-        f"constant lr in {LRS} x L2 in {{0, {L2:g}}}, {s} seeds, {z['steps']} steps. A run fails if its loss or a "
+        f"constant lr in {LRS} x L2 in {{0, λ*}}, λ* chosen first from {L2_GRID} by mean validation accuracy at lr "
+        f"{TUNE_LR:g} (here {l2:g}), {s} seeds, {z['steps']} steps. A run fails if its loss or a "
         f"gradient norm is non-finite or its final training loss is >= ln 10. Holds if (1) at lr {LRS[0]:g} the "
         "paired 95% t CI of final kernel norm (no decay - decay) lies above 0, (2) the lr-stratified one-sided "
-        "exact test (conditional on each lr's margins) gives p < 0.05 for fewer failures with decay, and (3) for "
-        "every seed the critical lr (smallest failing lr) with decay is at least that without. Fixed before the run.",
+        "exact test gives p < 0.05 for fewer failures with decay, and (3) for every seed the critical lr "
+        "(smallest failing lr) with decay is at least that without. Fixed before the run.",
         holds=all(ok.values()), checks=ok, metrics=metrics, figure=f"{ID}.png",
-        key_number=f"norm at lr {LRS[0]:g}: {metrics['final_weight_norm_none']:.1f} -> "
+        key_number=f"λ* {l2:g}; norm at lr {LRS[0]:g}: {metrics['final_weight_norm_none']:.1f} -> "
         f"{metrics['final_weight_norm_decay']:.1f}; failures {metrics['failures_no_decay']}/{fail[:, 0].size} vs "
         f"{metrics['failures_decay']}/{fail[:, 1].size} (stratified p={metrics['stratified_p']:.3f}); critical lr per seed "
         f"{_lrs(cr['no decay'])} -> {_lrs(cr['L2'])}",
-        notes="Critical lr: the smallest lr of the grid at which the seed's run failed ('none' if it trained at "
-        "every lr). Kernel-norm growth before failure (last finite record / initial norm, median over failed "
-        f"runs): {metrics['norm_growth_before_failure']}.",
+        notes=f"Validation accuracy at lr {TUNE_LR:g} along λ {L2_GRID}: "
+        + "/".join(f"{v:.3f}" for v in metrics["l2_val_acc"]) + f" -> λ* = {l2:g}. "
+        "Critical lr 'none': trained at every lr. Kernel-norm growth before failure (last finite record / "
+        f"initial, median over failed runs): {metrics['norm_growth_before_failure']}.",
     )
 
 
@@ -134,7 +150,7 @@ def _growth(wn: np.ndarray, fail: np.ndarray) -> dict[str, float | None]:
 
 def _figure(ctx: Context, r: Any, wn: np.ndarray, fail: np.ndarray, z: dict, m: dict) -> None:
     fig, (ax1, ax2) = new_figure(2, width=5.5)
-    for j, (arm, mk) in enumerate((("no decay", "s--"), (f"L2 {L2:g}", "o-"))):
+    for j, (arm, mk) in enumerate((("no decay", "s--"), (f"L2 {m['l2']:g} (tuned)", "o-"))):
         ax1.plot(LRS, fail[:, j].sum(axis=1), mk, color=f"C{j}", label=arm)
     ax1.set_xscale("log")
     ax1.set_xlabel("constant learning rate")
@@ -147,7 +163,7 @@ def _figure(ctx: Context, r: Any, wn: np.ndarray, fail: np.ndarray, z: dict, m: 
             ax2.plot(r.steps, np.nanmedian(w, axis=0), ls=ls, color=f"C{i}",
                      label=f"lr={lr:g}" if j == 0 else None)
     ax2.plot([], [], "k--", label="no decay")
-    ax2.plot([], [], "k-", label=f"L2 {L2:g}")
+    ax2.plot([], [], "k-", label=f"L2 {m['l2']:g}")
     ax2.set_yscale("log")
     ax2.set_xlabel("step")
     ax2.set_ylabel("kernel norm ||W|| (median over seeds)")
