@@ -140,7 +140,7 @@ def adamw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
     formulation, layout = check_formulation(formulation), check_layout(layout)
     m = decay_multiplier(learning_rate, a["decay_scaling"])
     opt = _parity.adam(a["b1"], a["b2"], a["eps"], a["eps_root"], a["mu_dtype"], a["nesterov"], a["amsgrad"])
-    stage = decoupled_stage(m, weight_decay, a["mask"], a["anchor"], a["cautious"])
+    stage = decoupled_stage(m, weight_decay, a["mask"], a["anchor"], a["cautious"], a["compensated"])
     fusable = a["mu_dtype"] is None and not a["nesterov"] and not a["amsgrad"]
     sibling = Sibling(adam=True, coupled=False, b1=a["b1"], b2=a["b2"], eps=a["eps"], eps_root=a["eps_root"])
     tree = fused_transform(
@@ -244,7 +244,7 @@ def sgdw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
     formulation = check_formulation(formulation)
     m = decay_multiplier(learning_rate, a["decay_scaling"])
     opt = _parity.momentum(a["momentum"], a["nesterov"], a["dampening"], a["accumulator_dtype"])
-    stage = decoupled_stage(m, weight_decay, a["mask"], a["anchor"], False)
+    stage = decoupled_stage(m, weight_decay, a["mask"], a["anchor"], False, a["compensated"])
     sibling = Sibling(adam=False, coupled=False, momentum=a["momentum"], nesterov=a["nesterov"])
     return fused_transform(
         "fused.sgdw", decoupled_chain(learning_rate, stage, opt),
