@@ -12,7 +12,10 @@ transform :func:`decay_transform` returns, the init-time warnings, the audit
 or another mask, anchors of the wrong shape), the dtype rules (a leaf
 computed in the wider of its update's and params' dtypes, float32 for a
 half-precision leaf whose coefficient exceeds its range) and the error
-messages are the same on every path by construction.
+messages are the same on every path by construction. A compensated form
+(``compensated=True``) keeps a float32 residual per bf16/f16 leaf in
+:class:`DecayState` and :meth:`Stage.apply` lands that leaf's whole update
+on the rounded float32 target (:mod:`decaytx._compensated`).
 """
 
 from __future__ import annotations
