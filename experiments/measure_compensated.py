@@ -8,7 +8,10 @@ reports the optimizer state's bytes per param, the kernels the step launches
 (ENTRY fusions, and those with array outputs), the bytes accessed per param
 from ``compiled.cost_analysis()``, and the step time over the plain step of
 the same dtype (interleaved repetitions, paired ratios, bootstrap 95% CI of
-the median).
+the median). ``decaytx.fused.adamw`` (tree layout) with and without
+compensation is measured too: run with
+``XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion``
+for its sibling formulation (without the flag it is the recipe's program).
 
     python -m experiments.measure_compensated [--reps 15] [--params 2] [--blocks 25] [--no-donate]
 
@@ -38,10 +41,16 @@ def _variants() -> dict[str, Any]:
     def adamw(compensated: bool = False) -> Any:
         return decaytx.adamw(1e-3, weight_decay=0.1, mask=masks.ndim_at_least(2), compensated=compensated)
 
+    def fused(compensated: bool = False) -> Any:
+        return decaytx.fused.adamw(1e-3, weight_decay=0.1, mask=masks.ndim_at_least(2), layout="tree",
+                                   compensated=compensated)
+
     return {
         "adamw": adamw,
         "adamw (A/A)": adamw,
         "adamw(compensated=True)": lambda: adamw(True),
+        "fused.adamw": fused,
+        "fused.adamw(compensated=True)": lambda: fused(True),
     }
 
 
@@ -105,7 +114,8 @@ def main() -> None:
     args = ap.parse_args()
     r = measure(reps=args.reps, params_m=args.params, blocks=args.blocks, donate=not args.no_donate)
     print(f"tree {r['tree']}; {'' if r['donated'] else 'not '}donated; {r['reps']} interleaved "
-          f"repetitions; jax {r['jax']} on {r['platform']}; load average {r['load_average']}")
+          f"repetitions; jax {r['jax']} on {r['platform']}; load average {r['load_average']}; "
+          f"multi-output fusion {'on' if decaytx.fused.multi_output_fusion_active() else 'off'}")
     print("| params | variant | state B/param | kernels | array kernels | bytes/param "
           "| step time / adamw (paired, 95% CI) |")
     print("|---|---|---|---|---|---|---|")

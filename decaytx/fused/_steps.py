@@ -116,7 +116,9 @@ def adamw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
       **recipe_kwargs: every other argument of :func:`decaytx.adamw`, with
         its default (``inspect.signature`` shows them all). ``b1``, ``b2``,
         ``eps``, ``eps_root``, ``mask``, ``anchor`` (read once more per
-        step: +4 B/param), ``decay_scaling`` and ``cautious`` are fused;
+        step: +4 B/param), ``decay_scaling``, ``cautious`` and ``compensated``
+        (the recipe's stage lands each bf16/f16 leaf's step, in both
+        layouts; it does not fuse into one kernel: docs/precision.md) are fused;
         ``mu_dtype``, ``nesterov`` and ``amsgrad`` other than their defaults
         run the recipe's program (``amsgrad=True`` with ``layout="flat"``
         raises a ``ValueError`` naming it: the flat buffers hold two moments).
@@ -225,6 +227,7 @@ def sgdw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
       weight_decay: as :func:`decaytx.sgdw`.
       formulation: as :func:`decaytx.fused.adamw`.
       **recipe_kwargs: every other argument of :func:`decaytx.sgdw`;
+        ``compensated`` is fused as in :func:`decaytx.fused.adamw`;
         ``dampening`` and ``accumulator_dtype`` other than their defaults
         run the recipe's program.
 
