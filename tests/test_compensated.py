@@ -498,6 +498,21 @@ def test_the_residual_is_sharded_like_the_params_without_communication():
                  "params_sharded": True, "bitwise": True}, r
 
 
+def test_the_cost_script_reports_the_residual_bytes_and_the_plain_float32_program():
+    from experiments.measure_compensated import measure
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", decaytx.DecayWarning)  # the plain bf16 run's lost decay
+        r = measure(reps=2, params_m=0.02, blocks=1)
+    bf, f32 = r["rows"]["bfloat16"], r["rows"]["float32"]
+    # bf16 adamw: 2+2 bytes of moments, +4 of float32 residual per param.
+    assert round(bf["adamw"]["state_bytes_per_param"], 2) == 4.0
+    assert round(bf["adamw(compensated=True)"]["state_bytes_per_param"], 2) == 8.0
+    assert bf["adamw(compensated=True)"]["bytes_per_param"] > bf["adamw"]["bytes_per_param"]
+    for key in ("kernels", "array_kernels", "state_bytes_per_param", "bytes_per_param"):
+        assert f32["adamw(compensated=True)"][key] == f32["adamw"][key], key
+
+
 def _worker() -> dict[str, Any]:
     out: dict[str, Any] = {"active": decaytx.fused.multi_output_fusion_active()}
     for name in ("fused.adamw", "fused.sgdw"):
@@ -512,3 +527,4 @@ if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
     import json
 
     print(json.dumps(_worker()))
+
