@@ -258,7 +258,8 @@ def _seen_by(labels: Sequence[str], plans: Sequence[_hook.TransformPlan]) -> dic
         paths = unique([leaf.path for leaf in plan.leaves])
         for path, leaf in zip(paths, plan.leaves, strict=True):
             if not leaf.decayed:
-                why.setdefault(path, []).append(f"{label}: {rules.leaf_rule(plan, leaf)}")
+                kept = " (compensated)" if leaf.compensated else ""  # its steps still are
+                why.setdefault(path, []).append(f"{label}: {rules.leaf_rule(plan, leaf)}{kept}")
     return why
 
 

@@ -418,6 +418,18 @@ def test_the_audit_says_a_leaf_is_compensated_and_finds_no_lost_decay():
     row = next(r for r in comp.rows if r.transform is not None)
     assert row.compensated and "(compensated)" in str(comp)
     assert not next(r for r in plain.rows if r.transform is not None).compensated
+    # A leaf the mask keeps from the decay is still compensated, and the row says so.
+    masked = decaytx.audit(decaytx.adamw(1e-3, 1e-4, mask={"w": False}, compensated=True), p)
+    assert masked.rows[0].transform is None and masked.rows[0].rule.endswith("(compensated)")
+
+
+def test_the_audit_probe_sees_a_compensated_decay_move_toward_zero():
+    """m*lambda = 1e-7: the compensated update of a bf16 weight is 0 for
+    the probe's 8 steps (the decay waits in the residual); the probe reads
+    theta + r, so the direction is checked, not left unchecked."""
+    p = {"w": jnp.ones((4, 4), BF16)}
+    comp = decaytx.audit(decaytx.adamw(1e-3, 1e-4, compensated=True), p)
+    assert comp.rows[0].direction == "toward" and not comp.problems
 
 
 # -- bad input ----------------------------------------------------------------------
