@@ -67,6 +67,9 @@ class AuditRow:
         tree"``), ``"all leaves"`` (no mask), ``"...; coefficient zero"``; for
         a leaf nothing decays, why, per transform that sees it
         (``"add_decoupled_decay: excluded by masks.matrices()"``).
+      compensated: whether the transform keeps a float32 residual for the
+        leaf (``compensated=True`` on a bf16/f16 leaf): its decay is
+        checked against float32's resolution, not the leaf's.
     """
 
     path: str
@@ -83,6 +86,7 @@ class AuditRow:
     cautious: bool
     direction: str | None
     rule: str = ""
+    compensated: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +162,8 @@ class Audit:
                 r.path or "(root)",
                 str(r.shape),
                 r.dtype,
-                "-" if r.transform is None else r.transform + (" (cautious)" if r.cautious else ""),
+                "-" if r.transform is None else r.transform + (" (cautious)" if r.cautious else "")
+                + (" (compensated)" if r.compensated else ""),
                 _fmt_dict(r.lam0),
                 _fmt_dict(r.lam_peak),
                 _fmt(r.m0),
@@ -254,7 +259,8 @@ def _seen_by(labels: Sequence[str], plans: Sequence[_hook.TransformPlan]) -> dic
         paths = unique([leaf.path for leaf in plan.leaves])
         for path, leaf in zip(paths, plan.leaves, strict=True):
             if not leaf.decayed:
-                why.setdefault(path, []).append(f"{label}: {rules.leaf_rule(plan, leaf)}")
+                kept = " (compensated)" if leaf.compensated else ""  # its steps still are
+                why.setdefault(path, []).append(f"{label}: {rules.leaf_rule(plan, leaf)}{kept}")
     return why
 
 
@@ -269,7 +275,7 @@ def _row(path: str, shape: tuple[int, ...], dtype: str, label: str,
     factor = ({k: _times(m_peak, v) for k, v in lam_peak.items()}
               if update_side and m_peak is not None else {})
     return AuditRow(path, shape, dtype, label, plan.side, lam0, lam_peak, m0, m_peak, factor,
-                    leaf.anchor, plan.cautious, direction, rules.leaf_rule(plan, leaf))
+                    leaf.anchor, plan.cautious, direction, rules.leaf_rule(plan, leaf), leaf.compensated)
 
 
 def _rows(flat: list[tuple[str, Any]], acting: Acting, direction: dict[str, str],
@@ -292,7 +298,9 @@ def _rows(flat: list[tuple[str, Any]], acting: Acting, direction: dict[str, str]
         for label, plan, leaf in mine:
             row = _row(path, shape, dtype, label, plan, leaf, direction.get(path, "unchecked"))
             rows.append(row)
-            rules.check_leaf(found, label, path, why, row.factor, plan.rates, leaf.dtype)
+            # A compensated leaf's decay is computed and kept in float32.
+            rules.check_leaf(found, label, path, why, row.factor, plan.rates,
+                             "float32" if leaf.compensated else leaf.dtype)
         if direction.get(path) == "away":
             rules.check_away(found, path, mine)
         rules.check_twice(found, path, mine)

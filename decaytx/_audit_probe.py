@@ -72,6 +72,31 @@ def _state_anchors(state: Any) -> dict[str, list[Any]]:
     return found
 
 
+def _state_residuals(state: Any) -> dict[str, np.ndarray]:
+    """Path -> the compensation residuals kept for that leaf (``compensated=True``), summed."""
+    found: dict[str, np.ndarray] = {}
+    nodes = jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(x, _transform.DecayState))
+    for node in nodes:
+        if not isinstance(node, _transform.DecayState) or node.residual is None:
+            continue
+        for path, r in leaves_by_path(node.residual):
+            if not _trees.is_empty(r) and hasattr(r, "shape"):
+                found[path] = found.get(path, 0.0) + _wide(r)
+    return found
+
+
+def _with_residuals(paths: list[str], th: list[Any], u: list[Any], before: dict[str, np.ndarray],
+                    after: dict[str, np.ndarray]) -> tuple[list[Any], list[Any]]:
+    """Params and update as the float32 values a compensated leaf stands for:
+    ``theta + r`` and ``u + r' - r`` (its rounding kept in the residual)."""
+    th, u = list(th), list(u)
+    for i, path in enumerate(paths):
+        if path in before or path in after:
+            r0, r1 = before.get(path, 0.0), after.get(path, 0.0)
+            th[i], u[i] = _wide(th[i]) + r0, _wide(u[i]) + (r1 - r0)
+    return th, u
+
+
 def _wide(x: Any) -> np.ndarray:
     x = np.asarray(x)
     return x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
@@ -113,11 +138,13 @@ def _anchors(
 
 
 def _first_move(
-    optimizer: Any, theta: Any, state: Any, anchor_of: dict[int, np.ndarray], max_steps: int
+    optimizer: Any, theta: Any, state: Any, anchor_of: dict[int, np.ndarray], max_steps: int,
+    paths: list[str],
 ) -> tuple[list[Any], list[Any]] | None:
     """The leaves of params and update at the first zero-gradient step whose
     update moves a decayed leaf or is not shaped like params; ``None`` if
-    ``max_steps`` steps leave every decayed leaf in place."""
+    ``max_steps`` steps leave every decayed leaf in place. A compensated
+    leaf counts with its residual (:func:`_with_residuals`)."""
     zeros = jax.tree.map(
         lambda x: x if _trees.is_empty(x) or not hasattr(x, "dtype") else jnp.zeros_like(x),
         theta, is_leaf=_trees.is_empty)
@@ -131,6 +158,7 @@ def _first_move(
     # at every eager step) under one compilation.
     jitted = jax.jit(step)
     for i in range(max_steps):
+        before = _state_residuals(state)
         if i == 0:
             updates, state, new_theta = step(theta, state)
         else:
@@ -144,6 +172,7 @@ def _first_move(
         th_leaves = jax.tree_util.tree_leaves(theta, is_leaf=_trees.is_empty)
         if len(u_leaves) != len(th_leaves):
             return th_leaves, u_leaves
+        th_leaves, u_leaves = _with_residuals(paths, th_leaves, u_leaves, before, _state_residuals(state))
         moved = [i for i in anchor_of if np.any(_wide(u_leaves[i]) != 0)]
         if moved:
             return th_leaves, u_leaves
@@ -197,7 +226,7 @@ def _probe(
              for why, paths in unchecked.items()]
     if not anchor_of:
         return {}, notes
-    moved = _first_move(optimizer, theta, state, anchor_of, max_steps)
+    moved = _first_move(optimizer, theta, state, anchor_of, max_steps, [p for p, _ in flat])
     if moved is None:
         notes.append(
             f"zero-gradient direction not checked: {max_steps} zero-gradient steps left every "

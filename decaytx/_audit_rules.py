@@ -309,7 +309,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "below_resolution": (
         "the per-step factor m*lambda = {detail} is below the resolution of these "
         "leaves' dtype: x - m*lambda*x rounds back to x, the decay is lost.",
-        "keep float32 master weights for low-precision params, or raise weight_decay."),
+        "pass compensated=True (a float32 residual per low-precision leaf), keep float32 "
+        "master weights for low-precision params, or raise weight_decay."),
     "selects_nothing": (
         "its mask selects none of the float leaves it sees, so it decays nothing.",
         "check the mask's patterns against the paths in this table (e.g. 'kernel' "

@@ -77,10 +77,11 @@ def l2_stage(weight_decay: Coefficient, mask: Any, anchor: Any) -> Stage | None:
 
 
 def decoupled_stage(
-    multiplier: Any, weight_decay: Coefficient, mask: Any, anchor: Any, cautious: bool
+    multiplier: Any, weight_decay: Coefficient, mask: Any, anchor: Any, cautious: bool,
+    compensated: bool = False,
 ) -> Stage | None:
     """The decoupled recipes' decay, ``add_decoupled_decay``'s stage (``None`` when zero)."""
-    form = decoupled_form(weight_decay, multiplier, cautious, "add_decoupled_decay")
+    form = decoupled_form(weight_decay, multiplier, cautious, "add_decoupled_decay", compensated)
     return None if form is None else Stage(form, mask=mask, anchor=anchor)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from decaytx import _coefficients as coef
-from decaytx import _groups, _update_side
+from decaytx import _compensated, _groups, _update_side
 from decaytx._coefficients import Coefficient
 from decaytx._transform import Form, decay_transform
 
@@ -34,6 +34,7 @@ def add_decoupled_decay(
     mask: Any = None,
     anchor: Any = None,
     cautious: bool = False,
+    compensated: bool = False,
 ) -> optax.GradientTransformation:
     r"""Decoupled weight decay, applied to the final step.
 
@@ -57,6 +58,17 @@ def add_decoupled_decay(
     flips the weights' signs) or below the resolution of a decayed leaf's dtype
     (the decay is silently lost).
 
+    With ``compensated=True`` every bf16/f16 leaf the transform sees (decayed
+    or not: ``mask`` chooses the decay only) keeps a float32 residual in the
+    state, and its whole update (the optimizer's step and the decay) is
+    summed with compensation (Kahan), so that
+    :math:`\theta + r` follows float32 master weights and a decay below the
+    leaf's resolution accumulates instead of being rounded away
+    (docs/precision.md). float32/float64 leaves keep no residual and are
+    computed as without it. The transform must then be the LAST in the
+    chain: it returns the update that ``optax.apply_updates`` turns into the
+    rounded target, and a later transform changing it breaks the bookkeeping.
+
     Args:
       weight_decay: :math:`\lambda \ge 0`: a float, a scalar array or a schedule.
       learning_rate: the multiplier :math:`m_t`: ``None`` (1), a float, or a
@@ -65,6 +77,7 @@ def add_decoupled_decay(
       anchor: ``None`` (toward 0), ``"init"`` (toward the params given to
         ``init``) or a pytree like params; kept in the state.
       cautious: decay only coordinates the step moves toward the anchor.
+      compensated: keep a float32 residual per bf16/f16 leaf (a Python bool).
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -84,7 +97,7 @@ def add_decoupled_decay(
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
       Chen et al., `Cautious Weight Decay <https://arxiv.org/abs/2510.12402>`_, 2025.
     """
-    form = decoupled_form(weight_decay, learning_rate, cautious, "add_decoupled_decay")
+    form = decoupled_form(weight_decay, learning_rate, cautious, "add_decoupled_decay", compensated)
     if form is None:
         return optax.identity()
     return decay_transform(form, mask=mask, anchor=anchor)
@@ -94,18 +107,21 @@ def _rate(v: dict[str, Any]) -> dict[str, Any]:
     return {"rate": v["learning_rate"] * v["weight_decay"]}
 
 
-def decoupled_form(weight_decay: Any, learning_rate: Any, cautious: Any, name: str) -> Form | None:
-    """The :class:`Form` of ``u - m_t lambda_t (theta - a)``, or ``None`` when it is zero."""
+def decoupled_form(weight_decay: Any, learning_rate: Any, cautious: Any, name: str,
+                   compensated: Any = False) -> Form | None:
+    """The :class:`Form` of ``u - m_t lambda_t (theta - a)``, or ``None`` when it
+    is zero and not compensated (a compensated zero decay still compensates)."""
     _groups.check("weight_decay", weight_decay)
     m = _update_side.multiplier(learning_rate, name)
     cautious = _check_cautious(cautious)
-    if _groups.is_zero(weight_decay) or coef.is_zero(m):
+    compensated = _compensated.check(compensated)
+    if (_groups.is_zero(weight_decay) or coef.is_zero(m)) and not compensated:
         return None
     return Form(
         name, functools.partial(_decoupled_term, cautious=cautious),
         {"weight_decay": weight_decay, "learning_rate": m},
         side="update", combine=_rate, decides=("weight_decay",), multiplier=m,
-        rates=("weight_decay",), cautious=cautious,
+        rates=("weight_decay",), cautious=cautious, compensated=compensated,
     )
 
 

@@ -34,6 +34,9 @@ class LeafPlan:
       masked_in: what the transform's mask says of the leaf (``True`` when
         there is no mask); a leaf masked in but not decayed has a zero
         coefficient or is not a float.
+      compensated: whether the leaf keeps a float32 residual
+        (``compensated=True`` on a bf16/f16 leaf): its decay is not lost to
+        rounding.
     """
 
     path: str
@@ -43,6 +46,7 @@ class LeafPlan:
     coefficients: dict[str, Any]
     anchor: Literal["zero", "init", "tree"]
     masked_in: bool = True
+    compensated: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from decaytx import _coefficients as coef
-from decaytx import _constants, _groups, _schedules
+from decaytx import _compensated, _constants, _groups, _schedules
 from decaytx._trees import is_decayable, is_empty, path_of
 
 
@@ -42,6 +42,7 @@ class Leaf:
     decayed: bool  # masked in, an inexact array, and a non-zero coefficient
     group: int  # index into Plan.groups; -1 where not decayed
     compute: Any  # a dtype to compute in (f16 with a coefficient past its range), or None
+    residual: bool = False  # keeps a float32 residual (compensated=True, a bf16/f16 leaf)
 
 
 @dataclasses.dataclass
@@ -52,6 +53,11 @@ class Plan:
     needs_count: bool
     cacheable: bool  # no traced coefficient (a plan must never keep a tracer)
     consts: dict[Any, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def any_residual(self) -> bool:
+        """Whether some leaf keeps a compensation residual (``compensated=True``)."""
+        return any(lf.residual for lf in self.leaves)
 
     def scalars(
         self, g: int, dtype: Any, combine: Callable[[dict[str, Any]], dict[str, Any]] | None,
@@ -184,8 +190,13 @@ def build(
     coefficients: dict[str, Any],
     public: tuple[str, ...],
     combine: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    compensated: bool = False,
 ) -> Plan:
-    """Decides, for every params leaf, what the transform does to it."""
+    """Decides, for every params leaf, what the transform does to it.
+
+    ``compensated``: every bf16/f16 leaf keeps a float32 residual, decayed or
+    not (:mod:`decaytx._compensated`).
+    """
     flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_empty)[0]
     per_name = {k: _groups.resolve(k, v, params, flat) for k, v in coefficients.items()}
     groups: list[dict[str, Any]] = []
@@ -202,7 +213,8 @@ def build(
                 groups.append(group)
             g = index[ident]
             compute = _compute_dtype(p.dtype, group, combine)
-        leaves.append(Leaf(keypath, path_of(keypath), bool(m), decayed, g, compute))
+        residual = compensated and _compensated.needs_residual(p)
+        leaves.append(Leaf(keypath, path_of(keypath), bool(m), decayed, g, compute, residual))
     values = [v for grp in groups for v in grp.values()]
     return Plan(
         leaves=tuple(leaves),

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from decaytx import _coefficients as coef
-from decaytx import _groups, _update_side
+from decaytx import _compensated, _groups, _update_side
 from decaytx._coefficients import Coefficient
 from decaytx._transform import Form, decay_transform
 
@@ -86,7 +86,8 @@ def _prox_term(
 
 
 def prox_l1(
-    l1: Coefficient, *, learning_rate: Coefficient | None = _update_side.REQUIRED, mask: Any = None
+    l1: Coefficient, *, learning_rate: Coefficient | None = _update_side.REQUIRED, mask: Any = None,
+    compensated: bool = False,
 ) -> optax.GradientTransformation:
     r"""Proximal L1 step: exact zeros.
 
@@ -100,11 +101,17 @@ def prox_l1(
     true proximal-gradient step pass the same ``learning_rate`` as the
     optimizer (``m_t = \eta_t``).
 
+    ``compensated=True`` keeps a float32 residual per bf16/f16 leaf and
+    applies the prox at :math:`\theta + r` (the float32 value the residual
+    stands for), so that small shrinkage accumulates instead of rounding away
+    (see :func:`decaytx.add_decoupled_decay`, docs/precision.md).
+
     Args:
       l1: :math:`\lambda \ge 0`: a float, a scalar array or a schedule.
       learning_rate: the multiplier :math:`m_t` (see
         :func:`decaytx.add_decoupled_decay`); ``None`` gives 1.
       mask: which leaves to shrink (see :func:`decaytx.add_l2_grad`).
+      compensated: keep a float32 residual per bf16/f16 leaf (a Python bool).
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -123,7 +130,7 @@ def prox_l1(
       Beck & Teboulle, `A Fast Iterative Shrinkage-Thresholding Algorithm
       <https://doi.org/10.1137/080716542>`_, 2009.
     """
-    return _prox("prox_l1", l1, 0.0, learning_rate, mask)
+    return _prox("prox_l1", l1, 0.0, learning_rate, mask, compensated)
 
 
 def prox_elastic_net(
@@ -132,6 +139,7 @@ def prox_elastic_net(
     *,
     learning_rate: Coefficient | None = _update_side.REQUIRED,
     mask: Any = None,
+    compensated: bool = False,
 ) -> optax.GradientTransformation:
     r"""Proximal elastic-net step: exact zeros and shrinkage.
 
@@ -142,12 +150,14 @@ def prox_elastic_net(
     \tfrac{\lambda_2}{2}\lVert\theta\rVert^2)` at :math:`\theta + u`. Place it
     LAST in a chain. ``l2 = 0`` is :func:`prox_l1`; ``l1 = 0`` is the
     implicit (backward) L2 step :math:`\theta^+/(1 + m\lambda_2)`.
+    ``compensated=True``: as :func:`decaytx.prox_l1`.
 
     Args:
       l1: :math:`\lambda_1 \ge 0`: a float, a scalar array or a schedule.
       l2: :math:`\lambda_2 \ge 0`: a float, a scalar array or a schedule.
       learning_rate: the multiplier :math:`m_t`; ``None`` gives 1.
       mask: which leaves to shrink (see :func:`decaytx.add_l2_grad`).
+      compensated: keep a float32 residual per bf16/f16 leaf (a Python bool).
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -166,14 +176,16 @@ def prox_elastic_net(
       Parikh & Boyd, `Proximal Algorithms
       <https://web.stanford.edu/~boyd/papers/prox_algs.html>`_, 2014, sec. 6.5.
     """
-    return _prox("prox_elastic_net", l1, l2, learning_rate, mask)
+    return _prox("prox_elastic_net", l1, l2, learning_rate, mask, compensated)
 
 
-def _prox(name: str, l1: Any, l2: Any, learning_rate: Any, mask: Any) -> optax.GradientTransformation:
+def _prox(name: str, l1: Any, l2: Any, learning_rate: Any, mask: Any,
+          compensated: Any = False) -> optax.GradientTransformation:
     _groups.check("l1", l1)
     _groups.check("l2", l2)
     m = _update_side.multiplier(learning_rate, name)
-    if (_groups.is_zero(l1) and _groups.is_zero(l2)) or coef.is_zero(m):
+    compensated = _compensated.check(compensated)
+    if ((_groups.is_zero(l1) and _groups.is_zero(l2)) or coef.is_zero(m)) and not compensated:
         return optax.identity()
     form = Form(
         name, _prox_term,
@@ -183,7 +195,7 @@ def _prox(name: str, l1: Any, l2: Any, learning_rate: Any, mask: Any) -> optax.G
             "learning_rate": m,
         },
         side="update", combine=_thresholds, decides=("l1", "l2"), multiplier=m,
-        params_dtype_out=True,
+        params_dtype_out=True, compensated=compensated,
     )
     return decay_transform(form, mask=mask)
 

@@ -113,6 +113,7 @@ def sgdw(
     anchor: Any = None,
     decay_scaling: DecayScaling = "lr",
     accumulator_dtype: Any = None,
+    compensated: bool = False,
 ) -> optax.GradientTransformation:
     r"""SGD with decoupled weight decay (SGDW).
 
@@ -153,6 +154,10 @@ def sgdw(
         :func:`decaytx.lr_multiplier` does.
       accumulator_dtype: dtype of the momentum buffer (``None``: that of
         params), as ``optax.sgd``.
+      compensated: keep a float32 residual per bf16/f16 param so that the
+        whole step (momentum step and decay) accumulates as with float32
+        master weights; every bf16/f16 leaf, decayed or not (see
+        :func:`decaytx.add_decoupled_decay`, docs/precision.md).
 
     Returns:
       An ``optax.GradientTransformation`` (an ``optax.chain``).
@@ -177,7 +182,7 @@ def sgdw(
     _update_side.refuse_per_leaf_rate("decaytx.sgdw", learning_rate, decay_only=False)
     m = decay_multiplier(learning_rate, decay_scaling)
     opt = _parity.momentum(momentum, nesterov, dampening, accumulator_dtype)
-    return decoupled_chain(learning_rate, decoupled_stage(m, weight_decay, mask, anchor, False), opt)
+    return decoupled_chain(learning_rate, decoupled_stage(m, weight_decay, mask, anchor, False, compensated), opt)
 
 
 def adam_l2(
@@ -264,6 +269,7 @@ def adamw(
     decay_scaling: DecayScaling = "lr",
     cautious: bool = False,
     amsgrad: bool = False,
+    compensated: bool = False,
 ) -> optax.GradientTransformation:
     r"""Adam with decoupled weight decay (AdamW), with a choice of multiplier.
 
@@ -323,6 +329,10 @@ def adamw(
       cautious: decay only the coordinates the step moves toward the anchor.
       amsgrad: PyTorch's AMSGrad variant (not with ``nesterov`` or
         ``eps_root``).
+      compensated: keep a float32 residual per bf16/f16 param so that the
+        whole step (Adam step and decay) accumulates as with float32 master
+        weights; every bf16/f16 leaf, decayed or not (see
+        :func:`decaytx.add_decoupled_decay`, docs/precision.md).
 
     Returns:
       An ``optax.GradientTransformation`` (an ``optax.chain``).
@@ -355,7 +365,7 @@ def adamw(
     _update_side.refuse_per_leaf_rate("decaytx.adamw", learning_rate, decay_only=False)
     m = decay_multiplier(learning_rate, decay_scaling)
     opt = _parity.adam(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad)
-    return decoupled_chain(learning_rate, decoupled_stage(m, weight_decay, mask, anchor, cautious), opt)
+    return decoupled_chain(learning_rate, decoupled_stage(m, weight_decay, mask, anchor, cautious, compensated), opt)
 
 
 def proximal_sgd(

@@ -12,7 +12,10 @@ transform :func:`decay_transform` returns, the init-time warnings, the audit
 or another mask, anchors of the wrong shape), the dtype rules (a leaf
 computed in the wider of its update's and params' dtypes, float32 for a
 half-precision leaf whose coefficient exceeds its range) and the error
-messages are the same on every path by construction.
+messages are the same on every path by construction. A compensated form
+(``compensated=True``) keeps a float32 residual per bf16/f16 leaf in
+:class:`DecayState` and :meth:`Stage.apply` lands that leaf's whole update
+on the rounded float32 target (:mod:`decaytx._compensated`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from decaytx import _anchors, _hook, _mask_arg, _plan, _trees, _warnings
+from decaytx import _anchors, _compensated, _hook, _mask_arg, _plan, _trees, _warnings
 from decaytx import _coefficients as coef
 from decaytx._update_side import peak_rate
 
@@ -41,10 +44,14 @@ class DecayState(NamedTuple):
       count: int32 step count, present when a coefficient is a schedule.
       anchor: the anchor ``a`` (masked params-like tree, ``optax.MaskedNode``
         where not decayed), present when ``anchor`` is not ``None``.
+      residual: with ``compensated=True``, a params-like tree holding a
+        float32 residual per bf16/f16 leaf (``optax.MaskedNode`` elsewhere);
+        ``None`` otherwise.
     """
 
     count: jax.Array | None  # pyright: ignore[reportIncompatibleMethodOverride]
     anchor: PyTree | None
+    residual: PyTree | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -68,6 +75,8 @@ class Form:
       cautious: whether cautious decay is on.
       params_dtype_out: return the update in the params' dtype where it is
         wider than the update's (the prox: ``theta + u`` is then exactly 0).
+      compensated: keep a float32 residual per bf16/f16 leaf and compensate
+        its whole update (:mod:`decaytx._compensated`).
     """
 
     name: str
@@ -80,6 +89,7 @@ class Form:
     rates: tuple[str, ...] = ()
     cautious: bool = False
     params_dtype_out: bool = False
+    compensated: bool = False
 
     @property
     def public(self) -> tuple[str, ...]:
@@ -100,6 +110,8 @@ class Step:
     count: Any
     cache: dict[Any, Any]
     given: dict[str, Any] | None = None
+    residuals: list[Any] | None = None  # the state's residual leaves (compensated=True)
+    new_residuals: dict[int, Any] = dataclasses.field(default_factory=dict)
 
 
 def _x64() -> bool:
@@ -135,8 +147,8 @@ class Stage:
         return self.form.name
 
     def stateless(self, plan: _plan.Plan) -> bool:
-        """Whether the state is ``EmptyState``: constant coefficients, no anchor."""
-        return not plan.needs_count and self.anchor is None
+        """Whether the state is ``EmptyState``: constant coefficients, no anchor, not compensated."""
+        return not plan.needs_count and self.anchor is None and not self.form.compensated
 
     # -- the plan ----------------------------------------------------------
 
@@ -154,7 +166,8 @@ class Stage:
             if plan is None:
                 form = self.form
                 plan = _plan.build(params, _mask_arg.leaves(self.mask, params),
-                                   dict(form.coefficients), form.public, form.combine)
+                                   dict(form.coefficients), form.public, form.combine,
+                                   form.compensated)
         if at_init:
             # Checked before anything is recorded, so a refused init never
             # leaves the transform looking initialised (a retry re-checks).
@@ -207,15 +220,18 @@ class Stage:
             count=jnp.zeros([], jnp.int32) if plan.needs_count else None,
             anchor=None if self.anchor is None else _anchors.init(
                 self.name, self.anchor, params, [lf.decayed for lf in plan.leaves]),
+            residual=_compensated.init(params, [lf.residual for lf in plan.leaves])
+            if self.form.compensated else None,
         )
 
     def _placeholder_state(self, params: Any) -> Any:
         """The state's structure for ``optax.tree.map_params``: the anchor is a params tree."""
         needs_count = _plan.any_schedule(self.form.coefficients)
-        if not needs_count and self.anchor is None:
+        if not needs_count and self.anchor is None and not self.form.compensated:
             return optax.EmptyState()
         return DecayState(count=jnp.zeros([], jnp.int32) if needs_count else None,
-                          anchor=None if self.anchor is None else params)
+                          anchor=None if self.anchor is None else params,
+                          residual=params if self.form.compensated else None)
 
     def _report(self, plan: _plan.Plan, leaves: list[Any]) -> _hook.TransformPlan:
         form, anchor = self.form, _anchors.kind(self.anchor)
@@ -232,6 +248,7 @@ class Stage:
                     } if lf.decayed else {},
                     anchor=anchor,  # pyright: ignore[reportArgumentType]
                     masked_in=lf.masked_in,
+                    compensated=lf.residual,
                 )
                 for lf, p in zip(plan.leaves, leaves, strict=True)
                 if not _trees.is_empty(p) and hasattr(p, "shape")
@@ -250,26 +267,53 @@ class Stage:
         plan = self.plan(params)
         if self.stateless(plan):
             return Step(plan, None, None, {}, given)
-        _check_state(self.name, state, plan, self.anchor)
-        anchors = None
+        _check_state(self.name, state, plan, self.anchor, self.form.compensated)
+        anchors = residuals = None
+        keypaths = [lf.keypath for lf in plan.leaves]
         if self.anchor is not None:
             anchors = _anchors.state_leaves(
-                self.name, state.anchor, params, [lf.keypath for lf in plan.leaves],
+                self.name, state.anchor, params, keypaths,
                 [lf.decayed for lf in plan.leaves], _trees.flatten(params)[0])
-        return Step(plan, anchors, state.count, {}, given)
+        if self.form.compensated:
+            residuals = _compensated.state_leaves(
+                self.name, state.residual, params, keypaths, [lf.residual for lf in plan.leaves])
+        return Step(plan, anchors, state.count, {}, given, residuals)
 
     def apply(self, step: Step, i: int, u: Any, p: Any,
               leaf: Callable[..., jax.Array] | None = None) -> Any:
         """Leaf ``i`` of the update, decayed by the form's maths (or ``leaf``,
         an expression of the same value) in the dtype the plan decided."""
         lf = step.plan.leaves[i]
-        if not lf.decayed or _trees.is_empty(u):
+        if _trees.is_empty(u) or not (lf.decayed or lf.residual):
             return u
         _check_update_leaf(self.name, lf, u, p)
         ud = jnp.dtype(u.dtype)
         if not jnp.issubdtype(ud, jnp.inexact):
             return u
+        if lf.residual:
+            return self._compensated(step, i, u, p, leaf)
         wide = lf.compute or (ud if p.dtype == ud else jnp.promote_types(ud, p.dtype))
+        res = self._maths(step, i, u, p, wide, leaf)
+        keep = self.form.params_dtype_out and wide == p.dtype
+        return res if keep or res.dtype == ud else res.astype(ud)
+
+    def _compensated(self, step: Step, i: int, u: Any, p: Any,
+                     leaf: Callable[..., jax.Array] | None) -> Any:
+        """Leaf ``i``'s update compensated (:mod:`decaytx._compensated`): the
+        form's maths at theta + r in float32, landed on a representable theta'."""
+        assert step.residuals is not None
+        r = step.residuals[i]
+        wide = jnp.promote_types(jnp.promote_types(u.dtype, p.dtype), jnp.float32)
+        pm = p.astype(wide) + r.astype(wide)
+        uw = u.astype(wide)
+        res = self._maths(step, i, uw, pm, wide, leaf) if step.plan.leaves[i].decayed else uw
+        u_out, step.new_residuals[i] = _compensated.land(pm + res, p, u.dtype)
+        return u_out
+
+    def _maths(self, step: Step, i: int, u: Any, p: Any, wide: Any,
+               leaf: Callable[..., jax.Array] | None) -> Any:
+        """The form's maths (or ``leaf``) on leaf ``i`` in ``wide``."""
+        lf, ud = step.plan.leaves[i], jnp.dtype(u.dtype)
         if jnp.issubdtype(wide, jnp.complexfloating) and not jnp.issubdtype(ud, jnp.complexfloating):
             raise ValueError(
                 f"{self.name}: the update at {_trees.where(lf.keypath)} is real "
@@ -279,20 +323,22 @@ class Stage:
             )
         a = None if step.anchors is None else step.anchors[i]
         form = self.form
-        res = (leaf or form.leaf)(
+        return (leaf or form.leaf)(
             u if ud == wide else u.astype(wide),
             p if p.dtype == wide else p.astype(wide),
             None if a is None else (a if a.dtype == wide else a.astype(wide)),
             **step.plan.scalars(lf.group, wide, form.combine, step.count, step.cache, step.given),
         )
-        keep = form.params_dtype_out and wide == p.dtype
-        return res if keep or res.dtype == ud else res.astype(ud)
 
     def next_state(self, state: Any, step: Step) -> Any:
-        """The state after one ``update``: the count advanced (saturating)."""
-        if self.stateless(step.plan) or not step.plan.needs_count:
+        """The state after one ``update``: the count advanced (saturating), the residuals."""
+        if self.stateless(step.plan):
             return state
-        return DecayState(count=jnp.asarray(optax.safe_increment(state.count)), anchor=state.anchor)
+        if step.plan.needs_count:
+            state = state._replace(count=jnp.asarray(optax.safe_increment(state.count)))
+        if self.form.compensated:
+            state = state._replace(residual=_compensated.next_tree(state.residual, step.new_residuals))
+        return state
 
     def update(self, updates: optax.Updates, state: Any, params: optax.Params | None = None,
                given: dict[str, Any] | None = None) -> tuple[optax.Updates, Any]:
@@ -311,9 +357,13 @@ class Stage:
 
 
 def rates(form: Form, plan: _plan.Plan, leaves: list[Any]) -> list[tuple[Any, float | None, str]]:
-    """``(dtype, peak m*lambda, path)`` for each decayed leaf (the warnings' input)."""
+    """``(dtype, peak m*lambda, path)`` for each decayed leaf (the warnings' input).
+
+    A compensated leaf computes its decay in float32 and keeps what rounding
+    takes away, so its rate is checked against float32's resolution.
+    """
     per_group = [peak_rate(form.multiplier, *(g[k] for k in form.rates)) for g in plan.groups]
-    return [(p.dtype, per_group[lf.group], lf.path)
+    return [(jnp.float32 if lf.residual else p.dtype, per_group[lf.group], lf.path)
             for lf, p in zip(plan.leaves, leaves, strict=True) if lf.decayed]
 
 
@@ -327,10 +377,11 @@ def _check_update_leaf(name: str, lf: _plan.Leaf, u: Any, p: Any) -> None:
         )
 
 
-def _check_state(name: str, state: Any, plan: _plan.Plan, anchor: Any) -> None:
+def _check_state(name: str, state: Any, plan: _plan.Plan, anchor: Any, compensated: bool) -> None:
     expected = (
         f"DecayState(count={'int32 array' if plan.needs_count else 'None'}, "
-        f"anchor={'params-like tree' if anchor is not None else 'None'})"
+        f"anchor={'params-like tree' if anchor is not None else 'None'}"
+        f"{', residual=params-like tree' if compensated else ''})"
     )
     if not isinstance(state, DecayState):
         raise TypeError(
@@ -347,6 +398,11 @@ def _check_state(name: str, state: Any, plan: _plan.Plan, anchor: Any) -> None:
         raise ValueError(
             f"{name}.update: state.anchor is None but this transform decays toward "
             f"an anchor; expected {expected}: state built without anchor=?"
+        )
+    if compensated and state.residual is None:
+        raise ValueError(
+            f"{name}.update: state.residual is None but this transform is "
+            f"compensated; expected {expected}: state built without compensated=True?"
         )
 
 

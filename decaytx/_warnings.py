@@ -65,7 +65,8 @@ def warn_empty_mask(name: str, mask: Any, masked_in: Sequence[bool]) -> None:
 
 def _lost_advice(dtypes: Sequence[str]) -> str:
     if any(jnp.finfo(d).bits < 32 for d in dtypes):
-        return "Keep float32 master weights (apply updates to an f32 copy), or raise weight_decay."
+        return ("Pass compensated=True (a float32 residual per low-precision leaf), keep "
+                "float32 master weights (apply updates to an f32 copy), or raise weight_decay.")
     # f32/f64 params: there is no wider copy to suggest; with noisy updates
     # the decay still survives on average through rounding.
     return ("Raise weight_decay, or keep float64 master weights; with noisy updates the "

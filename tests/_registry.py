@@ -76,12 +76,25 @@ REGISTRY: dict[str, Entry] = {
                                  fused=True, flat=True),
     "fused.sgdw": Entry(F.sgdw, (_sched(), 0.1), {**SIB, "momentum": 0.9}, chain=True, fused=True),
     "fused.sgd_l2": Entry(F.sgd_l2, (0.1, 0.1), {**SIB, "momentum": 0.9}, chain=True, fused=True),
+    # compensated=True (a float32 residual per bf16/f16 leaf; none for float32)
+    "add_decoupled_decay[compensated]": Entry(D.add_decoupled_decay, (0.1,),
+                                              {"learning_rate": _sched(), "compensated": True}),
+    "prox_l1[compensated]": Entry(D.prox_l1, (0.01,), {"learning_rate": 0.1, "compensated": True}, anchor=False),
+    "prox_elastic_net[compensated]": Entry(D.prox_elastic_net, (0.01, 0.1),
+                                           {"learning_rate": _sched(), "compensated": True}, anchor=False),
+    "sgdw[compensated]": Entry(D.sgdw, (_sched(), 0.1), {"momentum": 0.9, "compensated": True}, chain=True),
+    "adamw[compensated]": Entry(D.adamw, (_sched(), 0.1), {"compensated": True}, chain=True),
+    "fused.adamw[compensated]": Entry(F.adamw, (_sched(), 0.1), {**SIB, "layout": "tree", "compensated": True},
+                                      chain=True, fused=True),
+    "fused.sgdw[compensated]": Entry(F.sgdw, (_sched(), 0.1), {**SIB, "momentum": 0.9, "compensated": True},
+                                     chain=True, fused=True),
 }
 
 # Each fused step and the recipe whose values it promises.
 RECIPE_OF = {
     "fused.adamw": "adamw", "fused.adamw[flat]": "adamw", "fused.adam_l2": "adam_l2",
     "fused.adam_l2[flat]": "adam_l2", "fused.sgdw": "sgdw", "fused.sgd_l2": "sgd_l2",
+    "fused.adamw[compensated]": "adamw[compensated]", "fused.sgdw[compensated]": "sgdw[compensated]",
 }
 
 ANCHORED = [k for k, e in REGISTRY.items() if e.anchor]

@@ -249,7 +249,8 @@ def test_argument_roles_are_read_from_signatures():
     )}
     static = {k for r in roles.values() for k, v in r.items() if v == "static"}
     assert static == {"mask", "anchor", "cautious", "decay_scaling", "nesterov", "momentum",
-                      "mu_dtype", "amsgrad", "accumulator_dtype", "formulation", "layout"}
+                      "mu_dtype", "amsgrad", "accumulator_dtype", "formulation", "layout",
+                      "compensated"}
     assert {k for r in roles.values() for k, v in r.items() if v == "coefficient"} == {
         "weight_decay", "l1", "l2", "learning_rate"}  # learning_rate of the update-side forms
     assert roles["adamw"]["learning_rate"] == roles["adamw"]["b1"] == "number"

@@ -143,9 +143,8 @@ class Sibling:
                 t1, u = sib.trace_pair(gm, gu, moments[0], cast(float, self.momentum), self.nesterov)
                 new = (t1,)
             u = sib.lr_scale(u, learning_rate, factor)
-            if decayed and not self.coupled:
-                assert stage is not None
-                u = stage.apply(step, i, u, p)
+            if not self.coupled and stage is not None and (decayed or step.plan.leaves[i].residual):
+                u = stage.apply(step, i, u, p)  # the decay, compensated where the plan says
             return (u, *new)
 
         return leaf

@@ -116,7 +116,9 @@ def adamw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
       **recipe_kwargs: every other argument of :func:`decaytx.adamw`, with
         its default (``inspect.signature`` shows them all). ``b1``, ``b2``,
         ``eps``, ``eps_root``, ``mask``, ``anchor`` (read once more per
-        step: +4 B/param), ``decay_scaling`` and ``cautious`` are fused;
+        step: +4 B/param), ``decay_scaling``, ``cautious`` and ``compensated``
+        (the recipe's stage lands each bf16/f16 leaf's step, in both
+        layouts; it does not fuse into one kernel: docs/precision.md) are fused;
         ``mu_dtype``, ``nesterov`` and ``amsgrad`` other than their defaults
         run the recipe's program (``amsgrad=True`` with ``layout="flat"``
         raises a ``ValueError`` naming it: the flat buffers hold two moments).
@@ -140,7 +142,7 @@ def adamw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
     formulation, layout = check_formulation(formulation), check_layout(layout)
     m = decay_multiplier(learning_rate, a["decay_scaling"])
     opt = _parity.adam(a["b1"], a["b2"], a["eps"], a["eps_root"], a["mu_dtype"], a["nesterov"], a["amsgrad"])
-    stage = decoupled_stage(m, weight_decay, a["mask"], a["anchor"], a["cautious"])
+    stage = decoupled_stage(m, weight_decay, a["mask"], a["anchor"], a["cautious"], a["compensated"])
     fusable = a["mu_dtype"] is None and not a["nesterov"] and not a["amsgrad"]
     sibling = Sibling(adam=True, coupled=False, b1=a["b1"], b2=a["b2"], eps=a["eps"], eps_root=a["eps_root"])
     tree = fused_transform(
@@ -225,6 +227,7 @@ def sgdw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
       weight_decay: as :func:`decaytx.sgdw`.
       formulation: as :func:`decaytx.fused.adamw`.
       **recipe_kwargs: every other argument of :func:`decaytx.sgdw`;
+        ``compensated`` is fused as in :func:`decaytx.fused.adamw`;
         ``dampening`` and ``accumulator_dtype`` other than their defaults
         run the recipe's program.
 
@@ -244,7 +247,7 @@ def sgdw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
     formulation = check_formulation(formulation)
     m = decay_multiplier(learning_rate, a["decay_scaling"])
     opt = _parity.momentum(a["momentum"], a["nesterov"], a["dampening"], a["accumulator_dtype"])
-    stage = decoupled_stage(m, weight_decay, a["mask"], a["anchor"], False)
+    stage = decoupled_stage(m, weight_decay, a["mask"], a["anchor"], False, a["compensated"])
     sibling = Sibling(adam=False, coupled=False, momentum=a["momentum"], nesterov=a["nesterov"])
     return fused_transform(
         "fused.sgdw", decoupled_chain(learning_rate, stage, opt),
