@@ -59,6 +59,21 @@ def _nonzero(x: Any) -> bool:
     return hasattr(x, "dtype") and bool(np.any(np.asarray(x) != 0))
 
 
+def _pattern(theta: Any) -> Any:
+    """A positive gradient of 1.5, 0.5, 1.5, ... on the float leaves (zero on the
+    others): not proportional to any probe point (a ones-filled bias), so an
+    optimizer whose step keeps only the direction of its input (a trust ratio)
+    still moves when it is added."""
+    def fill(x: Any) -> Any:
+        if _trees.is_empty(x) or not hasattr(x, "dtype"):
+            return x
+        if not _trees.is_decayable(x):
+            return jnp.zeros_like(x)
+        k = jnp.arange(x.size, dtype=jnp.int32).reshape(x.shape)
+        return (1.0 - 0.5 * (-1) ** k).astype(x.dtype)
+    return jax.tree.map(fill, theta, is_leaf=_trees.is_empty)
+
+
 def _differs(a: Any, b: Any, rtol: float = 0.0) -> bool:
     if not hasattr(a, "dtype"):
         return False
@@ -164,15 +179,23 @@ def _gradient_after_optimizer(found: rules.Findings, optimizer: Any, state: Any,
     for i in grad_only:
         a = anchor_of[i]
         far[i] = jnp.asarray(a + 2 * (np.asarray(leaves[i], a.dtype) - a)).astype(leaves[i].dtype)
-    u2 = _leaves(call_update(optimizer, _fill(theta, 0.0),
-                             state, jax.tree_util.tree_unflatten(treedef, far))[0])
+    far = jax.tree_util.tree_unflatten(treedef, far)
+    u2 = _leaves(call_update(optimizer, _fill(theta, 0.0), state, far)[0])
+    # A trust ratio (LAMB, LARS) scales the whole step by the weights' norm:
+    # its step with a gradient doubles with the weights too, and there the
+    # decay goes after Adam on purpose (LAMB), so this rule cannot tell.
+    g = _pattern(theta)
+    g1 = _leaves(call_update(optimizer, g, state, theta)[0])
+    g2 = _leaves(call_update(optimizer, g, state, far)[0])
     for i in grad_only:
-        n0 = np.linalg.norm(np.asarray(u0[i], np.complex128).ravel())
-        n2 = np.linalg.norm(np.asarray(u2[i], np.complex128).ravel())
-        if n2 > 1.5 * n0:
+        if _norm(u2[i]) > 1.5 * _norm(u0[i]) and not _norm(g2[i]) > 1.5 * _norm(g1[i]):
             path = flat[i][0]
             fix = " ".join(rules.PLACE_GRADIENT.format(name=p.name) for _, p, _ in acting[path])
             found.add("gradient_after_optimizer", _labels_at(acting, path), [path], fix)
+
+
+def _norm(x: Any) -> float:
+    return float(np.linalg.norm(np.asarray(x, np.complex128).ravel()))
 
 
 def _is_schedule_free(x: Any) -> bool:
@@ -246,7 +269,7 @@ def behaviour(found: rules.Findings, optimizer: Any, params: Any, state: Any,
             at = state if t is None else call_update(
                 optimizer, zeros, _at_count(state, t), theta)[1]
             u0 = _leaves(call_update(optimizer, zeros, at, theta)[0])
-            u1 = _leaves(call_update(optimizer, _fill(theta, 1.0), at, theta)[0])
+            u1 = _leaves(call_update(optimizer, _pattern(theta), at, theta)[0])
             if len(u0) != len(flat) or len(u1) != len(flat):
                 return ["frozen leaves, unseen decays and schedules not checked: the updates "
                         "do not have the structure of params."]

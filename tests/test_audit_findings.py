@@ -167,6 +167,28 @@ def test_l2_grad_after_scale_by_adam_is_flagged():
     assert decaytx.audit(right, PARAMS).problems == ()
 
 
+@pytest.mark.parametrize("name", ["lamb", "lars", "lamb_with_gpt_params"])
+def test_documented_trust_ratio_spellings_have_no_problem(name):
+    # docs/optimizers.md: LAMB adds lambda*theta to Adam's direction before the
+    # trust ratio (after scale_by_adam on purpose); LARS adds it to the gradient.
+    lamb = optax.chain(optax.scale_by_adam(eps=1e-6), decaytx.add_l2_grad(0.01),
+                       optax.scale_by_trust_ratio(), optax.scale_by_learning_rate(1e-3))
+    lars = optax.chain(decaytx.add_l2_grad(0.01), optax.lars(1e-3))
+    opt, params = {"lamb": (lamb, PARAMS), "lars": (lars, PARAMS),
+                   "lamb_with_gpt_params": (lamb, GPT)}[name]
+    report = decaytx.audit(opt, params)
+    assert report.problems == (), report
+
+
+def test_gradient_decay_before_adam_under_a_trust_ratio_is_not_called_frozen():
+    # A ones-filled bias probe and a ones gradient point the same way: a trust
+    # ratio keeps only the direction, so a probe gradient along the weights
+    # would look like a frozen leaf.
+    opt = optax.chain(decaytx.add_l2_grad(0.01), optax.scale_by_adam(eps=1e-6),
+                      optax.scale_by_trust_ratio(), optax.scale_by_learning_rate(1e-3))
+    assert "frozen_but_decayed" not in _kinds(decaytx.audit(opt, PARAMS))
+
+
 def test_a_leaf_decayed_twice_is_flagged():
     opt = optax.chain(decaytx.adamw(1e-3, weight_decay=0.1, mask=masks.matrices()),
                       decaytx.add_decoupled_decay(0.1, learning_rate=1e-3, mask=masks.matrices()))
