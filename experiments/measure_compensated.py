@@ -15,24 +15,21 @@ for its sibling formulation (without the flag it is the recipe's program).
 
     python -m experiments.measure_compensated [--reps 15] [--params 2] [--blocks 25] [--no-donate]
 
-``measure(...)`` returns the same figures as a dict (for the benchmark report).
+``measure(..., dtype=)`` returns the same figures as a dict, in the shape
+:mod:`experiments.bench.options` documents (the benchmark's "Cost of
+options" runs ``measure_bfloat16`` and ``measure_float32``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import time
+import functools
+import warnings
 from typing import Any
-
-import jax
-import jax.numpy as jnp
-import numpy as np
 
 import decaytx
 from decaytx import masks
-from experiments.bench import hlo, trees
-from experiments.bench.timing import median_of_ratios
+from experiments.bench import options
 
 DTYPES = ("bfloat16", "float32")
 
@@ -54,55 +51,18 @@ def _variants() -> dict[str, Any]:
     }
 
 
-def _compile(make: Any, params: Any, grads: Any, donate: bool) -> tuple[Any, Any, dict[str, float]]:
-    opt = make()
-    state = opt.init(params)
-    jitted = hlo.jit_step(opt) if donate else jax.jit(hlo.step_fn(opt))
-    compiled = jitted.lower(params, state, grads).compile()
-    shapes = hlo.fusion_shapes(compiled.as_text())
-    n = hlo.tree_size(params)
-    row = {
-        "kernels": len(shapes),
-        "array_kernels": sum(not hlo.is_scalar_shape(s) for s in shapes),
-        "state_bytes_per_param": hlo.tree_bytes(state) / n,
-        "bytes_per_param": float(hlo.cost_analysis(compiled).get("bytes accessed", float("nan"))) / n,
-    }
-    return compiled, state, row
+def measure(*, reps: int = 15, params: float = 2.0, blocks: int = 25, donate: bool = True,
+            seed: int = 0, dtype: str = "bfloat16") -> dict[str, Any]:
+    """The cost on params of ``dtype``, in the shape :mod:`experiments.bench.options` documents."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", decaytx.DecayWarning)  # plain bf16: the decay is lost
+        return options.measure_variants(f"compensated=True ({dtype} params)", _variants(), reps=reps,
+                                        params=params, blocks=blocks, donate=donate, seed=seed,
+                                        dtype=dtype)
 
 
-def measure(*, reps: int = 15, params_m: float = 2.0, blocks: int = 25, donate: bool = True,
-            dtypes: tuple[str, ...] = DTYPES, seed: int = 0) -> dict[str, Any]:
-    """Per dtype and variant: kernels, array kernels, state bytes/param,
-    bytes accessed/param, and the step time over plain adamw (median of the
-    paired ratios and its 95% CI). Also the tree, the repetitions and the
-    load average at the end."""
-    tree = trees.transformer(int(params_m * trees.M), blocks=blocks)
-    rng = np.random.default_rng(seed)
-    p32, g32 = trees.make_params(tree, rng)
-    out: dict[str, Any] = {"tree": tree.label, "reps": reps, "donated": donate,
-                           "jax": jax.__version__, "platform": jax.devices()[0].platform, "rows": {}}
-    for dtype in dtypes:
-        params = {k: jnp.asarray(v, dtype) for k, v in p32.items()}
-        grads = {k: jnp.asarray(v, dtype) for k, v in g32.items()}
-        steps, times, rows = {}, {}, {}
-        for name, make in _variants().items():
-            compiled, state, rows[name] = _compile(make, params, grads, donate)
-            steps[name] = [compiled, jax.tree.map(jnp.copy, params), state]
-            times[name] = []
-        for _ in range(reps):
-            for name in rng.permutation(list(steps)):
-                c, p, s = steps[name]
-                t0 = time.perf_counter()
-                p, s = c(p, s, grads)
-                jax.block_until_ready(p)
-                times[name].append(time.perf_counter() - t0)
-                steps[name][1:] = [p, s]
-        for name, row in rows.items():
-            m, lo, hi = median_of_ratios(times[name], times["adamw"], rng)
-            row["time_ratio"], row["time_ratio_ci"] = m, (lo, hi)
-        out["rows"][dtype] = rows
-    out["load_average"] = os.getloadavg()
-    return out
+measure_bfloat16 = functools.partial(measure, dtype="bfloat16")
+measure_float32 = functools.partial(measure, dtype="float32")
 
 
 def main() -> None:
@@ -112,19 +72,14 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=25)
     ap.add_argument("--no-donate", action="store_true", help="params and state not donated")
     args = ap.parse_args()
-    r = measure(reps=args.reps, params_m=args.params, blocks=args.blocks, donate=not args.no_donate)
-    print(f"tree {r['tree']}; {'' if r['donated'] else 'not '}donated; {r['reps']} interleaved "
-          f"repetitions; jax {r['jax']} on {r['platform']}; load average {r['load_average']}; "
-          f"multi-output fusion {'on' if decaytx.fused.multi_output_fusion_active() else 'off'}")
-    print("| params | variant | state B/param | kernels | array kernels | bytes/param "
-          "| step time / adamw (paired, 95% CI) |")
-    print("|---|---|---|---|---|---|---|")
-    for dtype, rows in r["rows"].items():
-        for name, row in rows.items():
-            lo, hi = row["time_ratio_ci"]
-            print(f"| {dtype} | {name} | {row['state_bytes_per_param']:.1f} | {row['kernels']} "
-                  f"| {row['array_kernels']} | {row['bytes_per_param']:.1f} "
-                  f"| {row['time_ratio']:.2f} [{lo:.2f}, {hi:.2f}] |")
+    print(f"multi-output fusion {'on' if decaytx.fused.multi_output_fusion_active() else 'off'}")
+    for dtype in DTYPES:
+        r = measure(reps=args.reps, params=args.params, blocks=args.blocks,
+                    donate=not args.no_donate, dtype=dtype)
+        print(f"\n{r['option']}: tree {r['tree']}; {'' if r['donated'] else 'not '}donated; "
+              f"{r['reps']} interleaved repetitions; jax {r['jax']} on {r['platform']}; "
+              f"load average {r['load']}")
+        print("\n".join(options.table(r)))
 
 
 if __name__ == "__main__":

@@ -511,12 +511,10 @@ def test_the_residual_is_sharded_like_the_params_without_communication():
 
 
 def test_the_cost_script_reports_the_residual_bytes_and_the_plain_float32_program():
-    from experiments.measure_compensated import measure
+    from experiments.measure_compensated import measure_bfloat16, measure_float32
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", decaytx.DecayWarning)  # the plain bf16 run's lost decay
-        r = measure(reps=2, params_m=0.02, blocks=1)
-    bf, f32 = r["rows"]["bfloat16"], r["rows"]["float32"]
+    bf = measure_bfloat16(reps=2, params=0.02, blocks=1)["rows"]
+    f32 = measure_float32(reps=2, params=0.02, blocks=1)["rows"]
     # bf16 adamw: 2+2 bytes of moments, +4 of float32 residual per param.
     assert round(bf["adamw"]["state_bytes_per_param"], 2) == 4.0
     assert round(bf["adamw(compensated=True)"]["state_bytes_per_param"], 2) == 8.0

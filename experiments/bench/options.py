@@ -39,9 +39,11 @@ from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-# option -> the module whose measure(**MODES[mode]) measures it.
+# option -> "module" or "module:function" whose measure(**MODES[mode]) measures it.
 OPTIONS: dict[str, str] = {
     "decaytx.monitor": "experiments.measure_monitor",
+    "compensated=True (bfloat16 params)": "experiments.measure_compensated:measure_bfloat16",
+    "compensated=True (float32 params)": "experiments.measure_compensated:measure_float32",
 }
 
 MODES: dict[str, dict[str, Any]] = {
@@ -53,8 +55,9 @@ MODES: dict[str, dict[str, Any]] = {
 
 def measure_variants(option: str, variants: dict[str, Callable[[], Any]], *, reps: int,
                      params: float, blocks: int, layered: int = 0, donate: bool = True,
-                     seed: int = 0) -> dict[str, Any]:
-    """Compiles and times each variant; the first is the baseline, the second its A/A control."""
+                     seed: int = 0, dtype: str = "float32") -> dict[str, Any]:
+    """Compiles and times each variant on params (and gradients) of ``dtype``;
+    the first variant is the baseline, the second its A/A control."""
     import jax
     import numpy as np
 
@@ -64,7 +67,8 @@ def measure_variants(option: str, variants: dict[str, Callable[[], Any]], *, rep
     total = int(params * trees.M)
     tree = trees.layered(layered, total) if layered else trees.transformer(total, blocks=blocks)
     rng = np.random.default_rng(seed)
-    p0, grads = trees.make_params(tree, rng)
+    p0, grads = (jax.tree.map(lambda x: x.astype(jax.numpy.dtype(dtype)), t)
+                 for t in trees.make_params(tree, rng))
     n = hlo.tree_size(p0)
     rows: dict[str, dict[str, Any]] = {}
     steps: dict[str, list[Any]] = {}
@@ -95,7 +99,7 @@ def measure_variants(option: str, variants: dict[str, Callable[[], Any]], *, rep
         row["ratio"] = {"median": m, "lo": lo, "hi": hi}
     return {"option": option, "tree": tree.label, "params": n, "donated": donate, "reps": reps,
             "baseline": baseline, "control": control, "rows": rows, "jax": jax.__version__,
-            "platform": jax.devices()[0].platform, "load": list(os.getloadavg())}
+            "platform": jax.devices()[0].platform, "dtype": dtype, "load": list(os.getloadavg())}
 
 
 def table(res: dict[str, Any]) -> list[str]:
@@ -114,7 +118,8 @@ def table(res: dict[str, Any]) -> list[str]:
 
 def one(name: str, mode: str) -> dict[str, Any]:
     """The option ``name`` measured at ``mode``'s sizes, in this process."""
-    return importlib.import_module(OPTIONS[name]).measure(**MODES[mode])
+    module, _, function = OPTIONS[name].partition(":")
+    return getattr(importlib.import_module(module), function or "measure")(**MODES[mode])
 
 
 def fresh(name: str, mode: str, env: dict[str, str] | None = None,
