@@ -32,7 +32,7 @@ def _row(report, path):
     return next(r for r in report.rows if r.path == path)
 
 
-# --- item 13: problems vs notes, and which rule decided ----------------------------
+# --- problems vs notes, and which rule decided ----------------------------
 
 
 @pytest.mark.parametrize("preset", ["nanogpt", "transformers"])
@@ -72,7 +72,7 @@ def test_a_pattern_that_matches_nothing_is_a_problem():
     assert "include('embed')" in report.problems[0].message
 
 
-# --- item 5: decay outside a freeze ---------------------------------------------
+# --- decay outside a freeze ---------------------------------------------
 
 
 def test_decay_after_a_freeze_is_flagged():
@@ -101,7 +101,7 @@ def test_decay_after_optax_masked_freeze_is_flagged():
     assert report.problems[0].paths == ("out/kernel",)
 
 
-# --- item 6: a constant multiplier under a scheduled optimizer -----------------------
+# --- a constant multiplier under a scheduled optimizer -----------------------
 
 
 def test_constant_multiplier_under_a_schedule_is_flagged():
@@ -132,7 +132,7 @@ def test_constant_multiplier_under_an_injected_schedule_is_flagged():
     assert decaytx.audit(recipe, PARAMS).problems == ()
 
 
-# --- item 7: what it cannot see, and odd inputs --------------------------------------
+# --- what it cannot see, and odd inputs --------------------------------------
 
 
 def _decay():

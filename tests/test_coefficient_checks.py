@@ -1,5 +1,5 @@
-"""Issue 12 ("Hardening 2"), coefficients and schedules: items 2, 3, 9, 10, 11,
-16, 17, 18, 19 and 20, one group of tests per item.
+"""Coefficients and schedules that once went wrong silently or with a
+misleading message: one group of tests per case.
 
 Each test fails on decaytx 0.1 (commit 4fbbf0b) and passes now, except the
 pins of behaviour 0.1 already had: a traced scalar coefficient, the decoupled
@@ -36,7 +36,7 @@ def _l2_step(weight_decay: Any, params: Any) -> Any:
 
 
 # --------------------------------------------------------------------------
-# Item 2: a traced coefficient's shape is static: a non-scalar one is refused.
+# a traced coefficient's shape is static: a non-scalar one is refused.
 # --------------------------------------------------------------------------
 
 
@@ -74,7 +74,7 @@ def test_traced_scalar_coefficient_still_works() -> None:
 
 
 # --------------------------------------------------------------------------
-# Item 3: the rounding tolerance is tied to local values; the first bad step.
+# the rounding tolerance is tied to local values; the first bad step.
 # --------------------------------------------------------------------------
 
 
@@ -108,7 +108,7 @@ def test_rounding_negative_is_accepted_and_a_real_one_is_not() -> None:
 
 
 # --------------------------------------------------------------------------
-# Item 9: f16 leaves with a coefficient above 65504 (f16's largest value).
+# f16 leaves with a coefficient above 65504 (f16's largest value).
 # --------------------------------------------------------------------------
 
 THETA16 = np.array([1e-3, -2e-3, 0.5, 0.0], np.float16)
@@ -150,7 +150,7 @@ class _nothing:
 
 
 # --------------------------------------------------------------------------
-# Item 10: types are not schedules; a peak= below the schedule's maximum warns.
+# types are not schedules; a peak= below the schedule's maximum warns.
 # --------------------------------------------------------------------------
 
 
@@ -190,7 +190,7 @@ def test_peak_at_or_above_the_maximum_is_silent(peak: float) -> None:
 
 
 # --------------------------------------------------------------------------
-# Item 11: a traced peak= is used as given; a traced schedule needs peak=.
+# a traced peak= is used as given; a traced schedule needs peak=.
 # --------------------------------------------------------------------------
 
 
@@ -254,7 +254,7 @@ def test_traced_peak_must_be_a_scalar() -> None:
 
 
 # --------------------------------------------------------------------------
-# Item 16: messages that misled.
+# messages that misled.
 # --------------------------------------------------------------------------
 
 
@@ -319,7 +319,7 @@ def test_inject_hyperparams_trap_is_still_explained() -> None:
 
 
 # --------------------------------------------------------------------------
-# Item 17: a schedule valid for the run only: decaytx.with_horizon.
+# a schedule valid for the run only: decaytx.with_horizon.
 # --------------------------------------------------------------------------
 
 
@@ -359,7 +359,7 @@ def test_with_horizon_refuses_bad_total_steps(total: Any) -> None:
 
 
 # --------------------------------------------------------------------------
-# Item 18: a prefix mask missing a key; an Equinox module of coefficients.
+# a prefix mask missing a key; an Equinox module of coefficients.
 # (The fixes live in decaytx/_groups.py and decaytx/masks.py.)
 # --------------------------------------------------------------------------
 
@@ -393,7 +393,7 @@ def test_equinox_module_of_coefficients_is_a_tree() -> None:
 
 
 # --------------------------------------------------------------------------
-# Item 19: the first init surveys a bounded grid.
+# the first init surveys a bounded grid.
 # --------------------------------------------------------------------------
 
 BOUND = 16_384 + 2_048 + 1  # dense part, geometric part, last step (docs/schedules.md)
@@ -436,7 +436,7 @@ def test_steps_evaluated_by_the_first_init_are_bounded() -> None:
 
 
 # --------------------------------------------------------------------------
-# Item 20 is pinned in tests/test_recipes.py:
+# A scheduled recipe's cost is pinned in tests/test_recipes.py:
 # test_adamw_constant_lr_compiles_like_optax_adamw (same program for a
 # constant rate) and test_scheduled_adamw_evaluates_the_schedule_twice.
 # --------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""Issue "Hardening 2", state, anchors, masks and warnings (items 1, 4-8,
-12-15, 22, 23): one test (or parametrised group) per item, each against a
-closed form or the error it must raise. Every test here fails on decaytx 0.1
+"""State, anchors, masks and warnings that once went wrong silently: one
+test (or parametrised group) per case, each against a closed form or the
+error it must raise. Every test here fails on decaytx 0.1
 (commit 4fbbf0b); docs/robustness.md has a row per item.
 """
 
@@ -39,7 +39,7 @@ def _zeros(tree):
     return jax.tree.map(jnp.zeros_like, tree)
 
 
-# --- item 1: an anchor missing where the mask decays ---------------------------------
+# --- an anchor missing where the mask decays ---------------------------------
 
 MISSING_B = r"state\.anchor has no entry at \['b'\], which the mask decays"
 
@@ -110,7 +110,7 @@ def test_flax_nnx_optimizer() -> None:
     np.testing.assert_array_equal(np.asarray(model.bias[...]), (b0 + 1).astype(np.float32))
 
 
-# --- item 4: a refused init leaves the transform uninitialised -----------------------
+# --- a refused init leaves the transform uninitialised -----------------------
 
 
 def _refused() -> optax.GradientTransformation:
@@ -145,7 +145,7 @@ def test_two_threads_both_refused() -> None:
     assert outcome == ["refused", "refused"]
 
 
-# --- item 5: the prox with f32 params and bf16 updates --------------------------------
+# --- the prox with f32 params and bf16 updates --------------------------------
 
 
 @pytest.mark.parametrize("form", ["prox_l1", "prox_elastic_net"])
@@ -164,7 +164,7 @@ def test_prox_f32_params_bf16_updates_exact_zeros(form: str) -> None:
     np.testing.assert_allclose(np.asarray(new, np.float64), ref, rtol=2e-7, atol=0)
 
 
-# --- item 6: schedules given to decaytx.inject_hyperparams ---------------------------
+# --- schedules given to decaytx.inject_hyperparams ---------------------------
 
 
 @pytest.mark.parametrize("factory,kwargs", [
@@ -178,7 +178,7 @@ def test_inject_hyperparams_checks_schedules(factory, kwargs) -> None:
         decaytx.inject_hyperparams(factory)(decreasing, **kwargs)
 
 
-# --- item 7: the anchor's shape in update ---------------------------------------------
+# --- the anchor's shape in update ---------------------------------------------
 
 
 def test_anchor_shape_checked_in_update() -> None:
@@ -191,7 +191,7 @@ def test_anchor_shape_checked_in_update() -> None:
         decaytx.add_l2_grad(0.1, anchor={"w": jnp.zeros((3, 1))}).init(p)
 
 
-# --- item 8: complex parts and non-finite anchors --------------------------------------
+# --- complex parts and non-finite anchors --------------------------------------
 
 
 def test_complex_anchor_for_real_params_refused() -> None:
@@ -223,7 +223,7 @@ def test_non_finite_anchor_refused(bad: float) -> None:
         t.init({"w": jnp.ones(2)})
 
 
-# --- item 12: a state/params mismatch names the state's anchor --------------------------
+# --- a state/params mismatch names the state's anchor --------------------------
 
 
 def test_mismatch_names_the_anchor() -> None:
@@ -234,7 +234,7 @@ def test_mismatch_names_the_anchor() -> None:
         t.update(p, state, p)
 
 
-# --- item 13: update without this transform's state -------------------------------------
+# --- update without this transform's state -------------------------------------
 
 
 @pytest.mark.parametrize("state", [None, optax.EmptyState(), optax.ScaleByAdamState(
@@ -250,7 +250,7 @@ def test_wrong_state_is_a_type_error(make, name, state) -> None:
         t.update(p, state, p)
 
 
-# --- item 14: anchor errors name the path ---------------------------------------------
+# --- anchor errors name the path ---------------------------------------------
 
 
 def test_anchor_with_a_none_leaf_names_the_path() -> None:
@@ -268,7 +268,7 @@ def test_restored_anchor_of_another_shape_names_the_path() -> None:
         t.update(p, restored, p)
 
 
-# --- item 15: a differently sharded anchor on an explicit-axis mesh --------------------
+# --- a differently sharded anchor on an explicit-axis mesh --------------------
 
 SHARDING_SCRIPT = textwrap.dedent(
     r'''
@@ -322,7 +322,7 @@ def test_anchor_placed_like_params_on_explicit_mesh() -> None:
         np.testing.assert_allclose(np.asarray(r["out"]), expected, rtol=1e-6, atol=1e-8)
 
 
-# --- item 22: inject_hyperparams keeps other threads' warnings --------------------------
+# --- inject_hyperparams keeps other threads' warnings --------------------------
 
 
 def _warning_tx():
@@ -378,7 +378,7 @@ def test_inject_hyperparams_warns_once_per_transform() -> None:
         t.update(p, state, p)
 
 
-# --- item 23: once-only warnings are per params signature -------------------------------
+# --- once-only warnings are per params signature -------------------------------
 
 
 def test_bf16_model_after_f32_model_warns() -> None:

@@ -220,7 +220,7 @@ def _sgd() -> optax.GradientTransformation:
 
 
 def forms() -> list[Form]:
-    """Every form of issue 6: coupled before SGD-momentum and Adam; update-side after Adam and SGD."""
+    """Every placement measured: coupled before SGD-momentum and Adam; update-side after Adam and SGD."""
     import decaytx
 
     opts = {"sgdm": _sgdm, "adam": _adam, "sgd": _sgd}
