@@ -140,8 +140,8 @@ def _constant_multiplier(found: rules.Findings, optimizer: Any, state: Any, thet
     """A constant decay multiplier beside an optimizer whose step follows a schedule."""
     constant: dict[str, tuple[float, list[str]]] = {}
     for path, entries in acting.items():
-        for label, plan, _ in entries:
-            m = plan.multiplier
+        for label, plan, leaf in entries:
+            m = plan.multiplier if leaf.multiplier is None else leaf.multiplier
             if plan.side == "update" and isinstance(m, (int, float, np.number)) \
                     and not isinstance(m, bool):
                 constant.setdefault(label, (float(m), []))[1].append(path)

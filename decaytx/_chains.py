@@ -9,17 +9,17 @@ multiplier follows, the chain evaluates the schedule once per step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from decaytx import _coefficients as coef
+from decaytx import _groups, _plan
 from decaytx._coefficients import Coefficient
 from decaytx._decoupled import decoupled_form
 from decaytx._gradient import l2_form
+from decaytx._learning_rate import LearningRate, Rates
 from decaytx._scaling import corrected_decay, lr_multiplier
 from decaytx._transform import DecayState, Stage
 
@@ -33,9 +33,11 @@ _DECAY_SCALINGS: dict[str, str] = {
 }
 
 
-def decay_multiplier(learning_rate: optax.ScalarOrSchedule, decay_scaling: str) -> Any:
+def decay_multiplier(learning_rate: Any, decay_scaling: str) -> Any:
     """The ``learning_rate=`` of the decoupled decay for a ``decay_scaling``.
 
+    Per-leaf rates (a coefficient tree or ``per_leaf``) give per-leaf
+    multipliers: each leaf's own eta_t, eta_t/eta_max or eta_t**2/eta_max.
     Raises a ``ValueError`` listing the valid values for an unknown one.
     """
     if not isinstance(decay_scaling, str) or decay_scaling not in _DECAY_SCALINGS:
@@ -45,12 +47,12 @@ def decay_multiplier(learning_rate: optax.ScalarOrSchedule, decay_scaling: str) 
             f"{valid}. For any other multiplier, build the chain yourself with "
             "decaytx.add_decoupled_decay(weight_decay, learning_rate=m)."
         )
-    coef.check("learning_rate", learning_rate)
+    _groups.check("learning_rate", learning_rate)
     if decay_scaling == "lr":
         return learning_rate
     if decay_scaling == "none":
         return None
-    if isinstance(learning_rate, jax.Array):
+    if _evaluated(learning_rate):
         # What optax.inject_hyperparams passes: the schedule already evaluated
         # at this step. eta_t / eta_max cannot be recovered from eta_t alone,
         # and treating it as a constant would silently give m_t = 1.
@@ -70,6 +72,14 @@ def decay_multiplier(learning_rate: optax.ScalarOrSchedule, decay_scaling: str) 
     return corrected_decay(learning_rate)
 
 
+def _evaluated(learning_rate: Any) -> bool:
+    """Whether a rate (or a leaf of a tree of rates) is a JAX array."""
+    if isinstance(learning_rate, _groups.PerLeaf):
+        return False
+    leaves = jax.tree_util.tree_leaves(learning_rate, is_leaf=coef.is_schedule)
+    return any(isinstance(v, jax.Array) for v in leaves)
+
+
 def l2_stage(weight_decay: Coefficient, mask: Any, anchor: Any) -> Stage | None:
     """The coupled recipes' decay, ``add_l2_grad``'s stage (``None`` when zero)."""
     form = l2_form(weight_decay)
@@ -85,60 +95,65 @@ def decoupled_stage(
     return None if form is None else Stage(form, mask=mask, anchor=anchor)
 
 
-def transform(stage: Stage | None) -> optax.GradientTransformation:
+def transform(stage: Stage | LearningRate | None) -> optax.GradientTransformation:
     """A stage as a transform (``optax.identity()`` for no decay)."""
+    if isinstance(stage, LearningRate):
+        return optax.GradientTransformation(stage.init, stage.update)
     return optax.identity() if stage is None else optax.GradientTransformation(stage.init, stage.update)
 
 
+def lr_transform(lr: LearningRate) -> optax.GradientTransformation:
+    """The learning-rate scaling: ``optax.scale_by_learning_rate`` for one rate."""
+    if lr.stage is None:
+        return optax.scale_by_learning_rate(lr.learning_rate)
+    return transform(lr)
+
+
 def l2_chain(
-    learning_rate: optax.ScalarOrSchedule, stage: Stage | None, optimizer: optax.GradientTransformation
+    lr: LearningRate, stage: Stage | None, optimizer: optax.GradientTransformation
 ) -> optax.GradientTransformation:
     """``add_l2_grad``, ``optimizer``, ``scale_by_learning_rate``: the coupled recipes' chain."""
-    return optax.chain(transform(stage), optimizer, optax.scale_by_learning_rate(learning_rate))
+    return optax.chain(transform(stage), optimizer, lr_transform(lr))
 
 
-def shared_rate(learning_rate: Any, stage: Stage | None) -> Callable[[Any], dict[str, Any]] | None:
-    """How the decay's multiplier follows from eta_t, when both come from one schedule.
+def shared_rate(lr: LearningRate, stage: Stage | None) -> bool:
+    """Whether the decay's multiplier follows from the step's eta_t (one evaluation serves both).
 
-    ``None`` when the learning rate is constant or the multiplier does not
-    derive from it (``decay_scaling="none"``): then nothing is shared.
+    False when no rate is a schedule or the multiplier does not derive from
+    the rate (``decay_scaling="none"``): then nothing is shared.
     """
-    if stage is None or not coef.is_schedule(learning_rate):
-        return None
+    if stage is None or not _plan.any_schedule({"learning_rate": lr.learning_rate}) and not lr.per_leaf:
+        return False
     m = stage.form.multiplier
-    if m is learning_rate:
-        return lambda eta: {"learning_rate": eta}
-    of_rate = getattr(m, "of_rate", None)
-    return None if of_rate is None else (lambda eta: {"learning_rate": of_rate(eta)})
+    if lr.per_leaf:
+        return _groups.is_tree(m)
+    return m is lr.learning_rate or getattr(m, "of_rate", None) is not None
 
 
 def decoupled_chain(
-    learning_rate: optax.ScalarOrSchedule, stage: Stage | None, optimizer: optax.GradientTransformation
+    lr: LearningRate, stage: Stage | None, optimizer: optax.GradientTransformation
 ) -> optax.GradientTransformation:
     """``optimizer``, ``scale_by_learning_rate``, ``add_decoupled_decay``: the decoupled recipes' chain.
 
-    With a schedule that the decay's multiplier follows, the step evaluates it
-    once (:func:`_scheduled_decoupled`); the state is the chain's either way.
+    With schedules that the decay's multiplier follows, the step evaluates
+    each once (:func:`_scheduled_decoupled`); the state is the chain's either way.
     """
-    share = shared_rate(learning_rate, stage)
-    if share is None:
-        return optax.chain(optimizer, optax.scale_by_learning_rate(learning_rate), transform(stage))
+    if not shared_rate(lr, stage):
+        return optax.chain(optimizer, lr_transform(lr), transform(stage))
     assert stage is not None
-    return _scheduled_decoupled(learning_rate, stage, optimizer, share)
+    return _scheduled_decoupled(lr, stage, optimizer)
 
 
 def _scheduled_decoupled(
-    schedule: Any, stage: Stage, optimizer: optax.GradientTransformation,
-    share: Callable[[Any], dict[str, Any]],
+    lr: LearningRate, stage: Stage, optimizer: optax.GradientTransformation,
 ) -> optax.GradientTransformationExtraArgs:
-    """The decoupled chain with eta_t evaluated once per step.
+    """The decoupled chain with each eta_t evaluated once per step.
 
-    ``optax.scale_by_learning_rate(schedule)``'s maths and state, and the
-    decay's, with the multiplier computed from the same eta_t instead of a
-    second evaluation of the schedule at the decay's own (equal) count.
+    ``scale_by_learning_rate``'s maths and state, and the decay's, with each
+    leaf's multiplier computed from the same eta_t (:class:`Rates`) instead
+    of a second evaluation of its schedule at the decay's own (equal) count.
     """
     inner = optax.with_extra_args_support(optimizer)
-    lr = optax.scale_by_learning_rate(schedule)
 
     def init_fn(params: Any) -> tuple[Any, Any, Any]:
         return inner.init(params), lr.init(params), stage.init(params)
@@ -146,12 +161,11 @@ def _scheduled_decoupled(
     def update_fn(updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         opt_s, lr_s, dec_s = state
         updates, opt_s = inner.update(updates, opt_s, params, **extra)
-        eta = schedule(lr_s.count)
-        step = -1 * eta  # what optax.scale_by_learning_rate multiplies by
-        updates = jax.tree.map(lambda g: jnp.array(step, dtype=g.dtype) * g, updates)
-        lr_s = optax.ScaleByScheduleState(count=optax.safe_increment(lr_s.count))
-        updates, dec_s = stage.update(updates, dec_s, params, given=share(jnp.asarray(eta)))
-        if isinstance(dec_s, DecayState) and dec_s.count is not None:
+        rates = Rates(getattr(lr_s, "count", None))
+        updates, lr_s = lr.update(updates, lr_s, rates=rates)
+        updates, dec_s = stage.update(updates, dec_s, params, given={"learning_rate": rates.multiplier})
+        if (isinstance(dec_s, DecayState) and dec_s.count is not None
+                and isinstance(lr_s, optax.ScaleByScheduleState)):
             # The two counts advance in lockstep; one increment serves both.
             dec_s = dec_s._replace(count=lr_s.count)
         return updates, (opt_s, lr_s, dec_s)

@@ -71,8 +71,11 @@ def add_decoupled_decay(
 
     Args:
       weight_decay: :math:`\lambda \ge 0`: a float, a scalar array or a schedule.
-      learning_rate: the multiplier :math:`m_t`: ``None`` (1), a float, or a
-        schedule of the step count.
+      learning_rate: the multiplier :math:`m_t`: ``None`` (1), a float, a
+        schedule of the step count, or per leaf: a coefficient tree (a prefix
+        of params, leaves floats or schedules) or :func:`decaytx.per_leaf`;
+        each leaf's decay then follows its own rate (a leaf whose rate is 0
+        is not decayed). See "Per-leaf learning rates" in the docs.
       mask: which leaves to decay (see :func:`decaytx.add_l2_grad`).
       anchor: ``None`` (toward 0), ``"init"`` (toward the params given to
         ``init``) or a pytree like params; kept in the state.
@@ -115,13 +118,14 @@ def decoupled_form(weight_decay: Any, learning_rate: Any, cautious: Any, name: s
     m = _update_side.multiplier(learning_rate, name)
     cautious = _check_cautious(cautious)
     compensated = _compensated.check(compensated)
-    if (_groups.is_zero(weight_decay) or coef.is_zero(m)) and not compensated:
+    if (_groups.is_zero(weight_decay) or _groups.is_zero(m)) and not compensated:
         return None
     return Form(
         name, functools.partial(_decoupled_term, cautious=cautious),
         {"weight_decay": weight_decay, "learning_rate": m},
         side="update", combine=_rate, decides=("weight_decay",), multiplier=m,
-        rates=("weight_decay",), cautious=cautious, compensated=compensated,
+        rates=("weight_decay",), cautious=cautious, requires=("learning_rate",),
+        compensated=compensated,
     )
 
 

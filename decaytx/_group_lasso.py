@@ -162,7 +162,8 @@ def prox_group_lasso(
       l1: :math:`\lambda \ge 0`: a float, a scalar array, a schedule, a
         coefficient tree (a prefix of params) or :func:`decaytx.per_leaf`.
       learning_rate: the multiplier :math:`m_t` (see
-        :func:`decaytx.add_decoupled_decay`); ``None`` gives 1. Required.
+        :func:`decaytx.add_decoupled_decay`); ``None`` gives 1; a coefficient
+        tree or :func:`decaytx.per_leaf` gives each leaf its own. Required.
       axis: the axes the norm runs over: an int, a tuple of ints (negative
         counts from the end) or ``None`` (every axis: each leaf is one
         group). Checked against every decayed leaf at ``init`` (and at
@@ -192,12 +193,12 @@ def prox_group_lasso(
     axes = _check_axis(name, axis)
     _groups.check("l1", l1)
     m = _update_side.multiplier(learning_rate, name)
-    if _groups.is_zero(l1) or coef.is_zero(m):
+    if _groups.is_zero(l1) or _groups.is_zero(m):
         return optax.identity()
     form = Form(
         name, functools.partial(_prox_term, axes=axes), {"l1": l1, "learning_rate": m},
         side="update", combine=_threshold, decides=("l1",), multiplier=m,
-        params_dtype_out=True,
+        params_dtype_out=True, requires=("learning_rate",),
     )
     checked = _AxisChecked(Stage(form, mask=mask), axis, axes)
     return optax.GradientTransformation(checked.init, checked.update)

@@ -21,10 +21,16 @@ from decaytx._trees import path_of
 
 
 class PerLeaf:
-    """A coefficient given as ``fn(path, leaf)``, evaluated at ``init``."""
+    """A coefficient given as ``fn(path, leaf)``, evaluated at ``init``.
 
-    def __init__(self, fn: Callable[[str, Any], Any]) -> None:
+    ``then``: applied to each coefficient ``fn`` gives, after the abstract
+    evaluation (``lr_multiplier`` of a per-leaf rate searches each
+    schedule's peak on concrete values).
+    """
+
+    def __init__(self, fn: Callable[[str, Any], Any], then: Callable[[Any], Any] | None = None) -> None:
         self.fn = fn
+        self.then = then
 
     def __repr__(self) -> str:
         return f"decaytx.per_leaf({getattr(self.fn, '__name__', self.fn)!s})"
@@ -149,7 +155,8 @@ def resolve(name: str, value: Any, params: Any, flat: list[tuple[Any, Any]]) -> 
                     "return one coefficient (a float, a scalar array or a schedule) "
                     f"computed from the path, shape or dtype, not a tree."
                 )
-            out.append(scalar(coef.check(_leaf_name(name, path), c)))
+            c = coef.check(_leaf_name(name, path), c)
+            out.append(scalar(c if value.then is None or scalar(c) is None else value.then(c)))
         return out
     if not is_tree(value):
         return [scalar(value)] * len(flat)

@@ -37,6 +37,9 @@ class LeafPlan:
       compensated: whether the leaf keeps a float32 residual
         (``compensated=True`` on a bf16/f16 leaf): its decay is not lost to
         rounding.
+      multiplier: this leaf's update-side multiplier ``m`` (its own
+        learning rate where ``learning_rate=`` is a tree or ``per_leaf``);
+        ``None`` on the gradient side or where not decayed.
     """
 
     path: str
@@ -47,6 +50,7 @@ class LeafPlan:
     anchor: Literal["zero", "init", "tree"]
     masked_in: bool = True
     compensated: bool = False
+    multiplier: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -128,7 +128,8 @@ def _leaves(plans: Sequence[_hook.TransformPlan], paths: list[str]) -> list[_Lea
             if not decoupled:
                 known = False
                 continue
-            m, lam = plan.multiplier, lp.coefficients["weight_decay"]
+            m = plan.multiplier if lp.multiplier is None else lp.multiplier
+            lam = lp.coefficients["weight_decay"]
             # A tracer of another trace (init under jit with traced hyperparameters)
             # cannot be kept: the rate is then unknown (NaN), never a leaked tracer.
             terms.append((m, lam) if _known(m) and _known(lam) else (math.nan, math.nan))

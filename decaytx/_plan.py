@@ -71,9 +71,9 @@ class Plan:
         its values enter through ``_constants.pick``, once per step, so that
         every leaf compiles to the same fusion (compile time independent of
         the count of distinct values). Others (schedules, arrays) are
-        computed once per step and dtype. ``given``: coefficient values
-        already evaluated for this step (a recipe's eta_t), used instead of
-        evaluating them again.
+        computed once per step and dtype. ``given``: name -> a function of the
+        group's coefficient giving its value at this step, already evaluated
+        (a recipe's eta_t of that leaf), used instead of evaluating it again.
         """
         key = (g, dtype)
         if self.static[g]:
@@ -122,14 +122,14 @@ class Plan:
 
 def _combined(group: dict[str, Any], combine: Any, count: Any,
               given: dict[str, Any] | None = None, real: Any = None) -> dict[str, Any]:
-    """The group's coefficients at ``count`` (or ``given``), combined.
+    """The group's coefficients at ``count`` (or ``given[name](coefficient)``), combined.
 
     ``real``: the leaf's real dtype; a value narrower than it (an f32
     schedule for f64 params) is widened first, so that ``m * lambda`` is
     computed in the params' precision, not rounded to the schedule's.
     """
     given = given or {}
-    values = {k: None if v is None else _widen(given[k] if k in given else coef.value_at(v, count), real)
+    values = {k: None if v is None else _widen(given[k](v) if k in given else coef.value_at(v, count), real)
               for k, v in group.items()}
     return combine(values) if combine is not None else values
 
@@ -191,11 +191,16 @@ def build(
     public: tuple[str, ...],
     combine: Callable[[dict[str, Any]], dict[str, Any]] | None,
     compensated: bool = False,
+    *,
+    requires: tuple[str, ...] = (),
 ) -> Plan:
     """Decides, for every params leaf, what the transform does to it.
 
-    ``compensated``: every bf16/f16 leaf keeps a float32 residual, decayed or
-    not (:mod:`decaytx._compensated`).
+    A leaf is decayed where the mask selects it, it is an inexact array, one
+    of ``public`` is not a concrete zero and none of ``requires`` is (a leaf
+    whose own learning rate is 0 is not decayed). ``compensated``: every
+    bf16/f16 leaf keeps a float32 residual, decayed or not
+    (:mod:`decaytx._compensated`).
     """
     flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_empty)[0]
     per_name = {k: _groups.resolve(k, v, params, flat) for k, v in coefficients.items()}
@@ -204,7 +209,8 @@ def build(
     leaves = []
     for i, ((keypath, p), m) in enumerate(zip(flat, mask_flat, strict=True)):
         group = {k: per_name[k][i] for k in coefficients}
-        decayed = bool(m) and is_decayable(p) and any(group[k] is not None for k in public)
+        decayed = (bool(m) and is_decayable(p) and any(group[k] is not None for k in public)
+                   and all(group[k] is not None for k in requires))
         g, compute = -1, None
         if decayed:
             ident = tuple((k, _ident(v)) for k, v in group.items())

@@ -109,7 +109,8 @@ def prox_l1(
     Args:
       l1: :math:`\lambda \ge 0`: a float, a scalar array or a schedule.
       learning_rate: the multiplier :math:`m_t` (see
-        :func:`decaytx.add_decoupled_decay`); ``None`` gives 1.
+        :func:`decaytx.add_decoupled_decay`); ``None`` gives 1; a
+        coefficient tree or :func:`decaytx.per_leaf` gives each leaf its own.
       mask: which leaves to shrink (see :func:`decaytx.add_l2_grad`).
       compensated: keep a float32 residual per bf16/f16 leaf (a Python bool).
 
@@ -155,7 +156,8 @@ def prox_elastic_net(
     Args:
       l1: :math:`\lambda_1 \ge 0`: a float, a scalar array or a schedule.
       l2: :math:`\lambda_2 \ge 0`: a float, a scalar array or a schedule.
-      learning_rate: the multiplier :math:`m_t`; ``None`` gives 1.
+      learning_rate: the multiplier :math:`m_t`; ``None`` gives 1; a
+        coefficient tree or :func:`decaytx.per_leaf` gives each leaf its own.
       mask: which leaves to shrink (see :func:`decaytx.add_l2_grad`).
       compensated: keep a float32 residual per bf16/f16 leaf (a Python bool).
 
@@ -185,7 +187,7 @@ def _prox(name: str, l1: Any, l2: Any, learning_rate: Any, mask: Any,
     _groups.check("l2", l2)
     m = _update_side.multiplier(learning_rate, name)
     compensated = _compensated.check(compensated)
-    if ((_groups.is_zero(l1) and _groups.is_zero(l2)) or coef.is_zero(m)) and not compensated:
+    if ((_groups.is_zero(l1) and _groups.is_zero(l2)) or _groups.is_zero(m)) and not compensated:
         return optax.identity()
     form = Form(
         name, _prox_term,
@@ -195,7 +197,7 @@ def _prox(name: str, l1: Any, l2: Any, learning_rate: Any, mask: Any,
             "learning_rate": m,
         },
         side="update", combine=_thresholds, decides=("l1", "l2"), multiplier=m,
-        params_dtype_out=True, compensated=compensated,
+        params_dtype_out=True, requires=("learning_rate",), compensated=compensated,
     )
     return decay_transform(form, mask=mask)
 

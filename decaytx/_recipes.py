@@ -14,8 +14,7 @@ from typing import Any
 
 import optax
 
-from decaytx import _coefficients as coef
-from decaytx import _parity, _update_side
+from decaytx import _parity
 from decaytx._chains import (
     DecayScaling,
     decay_multiplier,
@@ -25,6 +24,7 @@ from decaytx._chains import (
     l2_stage,
 )
 from decaytx._coefficients import Coefficient
+from decaytx._learning_rate import LearningRate, scale_by_learning_rate
 from decaytx._proximal import prox_elastic_net
 
 
@@ -61,7 +61,10 @@ def sgd_l2(
     same program as ``optax.chain(add_l2_grad(λ), optax.sgd(η, momentum))``.
 
     Args:
-      learning_rate: :math:`\eta`, a float or a schedule of the step count.
+      learning_rate: :math:`\eta`, a float or a schedule of the step count,
+        or per leaf: a coefficient tree (a prefix of params, leaves floats or
+        schedules) or :func:`decaytx.per_leaf` (PyTorch's param groups with
+        their own ``lr``; see :func:`decaytx.scale_by_learning_rate`).
       weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a
         schedule. A loss written as :math:`c\lVert\theta\rVert^2` (Keras
         ``L2(c)``, scikit-learn ``Ridge(alpha=c)``) needs ``weight_decay = 2c``
@@ -95,10 +98,9 @@ def sgd_l2(
       deep learning <https://proceedings.mlr.press/v28/sutskever13.html>`_,
       ICML 2013.
     """
-    _update_side.refuse_per_leaf_rate("decaytx.sgd_l2", learning_rate, decay_only=False)
-    coef.check("learning_rate", learning_rate)
+    lr = LearningRate(learning_rate)
     stage = l2_stage(weight_decay, mask, anchor)
-    return l2_chain(learning_rate, stage,
+    return l2_chain(lr, stage,
                     _parity.momentum(momentum, nesterov, dampening, accumulator_dtype))
 
 
@@ -140,7 +142,10 @@ def sgdw(
     ``add_decoupled_decay(weight_decay, learning_rate=m, mask=mask)``.
 
     Args:
-      learning_rate: :math:`\eta`, a float or a schedule of the step count.
+      learning_rate: :math:`\eta`, a float or a schedule of the step count,
+        or per leaf: a coefficient tree (a prefix of params, leaves floats or
+        schedules) or :func:`decaytx.per_leaf` (PyTorch's param groups with
+        their own ``lr``; see :func:`decaytx.scale_by_learning_rate`).
       weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a schedule.
       momentum: :math:`\mu \in [0, 1)` (PyTorch convention), or ``None`` for
         plain SGD.
@@ -179,10 +184,9 @@ def sgdw(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    _update_side.refuse_per_leaf_rate("decaytx.sgdw", learning_rate, decay_only=False)
     m = decay_multiplier(learning_rate, decay_scaling)
     opt = _parity.momentum(momentum, nesterov, dampening, accumulator_dtype)
-    return decoupled_chain(learning_rate, decoupled_stage(m, weight_decay, mask, anchor, False, compensated), opt)
+    return decoupled_chain(LearningRate(learning_rate), decoupled_stage(m, weight_decay, mask, anchor, False, compensated), opt)
 
 
 def adam_l2(
@@ -219,7 +223,10 @@ def adam_l2(
     when ``amsgrad``), ``optax.scale_by_learning_rate(learning_rate)``.
 
     Args:
-      learning_rate: :math:`\eta`, a float or a schedule of the step count.
+      learning_rate: :math:`\eta`, a float or a schedule of the step count,
+        or per leaf: a coefficient tree (a prefix of params, leaves floats or
+        schedules) or :func:`decaytx.per_leaf` (PyTorch's param groups with
+        their own ``lr``; see :func:`decaytx.scale_by_learning_rate`).
       weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a schedule.
       b1: decay of the first moment.
       b2: decay of the second moment.
@@ -248,10 +255,9 @@ def adam_l2(
       `torch.optim.Adam
       <https://pytorch.org/docs/stable/generated/torch.optim.Adam.html>`_.
     """
-    _update_side.refuse_per_leaf_rate("decaytx.adam_l2", learning_rate, decay_only=False)
-    coef.check("learning_rate", learning_rate)
+    lr = LearningRate(learning_rate)
     stage = l2_stage(weight_decay, mask, anchor)
-    return l2_chain(learning_rate, stage, _parity.adam(b1, b2, eps, 0.0, mu_dtype, False, amsgrad))
+    return l2_chain(lr, stage, _parity.adam(b1, b2, eps, 0.0, mu_dtype, False, amsgrad))
 
 
 def adamw(
@@ -311,7 +317,10 @@ def adamw(
     for long schedules: see ``docs/optimizers.md``).
 
     Args:
-      learning_rate: :math:`\eta`, a float or a schedule of the step count.
+      learning_rate: :math:`\eta`, a float or a schedule of the step count,
+        or per leaf: a coefficient tree (a prefix of params, leaves floats or
+        schedules) or :func:`decaytx.per_leaf` (PyTorch's param groups with
+        their own ``lr``; see :func:`decaytx.scale_by_learning_rate`).
       weight_decay: :math:`\lambda \ge 0`, a float, a scalar array or a schedule.
       b1: decay of the first moment.
       b2: decay of the second moment.
@@ -362,10 +371,9 @@ def adamw(
       <https://arxiv.org/abs/2506.02285>`_, 2025.
       Chen et al., `Cautious Weight Decay <https://arxiv.org/abs/2510.12402>`_, 2025.
     """
-    _update_side.refuse_per_leaf_rate("decaytx.adamw", learning_rate, decay_only=False)
     m = decay_multiplier(learning_rate, decay_scaling)
     opt = _parity.adam(b1, b2, eps, eps_root, mu_dtype, nesterov, amsgrad)
-    return decoupled_chain(learning_rate, decoupled_stage(m, weight_decay, mask, anchor, cautious, compensated), opt)
+    return decoupled_chain(LearningRate(learning_rate), decoupled_stage(m, weight_decay, mask, anchor, cautious, compensated), opt)
 
 
 def proximal_sgd(
@@ -395,7 +403,10 @@ def proximal_sgd(
     ``prox_elastic_net(l1, l2, learning_rate=learning_rate, mask=mask)``.
 
     Args:
-      learning_rate: :math:`\eta`, a float or a schedule of the step count.
+      learning_rate: :math:`\eta`, a float or a schedule of the step count,
+        or per leaf: a coefficient tree (a prefix of params, leaves floats or
+        schedules) or :func:`decaytx.per_leaf` (PyTorch's param groups with
+        their own ``lr``; see :func:`decaytx.scale_by_learning_rate`).
       l1: :math:`\lambda_1 \ge 0`, a float, a scalar array or a schedule.
       l2: :math:`\lambda_2 \ge 0` (default 0: the Lasso).
       mask: which leaves to shrink (see :func:`decaytx.add_l2_grad`).
@@ -414,9 +425,7 @@ def proximal_sgd(
       ISTA/FOBOS: see :func:`decaytx.prox_l1` (Duchi & Singer 2009; Beck &
       Teboulle 2009); the elastic net's prox: :func:`decaytx.prox_elastic_net`.
     """
-    _update_side.refuse_per_leaf_rate("decaytx.proximal_sgd", learning_rate, decay_only=False)
-    coef.check("learning_rate", learning_rate)
     return optax.chain(
-        optax.scale_by_learning_rate(learning_rate),
+        scale_by_learning_rate(learning_rate),
         prox_elastic_net(l1, l2, learning_rate=learning_rate, mask=mask),
     )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from decaytx import _coefficients as coef
-from decaytx import _schedules
+from decaytx import _groups, _schedules
 from decaytx._warnings import DecayWarning
 
 
@@ -152,9 +153,15 @@ def lr_multiplier(schedule: Any, peak: float | jax.Array | None = None) -> Any:
     the schedule's shape but not its size: the paper's AdamW and Composer's
     ``DecoupledAdamW``.
 
+    Per leaf: ``schedule`` may be a coefficient tree (a prefix of params,
+    leaves floats or schedules) or :func:`decaytx.per_leaf`; the result is
+    then a tree (a ``per_leaf``) of multipliers, each leaf's
+    :math:`m_t = \eta_{i,t}/\eta_{i,max}` from its own schedule and its own
+    peak (a leaf whose rate is a concrete 0 gets :math:`m = 0`).
+
     Args:
       schedule: the learning-rate schedule (a callable of the step count), or
-        a float (then :math:`m_t = 1`).
+        a float (then :math:`m_t = 1`), or a tree or ``per_leaf`` of them.
       peak: :math:`\eta_{max}`, a positive float or a scalar array, which may
         be traced (``jit``, ``vmap`` or ``grad`` over the peak learning rate:
         used as given). A concrete ``peak`` below the schedule's largest value
@@ -166,7 +173,9 @@ def lr_multiplier(schedule: Any, peak: float | jax.Array | None = None) -> Any:
         over (optax's boundaries, warm-up and decay steps) with their
         neighbours, then refined to the step around the best grid point. A
         schedule that closes over a traced value cannot be searched: pass
-        ``peak=`` (a ``ValueError`` says so). Pass it to be exact.
+        ``peak=`` (a ``ValueError`` says so). Pass it to be exact. For
+        per-leaf rates: ``None``, one value for every leaf, or a tree like
+        ``schedule``.
 
     Returns:
       A schedule ``t -> eta_t / eta_max`` (or ``1.0`` for a float).
@@ -188,6 +197,8 @@ def lr_multiplier(schedule: Any, peak: float | jax.Array | None = None) -> Any:
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019, Algorithm 2.
     """
+    if _groups.is_tree(schedule):
+        return per_leaf_multiplier(lr_multiplier, schedule, peak)
     if not coef.is_schedule(schedule):
         coef.check("schedule", schedule)
         return 1.0
@@ -198,6 +209,7 @@ def lr_multiplier(schedule: Any, peak: float | jax.Array | None = None) -> Any:
 
     # m from eta_t already evaluated (a recipe evaluates its schedule once per step).
     multiplier.of_rate = lambda eta: eta / eta_max  # pyright: ignore[reportFunctionMemberAccess]
+    multiplier.schedule = schedule  # pyright: ignore[reportFunctionMemberAccess]
     return multiplier
 
 
@@ -208,12 +220,18 @@ def corrected_decay(schedule: Any, peak: float | jax.Array | None = None) -> Any
     gradient to weight norm constant while the learning rate is annealed
     (Defazio, 2025). Pass it as ``learning_rate=`` of an update-side form.
 
+    Per leaf (a coefficient tree or :func:`decaytx.per_leaf` of rates), each
+    leaf's :math:`m_t = \eta_{i,t}^2/\eta_{i,max}` from its own schedule and
+    peak, as :func:`lr_multiplier`.
+
     Args:
       schedule: the learning-rate schedule, or a float :math:`\eta` (then the
-        multiplier is the constant :math:`\eta^2/\eta = \eta`).
+        multiplier is the constant :math:`\eta^2/\eta = \eta`), or a tree or
+        ``per_leaf`` of them.
       peak: :math:`\eta_{max}`, as for :func:`lr_multiplier` (may be traced;
         ``None`` searches the schedule's grid; a concrete one below the
-        schedule's largest value warns).
+        schedule's largest value warns). For per-leaf rates: ``None``, one
+        value for every leaf, or a tree like ``schedule``.
 
     Returns:
       A schedule ``t -> eta_t**2 / eta_max`` (or a float).
@@ -228,6 +246,8 @@ def corrected_decay(schedule: Any, peak: float | jax.Array | None = None) -> Any
       Defazio, `Why Gradients Rapidly Increase Near the End of Training
       <https://arxiv.org/abs/2506.02285>`_, 2025.
     """
+    if _groups.is_tree(schedule):
+        return per_leaf_multiplier(corrected_decay, schedule, peak)
     if not coef.is_schedule(schedule):
         coef.check("schedule", schedule)
         # Traced under optax.inject_hyperparams: eta**2 / eta is eta itself.
@@ -240,7 +260,45 @@ def corrected_decay(schedule: Any, peak: float | jax.Array | None = None) -> Any
 
     # m from eta_t already evaluated (a recipe evaluates its schedule once per step).
     multiplier.of_rate = lambda eta: eta * eta / eta_max  # pyright: ignore[reportFunctionMemberAccess]
+    multiplier.schedule = schedule  # pyright: ignore[reportFunctionMemberAccess]
     return multiplier
+
+
+def per_leaf_multiplier(fn: Callable[[Any, Any], Any], rates: Any, peak: Any) -> Any:
+    """``fn`` (:func:`lr_multiplier` or :func:`corrected_decay`) of each leaf's own rate.
+
+    ``rates``: a coefficient tree or ``per_leaf``; ``peak``: ``None`` (each
+    schedule's own peak, searched), one value for every leaf, or a tree of
+    the structure of ``rates``. A rate that is a concrete 0 (a frozen group)
+    gives ``m = 0``: no decay where no step.
+    """
+    name = getattr(fn, "__name__", "lr_multiplier")
+    memo: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
+
+    def one(rate: Any, pk: Any) -> Any:
+        if coef.is_zero(rate):
+            return 0.0
+        key = (id(rate), id(pk))
+        if key not in memo:  # keeps rate and pk alive: their ids stay their own
+            memo[key] = (rate, pk, fn(rate, pk))
+        return memo[key][2]
+
+    if isinstance(rates, _groups.PerLeaf):
+        if _groups.is_tree(peak):
+            raise TypeError(
+                f"{name}(per_leaf(...), peak={coef.show(peak)}): a per_leaf rate takes "
+                "peak=None (each leaf's schedule's own peak) or one peak for every leaf.")
+        return _groups.PerLeaf(rates.fn, then=lambda r: one(r, peak))
+    _groups.check("schedule", rates)
+    if not _groups.is_tree(peak):
+        return jax.tree.map(lambda r: one(r, peak), rates, is_leaf=coef.is_schedule)
+    try:
+        return jax.tree.map(one, rates, peak, is_leaf=coef.is_schedule)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{name}: peak= is a tree whose structure is not that of the rates "
+            f"({e}); pass a tree with one peak per rate, one peak for all, or None."
+        ) from e
 
 
 def with_horizon(schedule: Any, total_steps: int) -> Any:

@@ -30,7 +30,7 @@ import optax
 
 from decaytx import _anchors, _compensated, _hook, _mask_arg, _plan, _trees, _warnings
 from decaytx import _coefficients as coef
-from decaytx._update_side import peak_rate
+from decaytx._update_side import leaf_multiplier, peak_rate
 
 PyTree = Any
 
@@ -75,6 +75,12 @@ class Form:
       cautious: whether cautious decay is on.
       params_dtype_out: return the update in the params' dtype where it is
         wider than the update's (the prox: ``theta + u`` is then exactly 0).
+      requires: coefficients a leaf needs all of (none a concrete zero) to
+        be decayed: an update-side form's ``learning_rate`` (a leaf whose own
+        rate is 0 takes no decay).
+      at_zero: what a selected float leaf becomes where a coefficient is a
+        concrete zero (``None``: unchanged): the learning-rate scaling makes
+        it ``0 * u``.
       compensated: keep a float32 residual per bf16/f16 leaf and compensate
         its whole update (:mod:`decaytx._compensated`).
     """
@@ -89,6 +95,8 @@ class Form:
     rates: tuple[str, ...] = ()
     cautious: bool = False
     params_dtype_out: bool = False
+    requires: tuple[str, ...] = ()
+    at_zero: Callable[[jax.Array], jax.Array] | None = None
     compensated: bool = False
 
     @property
@@ -167,7 +175,7 @@ class Stage:
                 form = self.form
                 plan = _plan.build(params, _mask_arg.leaves(self.mask, params),
                                    dict(form.coefficients), form.public, form.combine,
-                                   form.compensated)
+                                   form.compensated, requires=form.requires)
         if at_init:
             # Checked before anything is recorded, so a refused init never
             # leaves the transform looking initialised (a retry re-checks).
@@ -248,6 +256,8 @@ class Stage:
                     } if lf.decayed else {},
                     anchor=anchor,  # pyright: ignore[reportArgumentType]
                     masked_in=lf.masked_in,
+                    multiplier=leaf_multiplier(plan.groups[lf.group], form.multiplier)
+                    if lf.decayed and form.side == "update" else None,
                     compensated=lf.residual,
                 )
                 for lf, p in zip(plan.leaves, leaves, strict=True)
@@ -260,8 +270,9 @@ class Stage:
     def prepare(self, state: Any, params: PyTree, given: dict[str, Any] | None = None) -> Step:
         """Checks params and state against the plan; the step's anchors and count.
 
-        ``given``: coefficients already evaluated for this step (a recipe
-        shares its eta_t with the decay's multiplier).
+        ``given``: name -> a function of a group's coefficient giving its
+        value already evaluated for this step (a recipe shares each leaf's
+        eta_t with the decay's multiplier).
         """
         _trees.check_params(params, self.name)
         plan = self.plan(params)
@@ -284,8 +295,13 @@ class Stage:
         """Leaf ``i`` of the update, decayed by the form's maths (or ``leaf``,
         an expression of the same value) in the dtype the plan decided."""
         lf = step.plan.leaves[i]
-        if _trees.is_empty(u) or not (lf.decayed or lf.residual):
+        if _trees.is_empty(u):
             return u
+        if not (lf.decayed or lf.residual):
+            zero = self.form.at_zero
+            if zero is None or not lf.masked_in or not _trees.is_decayable(u):
+                return u
+            return zero(u)
         _check_update_leaf(self.name, lf, u, p)
         ud = jnp.dtype(u.dtype)
         if not jnp.issubdtype(ud, jnp.inexact):
@@ -362,7 +378,8 @@ def rates(form: Form, plan: _plan.Plan, leaves: list[Any]) -> list[tuple[Any, fl
     A compensated leaf computes its decay in float32 and keeps what rounding
     takes away, so its rate is checked against float32's resolution.
     """
-    per_group = [peak_rate(form.multiplier, *(g[k] for k in form.rates)) for g in plan.groups]
+    per_group = [peak_rate(leaf_multiplier(g, form.multiplier), *(g[k] for k in form.rates))
+                 for g in plan.groups]
     return [(jnp.float32 if lf.residual else p.dtype, per_group[lf.group], lf.path)
             for lf, p in zip(plan.leaves, leaves, strict=True) if lf.decayed]
 

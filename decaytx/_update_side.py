@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from decaytx import _coefficients as coef
 from decaytx import _groups, _schedules
 
 
@@ -41,38 +40,30 @@ def multiplier(learning_rate: Any, name: str) -> Any:
     """The multiplier coefficient ``m``: ``learning_rate``, or 1 for ``None``.
 
     ``learning_rate`` has no default (decaytx 0.2): a forgotten multiplier
-    silently decays with m = 1, so it must be said out loud.
+    silently decays with m = 1, so it must be said out loud. It may be a
+    coefficient tree (a prefix of params) or :func:`decaytx.per_leaf`: each
+    leaf's decay then follows its own rate.
     """
     if learning_rate is REQUIRED:
         raise TypeError(
             f"{name}() needs learning_rate=, the multiplier m_t of the decay "
             f"(u <- u - m_t * lambda * theta). Choose one: {_CHOICES}."
         )
-    refuse_per_leaf_rate(name, learning_rate, decay_only=True)
-    coef.check("learning_rate", learning_rate, allow_none=True)
-    return 1.0 if learning_rate is None else learning_rate
+    if learning_rate is None:
+        return 1.0
+    return _groups.check("learning_rate", learning_rate)
 
 
-def refuse_per_leaf_rate(name: str, learning_rate: Any, *, decay_only: bool) -> None:
-    """A dict, pytree or ``per_leaf`` given as ``learning_rate=``: not supported yet.
+def leaf_multiplier(group: dict[str, Any], m: Any) -> Any:
+    """The multiplier of one plan group: its ``learning_rate`` (0 where a concrete zero).
 
-    ``decay_only``: ``learning_rate`` only scales the decay (an update-side
-    form), so a constant ratio between groups can go into the coefficient.
+    ``m`` (the form's multiplier as given) where the form has no
+    ``learning_rate`` coefficient.
     """
-    if not _groups.is_tree(learning_rate):
-        return
-    fold = (
-        ", or, for a constant ratio between groups, fold it into the decay "
-        "coefficient: weight_decay={'w': ratio_w * lam, ...} (a coefficient tree) "
-        "or decaytx.per_leaf(...)"
-    ) if decay_only else ""
-    raise TypeError(
-        f"{name}(learning_rate={coef.show(learning_rate)}): per-leaf learning "
-        "rates are not supported yet; learning_rate= is one value for every leaf "
-        "(a float or a schedule). For per-leaf rates today, build one transform "
-        "per group under optax.multi_transform, each with its own learning_rate="
-        f"{fold}."
-    )
+    if "learning_rate" not in group:
+        return m
+    v = group["learning_rate"]
+    return 0.0 if v is None else v
 
 
 def peak_rate(m: Any, *lambdas: Any) -> float | None:

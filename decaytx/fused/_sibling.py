@@ -23,7 +23,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 
 def l2_negated(u: jax.Array, p: jax.Array, a: jax.Array | None, weight_decay: jax.Array) -> jax.Array:
@@ -64,24 +63,17 @@ def trace_pair(
     return t1, (gu + mu * t2 if nesterov else t2)
 
 
-def lr_value(learning_rate: Any, lr_state: Any) -> tuple[Any, Any]:
-    """``(eta_t, factor)``: the rate and what ``optax.scale_by_learning_rate``
-    multiplies by, before its cast (``eta_t`` is ``None`` for a constant)."""
+def lr_factor(learning_rate: Any, rates: Any) -> Any:
+    """What ``optax.scale_by_learning_rate`` multiplies by, before its cast
+    (a schedule's eta_t from ``rates``, the step's one evaluation)."""
     if callable(learning_rate):
-        eta: Any = learning_rate(lr_state.count)
-        return eta, -1 * eta
-    return None, -1 * learning_rate
+        return -1 * rates.raw(learning_rate)
+    return -1 * learning_rate
 
 
 def lr_scale(u: jax.Array, learning_rate: Any, factor: Any) -> jax.Array:
-    """What ``optax.scale_by_learning_rate`` does to one leaf (``factor`` from :func:`lr_value`)."""
+    """What ``optax.scale_by_learning_rate`` does to one leaf (``factor`` from :func:`lr_factor`)."""
     if callable(learning_rate):
         return jnp.array(factor, dtype=u.dtype) * u
     return factor * u
 
-
-def lr_next(learning_rate: Any, lr_state: Any) -> Any:
-    """``optax.scale_by_learning_rate``'s next state."""
-    if callable(learning_rate):
-        return optax.ScaleByScheduleState(count=optax.safe_increment(lr_state.count))
-    return lr_state

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from decaytx import _trees
+from decaytx._learning_rate import LearningRate, Rates
 from decaytx._transform import Stage
 from decaytx.fused import _sibling as sib
 from decaytx.fused._flat import FLAT_MEAN_LEAF_SIZE, FlatAdamState, is_flat_state, many_small_leaves
@@ -28,7 +29,6 @@ from decaytx.fused._probe import multi_output_fusion_active
 PyTree = Any
 Formulation = Literal["auto", "sibling", "plain"]
 Layout = Literal["auto", "tree", "flat"]
-Share = Callable[[Any], dict[str, Any]] | None
 
 
 def check_formulation(formulation: Any) -> Formulation:
@@ -121,7 +121,7 @@ class Sibling:
         kind = optax.ScaleByAdamState if self.adam else optax.TraceState
         return (dec_s, opt_s, lr_s) if isinstance(opt_s, kind) else None
 
-    def leaf_fn(self, learning_rate: Any, stage: Stage | None, step: Any, factor: Any,
+    def leaf_fn(self, scale: Callable[[int, Any], Any], stage: Stage | None, step: Any,
                 bc: tuple[Any, ...]) -> Callable[..., tuple[Any, ...]]:
         """The per-leaf step ``(i, g, p, *moments) -> (u, *new moments)``."""
 
@@ -142,16 +142,21 @@ class Sibling:
             else:
                 t1, u = sib.trace_pair(gm, gu, moments[0], cast(float, self.momentum), self.nesterov)
                 new = (t1,)
-            u = sib.lr_scale(u, learning_rate, factor)
+            u = scale(i, u)
             if not self.coupled and stage is not None and (decayed or step.plan.leaves[i].residual):
                 u = stage.apply(step, i, u, p)  # the decay, compensated where the plan says
             return (u, *new)
 
         return leaf
 
-    def update(self, learning_rate: Any, stage: Stage | None, share: Share
+    def update(self, lr: LearningRate, stage: Stage | None, shared: bool
                ) -> Callable[[PyTree, Any, PyTree], tuple[PyTree, Any] | None]:
-        """The sibling update; ``None`` for a state it does not recognise (the plain one runs)."""
+        """The sibling update; ``None`` for a state it does not recognise (the plain one runs).
+
+        ``lr``: the recipe's learning-rate scaling (per-leaf rates read its
+        plan, one leaf at a time); ``shared``: the decay's multiplier follows
+        each leaf's eta_t, evaluated once for both.
+        """
 
         def update_fn(updates: PyTree, state: Any, params: PyTree) -> tuple[PyTree, Any] | None:
             if not self.adam and self.momentum is None:
@@ -160,8 +165,9 @@ class Sibling:
             if parts is None:
                 return None
             dec_s, opt_s, lr_s = parts
-            eta, factor = sib.lr_value(learning_rate, lr_s)
-            given = None if share is None or eta is None else share(jnp.asarray(eta))
+            rates = Rates(getattr(lr_s, "count", None))
+            scale = self.scale(lr, lr_s, rates, updates)
+            given = {"learning_rate": rates.multiplier} if shared else None
             step = None if stage is None else stage.prepare(dec_s, params, given)
             g_leaves, treedef = jax.tree_util.tree_flatten(updates)
             p_leaves = treedef.flatten_up_to(params)
@@ -172,7 +178,7 @@ class Sibling:
                 moments = (opt_s.mu, opt_s.nu)
             else:
                 count, bc, moments = None, (), (opt_s.trace,)
-            leaf = self.leaf_fn(learning_rate, stage, step, factor, bc)
+            leaf = self.leaf_fn(scale, stage, step, bc)
             cols = [treedef.flatten_up_to(m) for m in moments]
             rows = [leaf(i, *xs) for i, xs in enumerate(zip(g_leaves, p_leaves, *cols, strict=True))]
             outs = [jax.tree_util.tree_unflatten(treedef, [r[k] for r in rows])
@@ -182,11 +188,20 @@ class Sibling:
             else:
                 opt_new = optax.TraceState(trace=outs[1])
             dec_new = dec_s if stage is None or step is None else stage.next_state(dec_s, step)
-            lr_new = sib.lr_next(learning_rate, lr_s)
+            lr_new = lr.next_state(lr_s)
             new_state = (dec_new, opt_new, lr_new) if self.coupled else (opt_new, lr_new, dec_new)
             return outs[0], new_state
 
         return update_fn
+
+    @staticmethod
+    def scale(lr: LearningRate, lr_s: Any, rates: Rates, updates: PyTree) -> Callable[[int, Any], Any]:
+        """What ``scale_by_learning_rate`` does to leaf ``i``: one rate, or the leaf's own."""
+        if lr.stage is None:
+            factor = sib.lr_factor(lr.learning_rate, rates)
+            return lambda i, u: sib.lr_scale(u, lr.learning_rate, factor)
+        lr_step = lr.prepare(lr_s, updates, rates)
+        return lambda i, u: lr.apply(lr_step, i, u)
 
 
 def fused_transform(

@@ -26,6 +26,7 @@ from decaytx._chains import (
     shared_rate,
 )
 from decaytx._coefficients import Coefficient
+from decaytx._learning_rate import LearningRate
 from decaytx.fused._flat import scale_by_adam_flat
 from decaytx.fused._step import (
     Formulation,
@@ -141,16 +142,17 @@ def adamw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
     a = _recipe_args(_recipes.adamw, (learning_rate, weight_decay), recipe_kwargs)
     formulation, layout = check_formulation(formulation), check_layout(layout)
     m = decay_multiplier(learning_rate, a["decay_scaling"])
+    lr = LearningRate(learning_rate)
     opt = _parity.adam(a["b1"], a["b2"], a["eps"], a["eps_root"], a["mu_dtype"], a["nesterov"], a["amsgrad"])
     stage = decoupled_stage(m, weight_decay, a["mask"], a["anchor"], a["cautious"], a["compensated"])
     fusable = a["mu_dtype"] is None and not a["nesterov"] and not a["amsgrad"]
     sibling = Sibling(adam=True, coupled=False, b1=a["b1"], b2=a["b2"], eps=a["eps"], eps_root=a["eps_root"])
     tree = fused_transform(
-        "fused.adamw", decoupled_chain(learning_rate, stage, opt),
-        sibling.update(learning_rate, stage, shared_rate(learning_rate, stage)),
+        "fused.adamw", decoupled_chain(lr, stage, opt),
+        sibling.update(lr, stage, shared_rate(lr, stage)),
         formulation if fusable else "plain")
     flat = _flat_adam("fused.adamw", layout, a)
-    flat = None if flat is None else decoupled_chain(learning_rate, stage, flat)
+    flat = None if flat is None else decoupled_chain(lr, stage, flat)
     return with_layout("fused.adamw", tree, flat, layout, formulation)
 
 
@@ -192,16 +194,16 @@ def adam_l2(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
     """
     a = _recipe_args(_recipes.adam_l2, (learning_rate, weight_decay), recipe_kwargs)
     formulation, layout = check_formulation(formulation), check_layout(layout)
-    coef.check("learning_rate", learning_rate)
+    lr = LearningRate(learning_rate)
     stage = l2_stage(weight_decay, a["mask"], a["anchor"])
     opt = _parity.adam(a["b1"], a["b2"], a["eps"], 0.0, a["mu_dtype"], False, a["amsgrad"])
     fusable = a["mu_dtype"] is None and not a["amsgrad"]
     sibling = Sibling(adam=True, coupled=True, b1=a["b1"], b2=a["b2"], eps=a["eps"])
-    tree = fused_transform("fused.adam_l2", l2_chain(learning_rate, stage, opt),
-                           sibling.update(learning_rate, stage, None),
+    tree = fused_transform("fused.adam_l2", l2_chain(lr, stage, opt),
+                           sibling.update(lr, stage, False),
                            formulation if fusable else "plain")
     flat = _flat_adam("fused.adam_l2", layout, a)
-    flat = None if flat is None else l2_chain(learning_rate, stage, flat)
+    flat = None if flat is None else l2_chain(lr, stage, flat)
     return with_layout("fused.adam_l2", tree, flat, layout, formulation)
 
 
@@ -246,12 +248,13 @@ def sgdw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
     a = _recipe_args(_recipes.sgdw, (learning_rate, weight_decay), recipe_kwargs)
     formulation = check_formulation(formulation)
     m = decay_multiplier(learning_rate, a["decay_scaling"])
+    lr = LearningRate(learning_rate)
     opt = _parity.momentum(a["momentum"], a["nesterov"], a["dampening"], a["accumulator_dtype"])
     stage = decoupled_stage(m, weight_decay, a["mask"], a["anchor"], False, a["compensated"])
     sibling = Sibling(adam=False, coupled=False, momentum=a["momentum"], nesterov=a["nesterov"])
     return fused_transform(
-        "fused.sgdw", decoupled_chain(learning_rate, stage, opt),
-        sibling.update(learning_rate, stage, shared_rate(learning_rate, stage)),
+        "fused.sgdw", decoupled_chain(lr, stage, opt),
+        sibling.update(lr, stage, shared_rate(lr, stage)),
         formulation if _sgd_fusable(a) else "plain")
 
 
@@ -287,10 +290,10 @@ def sgd_l2(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
     """
     a = _recipe_args(_recipes.sgd_l2, (learning_rate, weight_decay), recipe_kwargs)
     formulation = check_formulation(formulation)
-    coef.check("learning_rate", learning_rate)
+    lr = LearningRate(learning_rate)
     stage = l2_stage(weight_decay, a["mask"], a["anchor"])
     opt = _parity.momentum(a["momentum"], a["nesterov"], a["dampening"], a["accumulator_dtype"])
     sibling = Sibling(adam=False, coupled=True, momentum=a["momentum"], nesterov=a["nesterov"])
     return fused_transform(
-        "fused.sgd_l2", l2_chain(learning_rate, stage, opt), sibling.update(learning_rate, stage, None),
+        "fused.sgd_l2", l2_chain(lr, stage, opt), sibling.update(lr, stage, False),
         formulation if _sgd_fusable(a) else "plain")
