@@ -12,6 +12,8 @@ from decaytx._gradient import add_elastic_net_grad, add_l1_subgrad, add_l2_grad
 from decaytx._group_lasso import group_lasso_penalty, prox_group_lasso
 from decaytx._groups import per_leaf
 from decaytx._inject import inject_hyperparams
+from decaytx._layer_decay import layer_decay
+from decaytx._learning_rate import scale_by_learning_rate
 from decaytx._monitor import monitor, monitor_stats
 from decaytx._parity import scale_by_keras_adam
 from decaytx._penalties import elastic_net_penalty, l1_penalty, l2_penalty
@@ -54,6 +56,7 @@ __all__ = [
     "inject_hyperparams",
     "l1_penalty",
     "l2_penalty",
+    "layer_decay",
     "lr_multiplier",
     "masks",
     "monitor",
@@ -66,6 +69,7 @@ __all__ = [
     "prox_l1",
     "proximal_sgd",
     "scale_by_keras_adam",
+    "scale_by_learning_rate",
     "sgd_l2",
     "sgdw",
     "soft_threshold",

@@ -28,9 +28,11 @@ class PerLeaf:
     schedule's peak on concrete values).
     """
 
-    def __init__(self, fn: Callable[[str, Any], Any], then: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, fn: Callable[[str, Any], Any], then: Callable[[Any], Any] | None = None,
+                 bind: Callable[[list[str]], Callable[[str, Any], Any]] | None = None) -> None:
         self.fn = fn
         self.then = then
+        self.bind = bind  # paths of every params leaf -> the rule (a rule that needs them all)
 
     def __repr__(self) -> str:
         return f"decaytx.per_leaf({getattr(self.fn, '__name__', self.fn)!s})"
@@ -140,8 +142,10 @@ def resolve(name: str, value: Any, params: Any, flat: list[tuple[Any, Any]]) -> 
         # Called with each leaf's values hidden, eagerly as under jit: a rule
         # on shapes and dtypes gives concrete numbers, one on values is refused.
         paths = [path_of(k) for k, _ in flat]
+        fn = value.fn if value.bind is None else value.bind(
+            [p for p, (_, x) in zip(paths, flat, strict=True) if not _is_leaf(x)])
         got = _trees.abstractly(lambda xs: [
-            None if _is_leaf(x) else value.fn(p, x) for p, x in zip(paths, xs, strict=True)
+            None if _is_leaf(x) else fn(p, x) for p, x in zip(paths, xs, strict=True)
         ], [x for _, x in flat], f"{name}={value!r}")
         out = []
         for path, leaf, c in zip(paths, [x for _, x in flat], got, strict=True):

@@ -48,6 +48,9 @@ def _sched(peak: float = 1e-2) -> Any:
 D = decaytx
 F = decaytx.fused
 SIB = {"formulation": "sibling"}
+# A learning rate per leaf (matrices and vectors each their own schedule).
+_LR_MATRIX, _LR_VECTOR = _sched(), _sched(2e-2)
+LR_PER_LEAF = D.per_leaf(lambda path, x: _LR_MATRIX if x.ndim >= 2 else _LR_VECTOR)
 
 REGISTRY: dict[str, Entry] = {
     # the forms
@@ -67,6 +70,14 @@ REGISTRY: dict[str, Entry] = {
     "adamw-schedule": Entry(D.adamw, (_sched(), 0.1), {"decay_scaling": "schedule"}, chain=True,
                             optax_inject=False),
     "proximal_sgd": Entry(D.proximal_sgd, (0.1, 0.01, 0.1), {}, anchor=False, chain=True),
+    # per-leaf learning rates
+    "scale_by_learning_rate[per-leaf lr]": Entry(D.scale_by_learning_rate, (LR_PER_LEAF,), {}, anchor=False),
+    "add_decoupled_decay[per-leaf lr]": Entry(D.add_decoupled_decay, (0.1,), {"learning_rate": LR_PER_LEAF}),
+    "sgd_l2[per-leaf lr]": Entry(D.sgd_l2, (LR_PER_LEAF, 0.1), {"momentum": 0.9}, chain=True),
+    "sgdw[per-leaf lr]": Entry(D.sgdw, (LR_PER_LEAF, 0.1), {"momentum": 0.9}, chain=True),
+    "adamw[per-leaf lr]": Entry(D.adamw, (LR_PER_LEAF, 0.1), {}, chain=True),
+    "adamw-schedule[per-leaf lr]": Entry(D.adamw, (LR_PER_LEAF, 0.1), {"decay_scaling": "schedule"},
+                                         chain=True),
     # the fused steps (sibling formulation), both layouts
     "fused.adamw": Entry(F.adamw, (_sched(), 0.1), {**SIB, "layout": "tree"}, chain=True, fused=True),
     "fused.adamw[flat]": Entry(F.adamw, (_sched(), 0.1), {**SIB, "layout": "flat"}, chain=True,
@@ -76,6 +87,14 @@ REGISTRY: dict[str, Entry] = {
                                  fused=True, flat=True),
     "fused.sgdw": Entry(F.sgdw, (_sched(), 0.1), {**SIB, "momentum": 0.9}, chain=True, fused=True),
     "fused.sgd_l2": Entry(F.sgd_l2, (0.1, 0.1), {**SIB, "momentum": 0.9}, chain=True, fused=True),
+    "fused.adamw[per-leaf lr]": Entry(F.adamw, (LR_PER_LEAF, 0.1), {**SIB, "layout": "tree"}, chain=True,
+                                      fused=True),
+    "fused.adamw[flat, per-leaf lr]": Entry(F.adamw, (LR_PER_LEAF, 0.1), {**SIB, "layout": "flat"},
+                                            chain=True, fused=True, flat=True),
+    "fused.sgdw[per-leaf lr]": Entry(F.sgdw, (LR_PER_LEAF, 0.1), {**SIB, "momentum": 0.9}, chain=True,
+                                     fused=True),
+    "fused.sgd_l2[per-leaf lr]": Entry(F.sgd_l2, (LR_PER_LEAF, 0.1), {**SIB, "momentum": 0.9}, chain=True,
+                                       fused=True),
     # compensated=True (a float32 residual per bf16/f16 leaf; none for float32)
     "add_decoupled_decay[compensated]": Entry(D.add_decoupled_decay, (0.1,),
                                               {"learning_rate": _sched(), "compensated": True}),
@@ -94,6 +113,8 @@ REGISTRY: dict[str, Entry] = {
 RECIPE_OF = {
     "fused.adamw": "adamw", "fused.adamw[flat]": "adamw", "fused.adam_l2": "adam_l2",
     "fused.adam_l2[flat]": "adam_l2", "fused.sgdw": "sgdw", "fused.sgd_l2": "sgd_l2",
+    "fused.adamw[per-leaf lr]": "adamw[per-leaf lr]", "fused.adamw[flat, per-leaf lr]": "adamw[per-leaf lr]",
+    "fused.sgdw[per-leaf lr]": "sgdw[per-leaf lr]", "fused.sgd_l2[per-leaf lr]": "sgd_l2[per-leaf lr]",
     "fused.adamw[compensated]": "adamw[compensated]", "fused.sgdw[compensated]": "sgdw[compensated]",
 }
 

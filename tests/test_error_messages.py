@@ -95,24 +95,30 @@ def test_a_partial_is_a_schedule(where: str) -> None:
     assert float(u["w"][0, 0]) == pytest.approx(-0.2)
 
 
-# (d) per-leaf learning rates
-@pytest.mark.parametrize("rate", [{"w": 0.1, "b": 0.0}, decaytx.per_leaf(lambda p, x: 0.1)],
+# (d) per-leaf learning rates: accepted; a bad tree is named, with its fix
+@pytest.mark.parametrize("rate", [{"w": 0.1, "b": -0.1}, decaytx.per_leaf(lambda p, x: -0.1 if p == "b" else 0.1)],
                          ids=["dict", "per_leaf"])
-def test_per_leaf_learning_rate_says_not_supported_and_how(rate: Any) -> None:
-    with pytest.raises(TypeError) as err:
-        decaytx.add_decoupled_decay(0.1, learning_rate=rate)
+def test_a_negative_per_leaf_learning_rate_names_the_leaf_and_the_fix(rate: Any) -> None:
+    params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    with pytest.raises(ValueError) as err:
+        decaytx.add_decoupled_decay(0.1, learning_rate=rate).init(params)
     msg = str(err.value)
-    for needle in ("learning_rate=", "per-leaf learning rates are not supported yet",
-                   "optax.multi_transform", "fold it into the decay coefficient"):
+    for needle in ("learning_rate['b']=-0.1", "is negative", "pass abs("):
         assert needle in msg, msg
 
 
 @pytest.mark.parametrize("recipe", [decaytx.adamw, decaytx.sgdw, decaytx.sgd_l2,
-                                    decaytx.adam_l2])
-def test_recipes_say_per_leaf_learning_rates_are_not_supported(recipe: Any) -> None:
-    with pytest.raises(TypeError, match="per-leaf learning rates are not supported yet.*"
-                       "optax.multi_transform"):
-        recipe({"w": 0.1, "b": 0.0}, weight_decay=0.1)
+                                    decaytx.adam_l2, decaytx.proximal_sgd])
+def test_recipes_name_a_learning_rate_tree_that_does_not_fit_params(recipe: Any) -> None:
+    params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    opt = recipe({"w": 0.1, "x": 0.0}, 0.1)
+    with pytest.raises(ValueError, match=r"learning_rate: the coefficient tree is not a prefix of params"):
+        opt.init(params)
+
+
+def test_a_learning_rate_tree_with_a_string_leaf_names_it() -> None:
+    with pytest.raises(TypeError, match=r"learning_rate\['w'\]='fast'"):
+        decaytx.adamw({"w": "fast", "b": 0.1}, 0.1)
 
 
 # (e) a bare-array params tree: <root>, never an empty path

@@ -231,14 +231,17 @@ def test_cloudpickle_round_trip_takes_the_same_steps(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", [k for k, e in REGISTRY.items() if not e.chain  # schedules: cloudpickle
-                                  and k.split("[")[0] not in ("add_decoupled_decay", "prox_elastic_net")])
+                                  and k.split("[")[0] not in ("add_decoupled_decay", "prox_elastic_net")
+                                  and "per-leaf lr" not in k])
 def test_a_form_with_constant_coefficients_pickles_with_plain_pickle(name: str) -> None:
     opt = _make(name)
     again = pickle.loads(pickle.dumps(opt))
     _close(_steps(again, P), _steps(opt, P), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", [k for k, e in REGISTRY.items() if not e.flat])
+# A per_leaf rule's schedules are known at init only, from params; optax's
+# placeholder has none (a documented limit of per_leaf schedules).
+@pytest.mark.parametrize("name", [k for k, e in REGISTRY.items() if not e.flat and "per-leaf lr" not in k])
 def test_optax_map_params_finds_the_params_trees(name: str) -> None:
     opt = _make(name)
     state = opt.init(P)
