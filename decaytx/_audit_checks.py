@@ -136,8 +136,9 @@ def _frozen_and_hidden(found: rules.Findings, flat: list[tuple[str, Any]], actin
 
 
 def _constant_multiplier(found: rules.Findings, optimizer: Any, state: Any, theta: Any,
-                         acting: Acting, responds: list[int]) -> None:
-    """A constant decay multiplier beside an optimizer whose step follows a schedule."""
+                         acting: Acting, responds: list[int], flat: list[tuple[str, Any]]) -> None:
+    """A constant decay multiplier beside a step that follows a schedule (on the same leaves:
+    with per-leaf learning rates a leaf whose own rate is constant is not flagged)."""
     constant: dict[str, tuple[float, list[str]]] = {}
     for path, entries in acting.items():
         for label, plan, leaf in entries:
@@ -155,13 +156,13 @@ def _constant_multiplier(found: rules.Findings, optimizer: Any, state: Any, thet
         _, after = call_update(optimizer, ones, _at_count(state, t), theta)
         return _leaves(call_update(optimizer, ones, after, theta)[0])
 
+    index = {path: i for i, (path, _) in enumerate(flat)}
     base = step_at(_COUNTS[0])
-    for t in _COUNTS[1:]:
-        ut = step_at(t)
-        if any(_differs(ut[i], base[i], 1e-3) for i in responds):
-            for label, (m, paths) in constant.items():
-                found.add("constant_multiplier", label, paths, f"{m:.3g}")
-            return
+    later = [step_at(t) for t in _COUNTS[1:]]
+    for label, (m, paths) in constant.items():
+        mine = [index[p] for p in paths if p in index and index[p] in responds]
+        if any(_differs(ut[i], base[i], 1e-3) for ut in later for i in mine):
+            found.add("constant_multiplier", label, paths, f"{m:.3g}")
 
 
 def _gradient_after_optimizer(found: rules.Findings, optimizer: Any, state: Any,
@@ -277,7 +278,7 @@ def behaviour(found: rules.Findings, optimizer: Any, params: Any, state: Any,
                 break
         responds = _frozen_and_hidden(found, flat, acting, plans, u0, u1)
         if responds:
-            _constant_multiplier(found, optimizer, at, theta, acting, responds)
+            _constant_multiplier(found, optimizer, at, theta, acting, responds, flat)
         _gradient_after_optimizer(found, optimizer, at, theta, acting, anchor_of, flat, u0)
         _outside_schedule_free(found, optimizer, state, theta, acting, anchor_of, flat,
                                probe_steps)

@@ -117,10 +117,9 @@ BAD_VALUES: dict[str, tuple[Any, type[Exception], str]] = {
 def test_bad_coefficient(site: str, bad: str) -> None:
     arg, call = COEFFICIENT_SITES[site]
     value, exc, shown = BAD_VALUES[bad]
-    if bad in ("list", "tuple") and site != "inject_hyperparams" and not site.endswith(".lr") and site not in (
-        "lr_multiplier", "corrected_decay"
-    ):
-        pytest.skip("0.2: a list/tuple is a coefficient tree, checked against params at init")
+    if bad in ("list", "tuple") and site != "inject_hyperparams":
+        pytest.skip("a list/tuple is a coefficient tree (learning_rate= too, from 0.3), "
+                    "checked against params at init")
     if site == "inject_hyperparams" and bad in ("string", "list", "tuple", "object", "vector"):
         # optax itself turns these into arrays or refuses them first; what
         # reaches decaytx is covered by the other values.

@@ -35,6 +35,8 @@ import decaytx
 STEPS = 100
 SCHEDULE = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 10, STEPS)
 MASK = {"w": True, "b": False}
+LR_TREE = {"w": SCHEDULE, "b": optax.cosine_decay_schedule(3e-3, STEPS)}
+WD_TREE = {"w": 0.1, "b": 0.02}
 
 # name -> (fused factory taking formulation=, recipe factory)
 CASES: dict[str, tuple[Any, Any]] = {
@@ -60,8 +62,22 @@ CASES: dict[str, tuple[Any, Any]] = {
         lambda fo: decaytx.fused.sgd_l2(SCHEDULE, 0.1, momentum=0.9, mask=MASK, anchor="init", formulation=fo),
         lambda: optax.chain(decaytx.add_l2_grad(0.1, mask=MASK, anchor="init"), optax.trace(0.9),
                             optax.scale_by_learning_rate(SCHEDULE))),
+    # Per-leaf learning rates (the sibling form scales each leaf by its own
+    # rate from the recipe's learning-rate plan; the decay follows it).
+    "adamw-per-leaf-lr": (
+        lambda fo: decaytx.fused.adamw(LR_TREE, WD_TREE, formulation=fo, layout="tree"),
+        lambda: decaytx.adamw(LR_TREE, WD_TREE)),
+    "adam_l2-per-leaf-lr": (
+        lambda fo: decaytx.fused.adam_l2(LR_TREE, WD_TREE, formulation=fo, layout="tree"),
+        lambda: decaytx.adam_l2(LR_TREE, WD_TREE)),
+    "sgdw-per-leaf-lr": (
+        lambda fo: decaytx.fused.sgdw(LR_TREE, WD_TREE, momentum=0.9, decay_scaling="schedule", formulation=fo),
+        lambda: decaytx.sgdw(LR_TREE, WD_TREE, momentum=0.9, decay_scaling="schedule")),
+    "sgd_l2-per-leaf-lr": (
+        lambda fo: decaytx.fused.sgd_l2(LR_TREE, WD_TREE, momentum=0.9, formulation=fo),
+        lambda: decaytx.sgd_l2(LR_TREE, WD_TREE, momentum=0.9)),
 }
-BITWISE = {"sgdw", "sgd_l2-nesterov", "sgd_l2-anchor"}
+BITWISE = {"sgdw", "sgd_l2-nesterov", "sgd_l2-anchor", "sgdw-per-leaf-lr", "sgd_l2-per-leaf-lr"}
 
 
 def _params(dtype: Any) -> dict[str, jax.Array]:

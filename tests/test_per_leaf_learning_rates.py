@@ -500,3 +500,29 @@ def test_recipe_evaluates_each_schedule_once_per_step() -> None:
     calls.update(a=0, b=0)
     jax.make_jaxpr(opt.update)(params, state, params)
     assert calls == {"a": 1, "b": 1}
+
+
+# -- audit and monitor read each leaf's own multiplier -----------------------------------------
+
+
+def test_audit_reports_each_leafs_own_multiplier_and_no_constant_multiplier_problem() -> None:
+    """A group at a constant rate beside a scheduled group is not a constant
+    multiplier under a scheduled optimizer: its own step is constant too."""
+    params = {"a": jnp.ones((3, 3)), "b": jnp.ones((3, 3))}
+    sched = optax.cosine_decay_schedule(2e-3, 100)
+    report = decaytx.audit(decaytx.adamw({"a": 1e-3, "b": sched}, 0.1), params)
+    assert not report.problems, report
+    rows = {r.path: r for r in report.rows if r.transform is not None}
+    assert rows["a"].m_peak == pytest.approx(1e-3) and rows["b"].m_peak == pytest.approx(2e-3)
+    # one multiplier for everything beside a scheduled step is still found
+    shared = optax.chain(optax.adam(sched), decaytx.add_decoupled_decay(0.1, learning_rate=1e-3))
+    assert [p.kind for p in decaytx.audit(shared, params).problems] == ["constant_multiplier"]
+
+
+def test_monitor_reports_each_leafs_own_rate_times_lambda() -> None:
+    params = {"a": jnp.ones((3, 3)), "b": jnp.ones((3, 3))}
+    opt = decaytx.monitor(decaytx.adamw({"a": 1e-3, "b": 2e-3}, 0.1))
+    state = opt.update(jax.tree.map(jnp.ones_like, params), opt.init(params), params)[1]
+    stats = decaytx.monitor_stats(state)
+    assert stats["a"]["rate"] == pytest.approx(1e-4) and stats["b"]["rate"] == pytest.approx(2e-4)
+    assert stats["a"]["decay"] == pytest.approx(1e-4 * 3.0) and stats["b"]["decay"] == pytest.approx(2e-4 * 3.0)

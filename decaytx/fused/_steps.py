@@ -92,7 +92,10 @@ def adamw(learning_rate: optax.ScalarOrSchedule, weight_decay: Coefficient, *,
     The recipe's maths, arguments, state and values (to float32 rounding:
     within 8 ulps, ``tests/test_fused.py``), its moments and update written
     as sibling computations over :math:`(\theta, g, m, v)`; the decay is the
-    recipe's own stage (masks, coefficient trees, anchors, checks). With
+    recipe's own stage (masks, coefficient trees, anchors, checks). Per-leaf
+    learning rates (a tree or ``per_leaf``) are fused too: each leaf is
+    scaled by its own rate from the recipe's learning-rate plan, and its
+    decay follows that rate. With
     ``XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion``
     each leaf compiles to one kernel moving 28 bytes per f32 parameter (40
     for ``optax.adamw``); without it (or off CPU) ``formulation="auto"`` runs
