@@ -7,7 +7,9 @@ multiplied by ``m_t``, which comes from ``learning_rate=``:
 * ``None``: ``m_t = 1`` (fully independent decay, TF-Addons ``AdamW``);
 * a float or schedule ``eta``: ``m_t = eta_t`` (PyTorch ``AdamW``, optax);
 * :func:`decaytx.lr_multiplier` of a schedule: ``m_t = eta_t / eta_max``;
-* :func:`decaytx.corrected_decay` of a schedule: ``m_t = eta_t^2 / eta_max``.
+* :func:`decaytx.corrected_decay` of a schedule: ``m_t = eta_t^2 / eta_max``;
+* per leaf, any of these as a coefficient tree (a prefix of params) or
+  :func:`decaytx.per_leaf`: each leaf's decay follows its own rate.
 """
 
 from __future__ import annotations

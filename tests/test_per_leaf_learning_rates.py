@@ -526,3 +526,28 @@ def test_monitor_reports_each_leafs_own_rate_times_lambda() -> None:
     stats = decaytx.monitor_stats(state)
     assert stats["a"]["rate"] == pytest.approx(1e-4) and stats["b"]["rate"] == pytest.approx(2e-4)
     assert stats["a"]["decay"] == pytest.approx(1e-4 * 3.0) and stats["b"]["decay"] == pytest.approx(2e-4 * 3.0)
+
+
+# -- the proximal forms take each leaf's own rate --------------------------------------------
+
+
+def test_prox_l1_thresholds_each_leaf_at_its_own_rate() -> None:
+    params = {"a": jnp.array([0.05, 0.5, -2.0]), "b": jnp.array([0.05, 0.5, -2.0])}
+    t = decaytx.prox_l1(1.0, learning_rate={"a": 0.1, "b": 0.4})
+    u, _ = t.update(jax.tree.map(jnp.zeros_like, params), t.init(params), params)
+    out = optax.apply_updates(params, u)
+    soft = lambda x, tau: np.sign(x) * np.maximum(np.abs(x) - tau, 0.0)  # noqa: E731
+    np.testing.assert_allclose(np.asarray(out["a"]), soft(np.asarray(params["a"]), 0.1), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(out["b"]), soft(np.asarray(params["b"]), 0.4), rtol=1e-6)
+
+
+def test_proximal_sgd_with_a_tree_of_rates_is_one_ista_step_per_leaf() -> None:
+    params = {"a": jnp.array([0.35, -1.0, 0.12]), "b": jnp.array([0.35, -1.0, 0.12])}
+    grads = {"a": jnp.array([1.0, 1.0, 0.0]), "b": jnp.array([1.0, 1.0, 0.0])}
+    rates = {"a": 0.1, "b": 0.2}
+    opt = decaytx.proximal_sgd(rates, 0.5, 1.0)
+    out = optax.apply_updates(params, opt.update(grads, opt.init(params), params)[0])
+    for k, eta in rates.items():
+        z = np.asarray(params[k]) - eta * np.asarray(grads[k])
+        want = np.sign(z) * np.maximum(np.abs(z) - eta * 0.5, 0.0) / (1 + eta * 1.0)
+        np.testing.assert_allclose(np.asarray(out[k]), want, rtol=1e-6, atol=1e-7, err_msg=k)
