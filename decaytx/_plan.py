@@ -179,7 +179,7 @@ def _compute_dtype(dtype: Any, group: dict[str, Any], combine: Any) -> Any:
     if any(p is None for p in peaks.values()):
         return None  # not concrete: cannot be known here (documented)
     scalars = combine(peaks) if combine is not None else peaks
-    if any(s is not None and s > fmax for s in scalars.values()):
+    if any(s is not None and abs(s) > fmax for s in scalars.values()):  # a factor may be -eta
         return jnp.dtype(jnp.float32)
     return None
 

@@ -551,3 +551,14 @@ def test_proximal_sgd_with_a_tree_of_rates_is_one_ista_step_per_leaf() -> None:
         z = np.asarray(params[k]) - eta * np.asarray(grads[k])
         want = np.sign(z) * np.maximum(np.abs(z) - eta * 0.5, 0.0) / (1 + eta * 1.0)
         np.testing.assert_allclose(np.asarray(out[k]), want, rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_a_rate_past_float16s_range_gives_zero_steps_for_zero_updates_not_nan() -> None:
+    """-1e5 does not fit float16 (-inf there, and -inf * 0 is NaN): the leaf is
+    computed in float32 and cast back, as the decay forms do for a large coefficient."""
+    t = decaytx.scale_by_learning_rate({"a": 1e5, "b": 0.1})
+    g = {"a": jnp.array([0.0, 1e-3], jnp.float16), "b": jnp.array([0.0, 1.0], jnp.float16)}
+    u, _ = t.update(g, t.init(g))
+    assert u["a"].dtype == jnp.float16
+    want = (np.float32(-1e5) * np.asarray(g["a"], np.float32)).astype(np.float16)
+    np.testing.assert_array_equal(np.asarray(u["a"], np.float32), want.astype(np.float32))
