@@ -15,6 +15,7 @@ scaling and its decay's multiplier: each schedule evaluated once per step.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -63,13 +64,13 @@ def _scaled(u: jax.Array, p: jax.Array, a: Any, factor: jax.Array) -> jax.Array:
     return factor * u
 
 
-def _factor(flip_sign: bool) -> Any:
-    sign = -1 if flip_sign else 1
+def _factor(sign: int, v: dict[str, Any]) -> dict[str, Any]:
+    return {"factor": sign * v["learning_rate"]}
 
-    def combine(v: dict[str, Any]) -> dict[str, Any]:
-        return {"factor": sign * v["learning_rate"]}
 
-    return combine
+def _times_zero(zero: float, u: jax.Array) -> jax.Array:
+    """A frozen leaf's step, ``-0 * u`` (what optax gives for a rate of 0)."""
+    return jnp.asarray(zero, u.dtype) * u
 
 
 class LearningRate:
@@ -85,11 +86,11 @@ class LearningRate:
         self.per_leaf = _groups.is_tree(learning_rate)
         self.stage: Stage | None = None
         if self.per_leaf:
-            zero = -0.0 if self.flip_sign else 0.0
+            # Module-level functions (not closures): the transform pickles.
             self.stage = Stage(Form(
                 "scale_by_learning_rate", _scaled, {"learning_rate": learning_rate},
-                side="update", combine=_factor(self.flip_sign),
-                at_zero=lambda u: jnp.asarray(zero, u.dtype) * u,
+                side="update", combine=functools.partial(_factor, -1 if self.flip_sign else 1),
+                at_zero=functools.partial(_times_zero, -0.0 if self.flip_sign else 0.0),
             ))
 
     def init(self, params: Any) -> Any:
@@ -181,8 +182,4 @@ def scale_by_learning_rate(learning_rate: Any, *, flip_sign: bool = True) -> opt
     lr = LearningRate(learning_rate, flip_sign)
     if lr.stage is None:
         return optax.scale_by_learning_rate(learning_rate, flip_sign=flip_sign)
-
-    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
-        return lr.update(updates, state, params)
-
-    return optax.GradientTransformation(lr.init, update_fn)
+    return optax.GradientTransformation(lr.init, lr.update)

@@ -562,3 +562,13 @@ def test_a_rate_past_float16s_range_gives_zero_steps_for_zero_updates_not_nan() 
     assert u["a"].dtype == jnp.float16
     want = (np.float32(-1e5) * np.asarray(g["a"], np.float32)).astype(np.float16)
     np.testing.assert_array_equal(np.asarray(u["a"], np.float32), want.astype(np.float32))
+
+
+def test_scale_by_learning_rate_of_a_constant_tree_pickles_and_takes_the_same_steps() -> None:
+    import pickle
+
+    t = decaytx.scale_by_learning_rate({"a": 0.1, "b": 0.0})
+    again = pickle.loads(pickle.dumps(t))
+    g = {"a": jnp.arange(3.0), "b": jnp.arange(2.0)}
+    for x, y in zip(jax.tree.leaves(t.update(g, t.init(g))[0]), jax.tree.leaves(again.update(g, again.init(g))[0])):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
