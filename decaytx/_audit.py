@@ -270,9 +270,8 @@ def _row(path: str, shape: tuple[int, ...], dtype: str, label: str,
     lam0 = {k: _step0(v) for k, v in leaf.coefficients.items()}
     lam_peak = {k: _peak(v) for k, v in leaf.coefficients.items()}
     update_side = plan.side == "update"
-    m = plan.multiplier if leaf.multiplier is None else leaf.multiplier
-    m0 = _step0(m) if update_side else None
-    m_peak = _peak(m) if update_side else None
+    m = plan.multiplier if leaf.multiplier is None else leaf.multiplier  # per-leaf rates: its own
+    m0, m_peak = (_step0(m), _peak(m)) if update_side else (None, None)
     factor = ({k: _times(m_peak, v) for k, v in lam_peak.items()}
               if update_side and m_peak is not None else {})
     return AuditRow(path, shape, dtype, label, plan.side, lam0, lam_peak, m0, m_peak, factor,
