@@ -85,7 +85,7 @@ def layer_decay(base_lr: Any, decay: float, layer_of: Callable[[str], int], *,
       >>> params = {k: jnp.ones(2) for k in ("embed", "block0", "block1", "head")}
       >>> t = decaytx.scale_by_learning_rate(lr)
       >>> u, _ = t.update(jax.tree.map(jnp.ones_like, params), t.init(params))
-      >>> {k: float(-v[0]) for k, v in u.items()}
+      >>> {k: round(float(-v[0]), 9) for k, v in u.items()}
       {'block0': 0.00025, 'block1': 0.0005, 'embed': 0.000125, 'head': 0.001}
 
     References:

@@ -252,7 +252,7 @@ def publish(out_dir: pathlib.Path, root: pathlib.Path | None = None) -> None:
 
 def cli(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="the issue's trees, fewer repetitions")
+    ap.add_argument("--quick", action="store_true", help="the full run's trees, fewer repetitions")
     ap.add_argument("--tiny", action="store_true", help="smoke run (tests): outputs only, figures meaningless")
     ap.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/bench"))
     ap.add_argument("--seed", type=int, default=0)

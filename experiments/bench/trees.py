@@ -135,7 +135,7 @@ def config(mode: str) -> Config:
             mlp_dims=(784, 1024, 1024, 1024, 1024, 10), mlp_batch=128,
             init_tree=flat(M // 4), init_repeats=1 if quick else 5, warmup=1 if quick else 2,
             forms=not quick, subset=quick,
-            note=("--quick: the issue's trees, 11 repetitions, AdamW and Adam-L2 only (decaytx.adamw and the L2 "
+            note=("--quick: the full run's trees, 11 repetitions, AdamW and Adam-L2 only (decaytx.adamw and the L2 "
                   "chains only without the option; the SGD forms in the one-leaf kernels table only), one init "
                   "case per schedule, no forms table (tests/test_hlo_cost.py asserts it). Without --quick: every "
                   "variant, 41 repetitions."
