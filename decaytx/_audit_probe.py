@@ -59,29 +59,29 @@ def call_update(optimizer: Any, grads: Any, state: Any, params: Any) -> tuple[An
         return optimizer.update(grads, state, params, value=jnp.zeros([], jnp.float32))
 
 
+def _in_decay_states(state: Any, field: str) -> list[tuple[str, Any]]:
+    """``(path, array)`` for each leaf of the ``field`` tree (``anchor``,
+    ``residual``) of every ``DecayState`` in ``state``."""
+    nodes = jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(x, _transform.DecayState))
+    return [(path, x) for node in nodes
+            if isinstance(node, _transform.DecayState) and getattr(node, field) is not None
+            for path, x in leaves_by_path(getattr(node, field))
+            if not _trees.is_empty(x) and hasattr(x, "shape")]
+
+
 def _state_anchors(state: Any) -> dict[str, list[Any]]:
     """Path -> the anchors kept in the state's ``DecayState`` s for that leaf."""
     found: dict[str, list[Any]] = {}
-    nodes = jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(x, _transform.DecayState))
-    for node in nodes:
-        if not isinstance(node, _transform.DecayState) or node.anchor is None:
-            continue
-        for path, a in leaves_by_path(node.anchor):
-            if not _trees.is_empty(a) and hasattr(a, "shape"):
-                found.setdefault(path, []).append(np.asarray(a))
+    for path, a in _in_decay_states(state, "anchor"):
+        found.setdefault(path, []).append(np.asarray(a))
     return found
 
 
 def _state_residuals(state: Any) -> dict[str, np.ndarray]:
     """Path -> the compensation residuals kept for that leaf (``compensated=True``), summed."""
     found: dict[str, np.ndarray] = {}
-    nodes = jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(x, _transform.DecayState))
-    for node in nodes:
-        if not isinstance(node, _transform.DecayState) or node.residual is None:
-            continue
-        for path, r in leaves_by_path(node.residual):
-            if not _trees.is_empty(r) and hasattr(r, "shape"):
-                found[path] = found.get(path, 0.0) + _wide(r)
+    for path, r in _in_decay_states(state, "residual"):
+        found[path] = found.get(path, 0.0) + _wide(r)
     return found
 
 

@@ -76,10 +76,7 @@ def main() -> None:
     for dtype in DTYPES:
         r = measure(reps=args.reps, params=args.params, blocks=args.blocks,
                     donate=not args.no_donate, dtype=dtype)
-        print(f"\n{r['option']}: tree {r['tree']}; {'' if r['donated'] else 'not '}donated; "
-              f"{r['reps']} interleaved repetitions; jax {r['jax']} on {r['platform']}; "
-              f"load average {r['load']}")
-        print("\n".join(options.table(r)))
+        print("\n" + options.show(r))
 
 
 if __name__ == "__main__":

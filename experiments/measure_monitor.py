@@ -54,10 +54,7 @@ def main() -> None:
     args = ap.parse_args()
     res = measure(reps=args.reps, params=args.params, blocks=args.blocks, layered=args.layered,
                   donate=not args.no_donate)
-    print(f"tree {res['tree']}; {'' if res['donated'] else 'not '}donated; "
-          f"{res['reps']} interleaved repetitions; jax {res['jax']} "
-          f"on {res['platform']}; load average {tuple(res['load'])}")
-    print("\n".join(options.table(res)))
+    print(options.show(res))
 
 
 if __name__ == "__main__":

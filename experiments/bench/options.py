@@ -116,6 +116,14 @@ def table(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def show(res: dict[str, Any]) -> str:
+    """A measurement as a script prints it: one line on the run, then :func:`table`."""
+    return "\n".join([
+        f"{res['option']}: tree {res['tree']}; {'' if res['donated'] else 'not '}donated; "
+        f"{res['reps']} interleaved repetitions; jax {res['jax']} on {res['platform']}; "
+        f"load average {tuple(res['load'])}", *table(res)])
+
+
 def one(name: str, mode: str) -> dict[str, Any]:
     """The option ``name`` measured at ``mode``'s sizes, in this process."""
     module, _, function = OPTIONS[name].partition(":")
