@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
 
@@ -31,6 +30,7 @@ def _worker(tree_name: str, reps: int) -> dict:
 
     import decaytx
     from experiments.bench import hlo, trees
+    from experiments.bench.timing import time_steps
 
     tree = {"100x16M": trees.layered(100, 16 * trees.M), "309x0.5M": trees.transformer(trees.M // 2),
             "309x16M": trees.transformer(16 * trees.M)}[tree_name]
@@ -50,15 +50,7 @@ def _worker(tree_name: str, reps: int) -> dict:
         compiled = hlo.jit_step(opt).lower(params, state, grads).compile()
         out["kernels"][name] = len(hlo.fusion_shapes(compiled.as_text()))
         steps[name] = [compiled, jax.tree.map(np.array, params), state]
-        out["times"][name] = []
-    for _ in range(reps):
-        for name in rng.permutation(list(variants)):
-            c, p, s = steps[name]
-            t0 = time.perf_counter()
-            p, s = c(p, s, grads)
-            jax.block_until_ready(p)
-            out["times"][name].append(time.perf_counter() - t0)
-            steps[name][1:] = [p, s]
+    out["times"] = time_steps(steps, grads, reps, rng)
     return out
 
 

@@ -33,7 +33,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -62,7 +61,7 @@ def measure_variants(option: str, variants: dict[str, Callable[[], Any]], *, rep
     import numpy as np
 
     from experiments.bench import hlo, trees
-    from experiments.bench.timing import median_of_ratios
+    from experiments.bench.timing import median_of_ratios, time_steps
 
     total = int(params * trees.M)
     tree = trees.layered(layered, total) if layered else trees.transformer(total, blocks=blocks)
@@ -84,15 +83,7 @@ def measure_variants(option: str, variants: dict[str, Callable[[], Any]], *, rep
                           "bytes accessed", float("nan"))) / n,
                       "state_bytes_per_param": hlo.tree_bytes(state) / n}
         steps[name] = [compiled, jax.tree.map(np.array, p0), state]
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(reps):
-        for name in rng.permutation(list(steps)):
-            c, p, s = steps[name]
-            t0 = time.perf_counter()
-            p, s = c(p, s, grads)
-            jax.block_until_ready(p)
-            times[name].append(time.perf_counter() - t0)
-            steps[name][1:] = [p, s]
+    times = time_steps(steps, grads, reps, rng)
     baseline, control = list(variants)[:2]
     for name, row in rows.items():
         m, lo, hi = median_of_ratios(times[name], times[baseline], rng)

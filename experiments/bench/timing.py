@@ -21,6 +21,26 @@ import numpy as np
 from experiments.bench.variants import REF, Variant
 
 
+def time_steps(steps: dict[str, list[Any]], grads: Any, reps: int,
+               rng: np.random.Generator) -> dict[str, list[float]]:
+    """Seconds of one call per repetition of each compiled step, ``reps``
+    times, every repetition visiting the steps in a fresh random order.
+    ``steps[name] = [compiled, params, state]``: each step carries its own
+    params and state (donated: updated in place in ``steps``)."""
+    import jax
+
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(reps):
+        for name in rng.permutation(list(steps)):
+            c, p, s = steps[name]
+            t0 = time.perf_counter()
+            p, s = c(p, s, grads)
+            jax.block_until_ready(p)
+            times[name].append(time.perf_counter() - t0)
+            steps[name][1:] = [p, s]
+    return times
+
+
 def _calibrate(v: Variant, target_s: float) -> int:
     # The fastest of three single steps: contention only ever adds time.
     best = float("inf")
