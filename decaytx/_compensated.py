@@ -81,16 +81,13 @@ def state_leaves(name: str, tree: Any, params: PyTree, keypaths: list[Any],
                  residual: list[bool]) -> list[Any]:
     """The state's residual leaves, checked against params (one per params leaf)."""
     p_leaves, p_def = _trees.flatten(params)
-    try:
-        r_leaves, r_def = _trees.flatten(tree)
-    except TypeError:
-        r_leaves, r_def = [], None
-    if r_def is None or r_def.num_leaves != p_def.num_leaves:
-        raise ValueError(
-            f"{name}.update: state.residual is not a params-like tree "
-            f"({str(tree)[:60]}); the state was built for other params. Call init "
-            "with these params (compensated=True keeps one float32 residual per "
-            "bf16/f16 leaf)."
+    r_leaves, r_def = _trees.flatten(tree)
+    if r_def != p_def:
+        raise _trees.structure_error(
+            "state.residual", tree, params,
+            f"The state of {name} was built for other params; rebuild it with this "
+            "transform's init (compensated=True keeps one float32 residual per "
+            "bf16/f16 leaf).",
         )
     for r, p, keep, kp in zip(r_leaves, p_leaves, residual, keypaths, strict=True):
         if keep and (getattr(r, "shape", None) != p.shape or getattr(r, "dtype", None) != jnp.float32):
