@@ -95,25 +95,16 @@ def decoupled_stage(
     return None if form is None else Stage(form, mask=mask, anchor=anchor)
 
 
-def transform(stage: Stage | LearningRate | None) -> optax.GradientTransformation:
+def transform(stage: Stage | None) -> optax.GradientTransformation:
     """A stage as a transform (``optax.identity()`` for no decay)."""
-    if isinstance(stage, LearningRate):
-        return optax.GradientTransformation(stage.init, stage.update)
     return optax.identity() if stage is None else optax.GradientTransformation(stage.init, stage.update)
-
-
-def lr_transform(lr: LearningRate) -> optax.GradientTransformation:
-    """The learning-rate scaling: ``optax.scale_by_learning_rate`` for one rate."""
-    if lr.stage is None:
-        return optax.scale_by_learning_rate(lr.learning_rate)
-    return transform(lr)
 
 
 def l2_chain(
     lr: LearningRate, stage: Stage | None, optimizer: optax.GradientTransformation
 ) -> optax.GradientTransformation:
     """``add_l2_grad``, ``optimizer``, ``scale_by_learning_rate``: the coupled recipes' chain."""
-    return optax.chain(transform(stage), optimizer, lr_transform(lr))
+    return optax.chain(transform(stage), optimizer, lr.transform())
 
 
 def shared_rate(lr: LearningRate, stage: Stage | None) -> bool:
@@ -139,7 +130,7 @@ def decoupled_chain(
     each once (:func:`_scheduled_decoupled`); the state is the chain's either way.
     """
     if not shared_rate(lr, stage):
-        return optax.chain(optimizer, lr_transform(lr), transform(stage))
+        return optax.chain(optimizer, lr.transform(), transform(stage))
     assert stage is not None
     return _scheduled_decoupled(lr, stage, optimizer)
 

@@ -93,6 +93,12 @@ class LearningRate:
                 at_zero=functools.partial(_times_zero, -0.0 if self.flip_sign else 0.0),
             ))
 
+    def transform(self) -> optax.GradientTransformation:
+        """``optax.scale_by_learning_rate`` itself for one rate; for a tree, this object's."""
+        if self.stage is None:
+            return optax.scale_by_learning_rate(self.learning_rate, flip_sign=self.flip_sign)
+        return optax.GradientTransformation(self.init, self.update)
+
     def init(self, params: Any) -> Any:
         if self.stage is None:
             return optax.scale_by_learning_rate(self.learning_rate, flip_sign=self.flip_sign).init(params)
@@ -179,7 +185,4 @@ def scale_by_learning_rate(learning_rate: Any, *, flip_sign: bool = True) -> opt
     """
     if not isinstance(flip_sign, bool):
         raise TypeError(f"scale_by_learning_rate(flip_sign={flip_sign!r}): flip_sign must be a bool.")
-    lr = LearningRate(learning_rate, flip_sign)
-    if lr.stage is None:
-        return optax.scale_by_learning_rate(learning_rate, flip_sign=flip_sign)
-    return optax.GradientTransformation(lr.init, lr.update)
+    return LearningRate(learning_rate, flip_sign).transform()
